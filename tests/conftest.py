@@ -1,0 +1,20 @@
+"""Test setup: 4 fake CPU devices, set before any JAX operation runs."""
+
+import os
+import pathlib
+import sys
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", 4)
+jax.config.update("jax_platforms", "cpu")
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# datasets/ is imported from the repository root, never installed (it would
+# shadow Hugging Face `datasets`).
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+REAL_SAMPLES = pathlib.Path(
+    os.environ.get("UNET_JAX_REAL_SAMPLES", REPO_ROOT.parent / "shared" / "real_samples")
+)
