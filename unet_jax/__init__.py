@@ -1,0 +1,1 @@
+"""unet-jax: a JAX/Flax U-Net for semantic segmentation of CARLA driving scenes."""
