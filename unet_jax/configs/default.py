@@ -1,0 +1,69 @@
+"""The reference recipe: full-width U-Net on Lyft-Udacity at 256x256, Adam 1e-3, Dice, 100 epochs.
+
+Run:
+  python train.py --workdir runs/reference
+  python train.py --workdir runs/reference --config.batch_size=64 --config.model.dtype=bfloat16
+
+Needs the Kaggle archive (see docs/DATA.md); it is prepared on first use.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the reference configuration."""
+    config = ml_collections.ConfigDict()
+
+    # Data: TFDS name/config, prepared to array_record on first use.
+    config.dataset = "lyft_udacity/resized_256"
+    config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default
+    config.manual_dir = ml_collections.config_dict.placeholder(
+        str
+    )  # None: <data_dir>/downloads/manual
+    config.image_size = (256, 256)
+    config.num_classes = 13
+    config.worker_count = 2  # grain worker processes per host (0: in-process)
+
+    config.augment = ml_collections.ConfigDict()
+    config.augment.enabled = False  # the reference recipe trains on plain resized frames
+    config.augment.flip = True
+    config.augment.min_scale = 0.75
+    config.augment.max_scale = 1.25
+    config.augment.brightness = 0.2
+    config.augment.contrast = 0.2
+    config.augment.saturation = 0.2
+
+    config.model = ml_collections.ConfigDict()
+    config.model.features = (64, 128, 256, 512)
+    config.model.bridge_features = 1024
+    config.model.use_batchnorm = True
+    config.model.dropout_rate = 0.0
+    config.model.output_activation = "softmax"  # or "sigmoid" (per class, as the article)
+    config.model.dtype = "float32"  # computation dtype; "bfloat16" on GPU/TPU
+    config.model.upsample = "einsum"  # same function as "transpose", faster gradient
+
+    config.loss = "dice"  # "dice", "ce" or "dice_ce"
+    config.dice_smooth = 1.0
+    config.ce_weight = 1.0  # weight of cross-entropy in "dice_ce"
+    config.class_weights = ml_collections.config_dict.placeholder(tuple)  # None: uniform
+
+    config.learning_rate = 1e-3
+    config.schedule = "constant"  # or "warmup_cosine"
+    config.warmup_steps = 0
+
+    config.batch_size = 16  # global, over all devices and hosts
+    config.eval_batch_size = 16
+    config.num_epochs = 100
+    config.num_train_steps = -1  # > 0 overrides num_epochs
+
+    config.driver = "pmap"  # or "mesh" (jax.jit + shard_map over a device Mesh)
+    config.seed = 0
+
+    config.log_every_steps = 50
+    config.eval_every_steps = -1  # -1: once per epoch
+    config.checkpoint_every_steps = -1  # -1: once per epoch
+    config.keep_checkpoints = 3
+    config.best_metric = "mean_iou"  # validation metric that picks the "best" checkpoint
+    config.best_mode = "max"
+    config.progress_bar = True
+    return config
