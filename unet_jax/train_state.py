@@ -79,6 +79,26 @@ def create_learning_rate_schedule(
     )
 
 
+def create_optimizer(
+    config: ml_collections.ConfigDict, *, total_steps: int
+) -> optax.GradientTransformation:
+    """Adam (the reference recipe) or SGD with momentum 0.9, on the configured schedule.
+
+    Args:
+      config: uses ``optimizer`` and the schedule fields.
+      total_steps: number of training steps of the run.
+
+    Returns:
+      An optax gradient transformation.
+    """
+    schedule = create_learning_rate_schedule(config, total_steps=total_steps)
+    if config.optimizer == "adam":
+        return optax.adam(schedule)
+    if config.optimizer == "sgd":
+        return optax.sgd(schedule, momentum=0.9)
+    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+
+
 def create_train_state(
     config: ml_collections.ConfigDict, *, rng: jax.Array, total_steps: int
 ) -> TrainState:
@@ -103,7 +123,7 @@ def create_train_state(
         return model.init(key, jnp.zeros((1, height, width, 3), jnp.uint8), train=False)
 
     variables = init(init_rng)
-    tx = optax.adam(create_learning_rate_schedule(config, total_steps=total_steps))
+    tx = create_optimizer(config, total_steps=total_steps)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],

@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.ce_weight = 1.0  # weight of cross-entropy in "dice_ce"
     config.class_weights = ml_collections.config_dict.placeholder(tuple)  # None: uniform
 
+    config.optimizer = "adam"  # or "sgd" (momentum 0.9)
     config.learning_rate = 1e-3
     config.schedule = "constant"  # or "warmup_cosine"
     config.warmup_steps = 0
