@@ -3,6 +3,7 @@
 import os
 import pathlib
 import sys
+import tempfile
 
 # Tests check numbers, not speed: XLA's -O0 backend compiles ~10x faster on CPU.
 os.environ["XLA_FLAGS"] = (
@@ -13,6 +14,14 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_platforms", "cpu")
+# Many tests compile the same small programs (and subprocess tests compile them again):
+# XLA's persistent cache shares them across tests and processes.
+JAX_CACHE_DIR = os.environ.setdefault(
+    "UNET_JAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "unet_jax_test_jax_cache")
+)
+jax.config.update("jax_compilation_cache_dir", JAX_CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # datasets/ is imported from the repository root, never installed (it would

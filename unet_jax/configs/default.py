@@ -26,12 +26,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.augment = ml_collections.ConfigDict()
     config.augment.enabled = False  # the reference recipe trains on plain resized frames
-    config.augment.flip = True
+    config.augment.flip_prob = 0.5
     config.augment.min_scale = 0.75
     config.augment.max_scale = 1.25
     config.augment.brightness = 0.2
     config.augment.contrast = 0.2
     config.augment.saturation = 0.2
+    config.augment.hue = 0.0
 
     config.model = ml_collections.ConfigDict()
     config.model.features = (64, 128, 256, 512)

@@ -1,0 +1,128 @@
+"""train_and_evaluate: bit-exact resume, best/latest checkpoints, logs, non-finite stop."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.fake_data import make_examples
+from unet_jax import train as train_lib
+from unet_jax.checkpointing import Checkpointer
+from unet_jax.configs import tiny
+from unet_jax.metric_writers import read_metrics
+
+
+def _config(**overrides):
+    config = tiny.get_config()
+    config.schedule = "constant"  # the schedule must not depend on num_train_steps here
+    config.warmup_steps = 0
+    config.model.dropout_rate = 0.1  # exercises the per-step rng
+    config.augment.enabled = True  # exercises the data iterator's rng
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.checkpoint_every_steps = 2
+    config.eval_every_steps = 4
+    config.log_every_steps = 1
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return {"train": make_examples(40, seed=1), "validation": make_examples(10, seed=2)}
+
+
+def _params(workdir, config):
+    checkpointer = Checkpointer(workdir, keep=3, best_metric="mean_iou", best_mode="max")
+    from unet_jax.train_state import create_train_state
+
+    template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
+    state, _, meta = checkpointer.restore(template)
+    checkpointer.close()
+    return state, meta
+
+
+def test_resume_is_bit_identical(tmp_path, sources):
+    straight = _config(num_train_steps=6)
+    result = train_lib.train_and_evaluate(straight, tmp_path / "a", sources=sources)
+    assert result["step"] == 6
+
+    first = _config(num_train_steps=3)  # stops at 3 (a checkpoint at 2 and at the end, 3)
+    train_lib.train_and_evaluate(first, tmp_path / "b", sources=sources)
+    resumed = train_lib.train_and_evaluate(
+        _config(num_train_steps=6), tmp_path / "b", sources=sources
+    )
+    assert resumed["step"] == 6
+
+    a, _ = _params(tmp_path / "a", straight)
+    b, _ = _params(tmp_path / "b", straight)
+    for name in ("params", "batch_stats", "opt_state"):
+        leaves_a = jax.tree_util.tree_leaves(getattr(a, name))
+        leaves_b = jax.tree_util.tree_leaves(getattr(b, name))
+        assert len(leaves_a) == len(leaves_b) > 0
+        for x, y in zip(leaves_a, leaves_b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+    # The resumed run logged the same training losses, step for step.
+    def train_losses(workdir):
+        records = read_metrics(workdir)
+        return [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+
+    assert train_losses(tmp_path / "a") == train_losses(tmp_path / "b")
+    assert len(train_losses(tmp_path / "a")) == 6
+
+
+def test_workdir_contents_and_best_checkpoint(tmp_path, sources):
+    config = _config(num_train_steps=8, keep_checkpoints=2)
+    result = train_lib.train_and_evaluate(config, tmp_path, sources=sources)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "6",
+        "8",
+    ]
+    best = [p.name for p in (tmp_path / "best").iterdir() if p.name.isdigit()]
+    assert best == [str(result["best"]["step"])]
+    records = read_metrics(tmp_path)
+    validation = [r for r in records if r["split"] == "validation"]
+    assert [r["step"] for r in validation] == [4, 8]
+    assert result["best"]["value"] == max(r["mean_iou"] for r in validation)
+    assert {"loss", "images_per_sec", "learning_rate", "grad_norm"} <= set(records[0])
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["device_count"] == 4 and info["versions"]["jax"] == jax.__version__
+    assert json.loads((tmp_path / "config.json").read_text())["num_train_steps"] == 8
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sources, monkeypatch):
+    # The 254 marker (an out-of-range id, so otherwise ignored) poisons the loss of any batch
+    # that contains example 0.
+    poisoned = [dict(x) for x in sources["train"]]
+    poisoned[0]["label"] = poisoned[0]["label"].copy()
+    poisoned[0]["label"][0, 0] = 254
+    real_make_loss_fn = train_lib.make_loss_fn
+
+    def make_poisoned_loss_fn(config):
+        loss_fn = real_make_loss_fn(config)
+
+        def poisoned_loss(logits, labels):
+            bad = jnp.any(labels == 254, axis=tuple(range(1, labels.ndim)))
+            return jnp.where(bad, jnp.nan, loss_fn(logits, labels))
+
+        return poisoned_loss
+
+    monkeypatch.setattr(train_lib, "make_loss_fn", make_poisoned_loss_fn)
+    config = _config(num_train_steps=10, checkpoint_every_steps=1, eval_every_steps=100)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step (\d+)") as e:
+        train_lib.train_and_evaluate(
+            config, tmp_path, sources={"train": poisoned, "validation": sources["validation"]}
+        )
+    bad_step = int(e.value.args[0].split("at step ")[1].split()[0])
+    if bad_step == 1:
+        assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+        return
+    state, _ = _params(tmp_path, config)
+    assert int(state.step) == bad_step - 1
+    for leaf in jax.tree_util.tree_leaves(state.params):
+        assert np.isfinite(leaf).all()

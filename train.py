@@ -1,0 +1,66 @@
+"""Trains the U-Net: ``python train.py --workdir DIR [--config FILE] [--config.FIELD=VALUE ...]``.
+
+Examples:
+  python train.py --config unet_jax/configs/demo.py --workdir runs/demo   # rendered scenes
+  python train.py --workdir runs/reference                                 # Lyft-Udacity data
+
+Re-running with the same workdir resumes from its newest checkpoint.
+"""
+
+import pathlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, logs).", required=True)
+config_flags.DEFINE_config_file(
+    "config",
+    str(REPO_ROOT / "unet_jax" / "configs" / "default.py"),
+    "Config file (a Python file with get_config()).",
+    lock_config=True,
+)
+flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    # Imported here so that --help stays fast and flags parse before JAX starts.
+    from unet_jax import parallel
+    from unet_jax.train import PREEMPTED_EXIT_CODE, train_and_evaluate
+
+    parallel.initialize_distributed(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
+    sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
+    from datasets.lyft_udacity import prepare
+
+    try:
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=prepare.prepare)
+    except prepare.ManualDownloadMissingError as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 3
+    if result["preempted"]:
+        return PREEMPTED_EXIT_CODE
+    validation = result["validation"]
+    if validation is not None:
+        print(
+            f"Done: step {result['step']}, validation mIoU {validation['mean_iou']:.4f} "
+            f"(best {result['best']['value']:.4f} at step {result['best']['step']}). "
+            f"Results in {FLAGS.workdir}: metrics.jsonl, tensorboard/, checkpoints/, best/"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

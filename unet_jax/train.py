@@ -1,0 +1,343 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Resumes automatically from the newest checkpoint in ``workdir``; saves periodically, at
+the end, on SIGTERM (preemption) and whenever validation improves the best metric.
+Only process 0 logs and writes files other than checkpoints (orbax coordinates those).
+"""
+
+import math
+import pathlib
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from jax.experimental import multihost_utils
+
+from unet_jax import (
+    checkpointing,
+    data_sources,
+    input_pipeline,
+    losses,
+    metric_writers,
+    metrics,
+    parallel,
+    run_info,
+)
+from unet_jax.classes import CLASS_NAMES
+from unet_jax.train_state import create_learning_rate_schedule, create_model, create_train_state
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
+
+
+class PreemptionGuard:
+    """Turns SIGTERM into a flag that the loop polls, so it can save before exiting."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "PreemptionGuard":
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def should_stop(self, *, collective: bool) -> bool:
+        """Whether to save and stop now.
+
+        With one process the local flag is read at every step. With several, all must agree
+        (or a collective would hang), so the flags are exchanged only when ``collective`` is
+        True, which the loop passes at logging steps; every process calls it there.
+        """
+        if jax.process_count() == 1:
+            return self.requested
+        if not collective:
+            return False
+        flags = multihost_utils.process_allgather(np.array(self.requested, np.int32))
+        return bool(np.asarray(flags).any())
+
+
+def make_loss_fn(config: ml_collections.ConfigDict) -> losses.LossFn:
+    """The configured loss as ``(logits, labels) -> per-example [B]``."""
+    kwargs: dict[str, Any] = {
+        "num_classes": config.num_classes,
+        "activation": config.model.output_activation,
+    }
+    if config.class_weights is not None:
+        kwargs["class_weights"] = np.asarray(config.class_weights, np.float32)
+    if config.loss in ("dice", "dice_ce"):
+        kwargs["smooth"] = config.dice_smooth
+    if config.loss == "dice_ce":
+        kwargs["ce_weight"] = config.ce_weight
+    return losses.get_loss_fn(config.loss, **kwargs)
+
+
+def evaluate(
+    driver: parallel.Driver,
+    device_state: Any,
+    source: Any,
+    config: ml_collections.ConfigDict,
+) -> dict[str, Any]:
+    """Evaluates every example of ``source`` exactly once.
+
+    Args:
+      driver: the device driver.
+      device_state: the driver's replicated state.
+      source: random-access examples.
+      config: uses ``eval_batch_size``, ``image_size``, ``num_classes``.
+
+    Returns:
+      ``segmentation_metrics`` plus ``loss`` (mean per-example loss) and ``confusion``
+      (int64 numpy matrix).
+    """
+    accumulator = metrics.ConfusionMatrix(config.num_classes)
+    loss_sum, count = 0.0, 0
+    batches = input_pipeline.create_eval_batches(
+        source,
+        global_batch_size=config.eval_batch_size,
+        image_size=tuple(config.image_size),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_local_devices=jax.local_device_count(),
+        layout=driver.layout,
+    )
+    for batch in batches:
+        out = driver.get_metrics(driver.eval_step(device_state, driver.put_batch(batch)))
+        accumulator.update(out["confusion"])
+        loss_sum += float(out["loss_sum"])
+        count += int(out["count"])
+    results = metrics.segmentation_metrics(accumulator.matrix, CLASS_NAMES[: config.num_classes])
+    results["loss"] = loss_sum / max(count, 1)
+    results["num_examples"] = count
+    results["confusion"] = accumulator.matrix
+    return results
+
+
+def _flat_eval_scalars(results: dict[str, Any]) -> dict[str, Any]:
+    scalars = {
+        k: results[k]
+        for k in ("loss", "mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy")
+    }
+    for name, per_class in results["per_class"].items():
+        scalars[f"iou/{name}"] = per_class["iou"]
+    return scalars
+
+
+def _schedule_every(value: int, steps_per_epoch: int) -> int:
+    return value if value > 0 else steps_per_epoch
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def _with_states(iterator: Iterator) -> Iterator[tuple[bytes, dict[str, np.ndarray]]]:
+    """Pairs each batch with the iterator state right after it (for checkpoints)."""
+    for batch in iterator:
+        yield iterator.get_state(), batch
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    prepare_fn: data_sources.PrepareFn | None = None,
+    sources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Trains (resuming from ``workdir`` when it holds checkpoints) and evaluates.
+
+    Args:
+      config: the run configuration (see ``unet_jax/configs/default.py``).
+      workdir: where checkpoints, metrics, TensorBoard events and run info go.
+      prepare_fn: prepares the data set on first use (train.py passes the TFDS builder's).
+      sources: {"train": ..., "validation": ...} random-access sources to use instead of
+        ``config.dataset`` (tests, custom data).
+
+    Returns:
+      ``{"step", "preempted", "validation": last validation results or None,
+      "best": {"step", "value"}}``.
+
+    Raises:
+      FloatingPointError: a non-finite loss or gradient; the last good checkpoint stays.
+    """
+    workdir = pathlib.Path(workdir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+    if sources is None:
+        sources = data_sources.get_data_sources(
+            config, splits=("train", "validation"), prepare_fn=prepare_fn
+        )
+    steps_per_epoch = len(sources["train"]) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} exceeds the {len(sources['train'])} "
+            "training examples"
+        )
+    total_steps = (
+        config.num_train_steps
+        if config.num_train_steps > 0
+        else config.num_epochs * steps_per_epoch
+    )
+    eval_every = _schedule_every(config.eval_every_steps, steps_per_epoch)
+    checkpoint_every = _schedule_every(config.checkpoint_every_steps, steps_per_epoch)
+
+    loss_fn = make_loss_fn(config)
+    model = create_model(config, bn_axis_name=parallel.AXIS)
+    driver = parallel.make_driver(
+        config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
+    )
+    state = create_train_state(config, rng=jax.random.key(config.seed), total_steps=total_steps)
+    learning_rate = create_learning_rate_schedule(config, total_steps=total_steps)
+
+    checkpointer = checkpointing.Checkpointer(
+        workdir,
+        keep=config.keep_checkpoints,
+        best_metric=config.best_metric,
+        best_mode=config.best_mode,
+    )
+    data_iterator = iter(
+        input_pipeline.create_train_loader(
+            sources["train"],
+            global_batch_size=config.batch_size,
+            image_size=tuple(config.image_size),
+            seed=config.seed,
+            augment=config.augment.to_dict(),
+            worker_count=config.worker_count,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            num_local_devices=jax.local_device_count(),
+            layout=driver.layout,
+        )
+    )
+    meta: dict[str, Any] = {"best_value": None, "best_step": None}
+    if checkpointer.latest_step() is not None:
+        state, iterator_state, meta = checkpointer.restore(state)
+        data_iterator.set_state(iterator_state)
+        if is_main:
+            print(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
+    start_step = int(state.step)
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+    if is_main:
+        run_info.write(workdir, config)
+
+    device_state = driver.put_state(state)
+    del state  # the device copy is donated at every step
+    batches = parallel.prefetch(_with_states(data_iterator), driver.put_batch)
+    pending: list[dict[str, Any]] = []  # device metrics not yet looked at (no host sync)
+    last_iterator_state = b""
+    validation = None
+    preempted = False
+    images_per_step = config.batch_size
+    window_start, window_steps = time.perf_counter(), 0
+    progress = tqdm.tqdm(
+        total=total_steps,
+        initial=start_step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (is_main and config.progress_bar),
+    )
+
+    def flush_metrics(step: int) -> None:
+        """Fetches pending step metrics, stops on non-finite values, logs the window."""
+        nonlocal pending, window_start, window_steps
+        if not pending:
+            return
+        fetched = [driver.get_metrics(m) for m in pending]
+        for offset, m in enumerate(fetched):
+            if not int(m["finite"]):
+                bad_step = step - len(fetched) + offset + 1
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at step {bad_step} (loss={float(m['loss'])}, "
+                    f"grad_norm={float(m['grad_norm'])}); training stopped. The last good "
+                    f"checkpoint is step {checkpointer.latest_step()} in {workdir}; lower "
+                    "config.learning_rate or check the data before resuming"
+                )
+        elapsed = time.perf_counter() - window_start
+        scalars = {
+            "loss": float(np.mean([float(m["loss"]) for m in fetched])),
+            "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
+            "learning_rate": float(learning_rate(step)),
+            "images_per_sec": window_steps * images_per_step / max(elapsed, 1e-9),
+            "epoch": step / steps_per_epoch,
+        }
+        writer.write(step, "train", scalars)
+        progress.set_postfix(
+            loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.1f}"
+        )
+        pending = []
+        window_start, window_steps = time.perf_counter(), 0
+
+    def save(step: int, *, best: bool = False) -> None:
+        checkpointer.save(
+            driver.get_state(device_state),
+            iterator_state=last_iterator_state,
+            meta=meta,
+            best=best,
+        )
+
+    with PreemptionGuard() as guard:
+        for step in range(start_step + 1, total_steps + 1):
+            last_iterator_state, batch = next(batches)
+            device_state, step_metrics = driver.train_step(device_state, batch)
+            pending.append(step_metrics)
+            window_steps += 1
+            progress.update(1)
+            last = step == total_steps
+            log_now = step % config.log_every_steps == 0 or last
+            if log_now:
+                flush_metrics(step)
+            if guard.should_stop(collective=log_now):
+                flush_metrics(step)
+                save(step)
+                preempted = True
+                if is_main:
+                    print(f"\nSIGTERM: saved step {step} to {workdir}; run again to resume")
+                break
+            if step % eval_every == 0 or last:
+                flush_metrics(step)
+                validation = evaluate(driver, device_state, sources["validation"], config)
+                writer.write(step, "validation", _flat_eval_scalars(validation))
+                improved = _is_better(
+                    validation.get(config.best_metric), meta["best_value"], config.best_mode
+                )
+                if improved:
+                    meta = {"best_value": validation[config.best_metric], "best_step": step}
+                if is_main:
+                    tqdm.tqdm.write(
+                        f"step {step}: validation loss {validation['loss']:.4f}, "
+                        f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
+                    )
+                if improved:
+                    save(step, best=True)
+            if step % checkpoint_every == 0 or last:
+                flush_metrics(step)
+                save(step)
+    progress.close()
+    writer.close()
+    checkpointer.close()
+    final_step = int(driver.get_state(device_state).step)
+    return {
+        "step": final_step,
+        "preempted": preempted,
+        "validation": validation,
+        "best": {"step": meta["best_step"], "value": meta["best_value"]},
+    }
