@@ -135,11 +135,15 @@ def _pmap_driver(
     def get_state(state: Any) -> TrainState:
         return _pmap_first_copy(state)
 
+    # pmap over all of this process' devices must be given devices=None: with several
+    # processes that makes the device axis span every process (explicit local devices
+    # would average over this host alone).
+    pmap_devices = None if list(devices) == jax.local_devices() else devices
     return Driver(
         name="pmap",
         layout="pmap",
-        train_step=jax.pmap(train, axis_name=AXIS, donate_argnums=(0,), devices=devices),
-        eval_step=jax.pmap(evaluate, axis_name=AXIS, devices=devices),
+        train_step=jax.pmap(train, axis_name=AXIS, donate_argnums=(0,), devices=pmap_devices),
+        eval_step=jax.pmap(evaluate, axis_name=AXIS, devices=pmap_devices),
         put_state=put_state,
         get_state=get_state,
         put_batch=put_batch,
