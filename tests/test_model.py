@@ -119,6 +119,8 @@ def test_upsample_equals_flax_conv_transpose(method):
 def test_probabilities():
     logits = jnp.array([[0.0, 1.0, -1.0]])
     np.testing.assert_allclose(probabilities(logits).sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(probabilities(logits, "sigmoid"), 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    np.testing.assert_allclose(
+        probabilities(logits, "sigmoid"), 1 / (1 + np.exp(-logits)), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="tanh"):
         probabilities(logits, "tanh")

@@ -106,4 +106,3 @@ def eval_step(
     loss_sum = jnp.sum(jnp.where(mask, per_example, 0.0))
     out = {"confusion": confusion, "loss_sum": loss_sum, "count": jnp.sum(mask.astype(jnp.int32))}
     return jax.lax.psum(out, axis_name)
-
