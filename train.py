@@ -10,7 +10,7 @@ Re-running with the same workdir resumes from its newest checkpoint.
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
@@ -30,6 +30,7 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
 
 def main(argv: list[str]) -> int:
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     # Imported here so that --help stays fast and flags parse before JAX starts.
     from unet_jax import parallel
     from unet_jax.train import PREEMPTED_EXIT_CODE, train_and_evaluate
@@ -40,11 +41,11 @@ def main(argv: list[str]) -> int:
         process_id=FLAGS.process_id,
     )
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
-    from datasets.lyft_udacity import prepare
+    import datasets.lyft_udacity as lyft_udacity  # registers the TFDS builder
 
     try:
-        result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=prepare.prepare)
-    except prepare.ManualDownloadMissingError as e:
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=lyft_udacity.prepare)
+    except (lyft_udacity.ManualDownloadMissingError, lyft_udacity.DataError) as e:
         print(f"\n{e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:

@@ -604,7 +604,10 @@ def create_eval_batches(
     # Batching before to_iter_dataset makes each batch one element, so worker
     # processes handle whole batches and the order cannot depend on worker_count.
     ds = grain.MapDataset.source(slots).batch(batch).map(layout_fn.map)
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2))
+    # Each element is a whole batch: as many in flight as threads reading them.
+    ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(2, read_threads))
+    )
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

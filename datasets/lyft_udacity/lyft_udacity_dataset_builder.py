@@ -1,0 +1,334 @@
+"""TFDS builder `lyft_udacity`: CARLA driving scenes with 13-class semantic labels.
+
+Configs (see `LyftUdacityConfig`): ``full``, ``full_nohood``, ``resized_256``
+(the default), ``resized_256_nohood`` and ``synthetic``. Examples are
+``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "name": str}``; splits
+train / validation / test (60/20/20 of the frames, grouped by episode).
+
+No TensorFlow: images are handed to TFDS as PNG bytes and the files are
+written as array_record (prepare with `datasets.lyft_udacity.prepare`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import importlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from datasets.lyft_udacity import decode, sources, splits
+from datasets.lyft_udacity.errors import (
+    KAGGLE_URL,
+    DataError,
+    ManualDownloadMissingError,
+    manual_download_message,
+)
+from unet_jax.classes import NUM_CLASSES
+
+SYNTHETIC_MODULE = f"{__package__}.synthetic"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(eq=False)
+class LyftUdacityConfig(tfds.core.BuilderConfig):
+    """A `lyft_udacity` variant.
+
+    Attributes:
+      size: (height, width) to resize to; None keeps each frame's stored size.
+      source: ``"archive"`` (the Kaggle data in the manual directory) or
+        ``"synthetic"`` (frames from `datasets.lyft_udacity.synthetic`).
+      hood: ``"keep"`` labels the ego car's hood Vehicles (10) as stored;
+        ``"ignore"`` sets it to 255 (see `decode.hood_mask`).
+      high_ids: ``"ignore"`` maps label ids > 12 to 255; ``"error"`` fails.
+      num_frames: synthetic only: frames rendered, seeds 0..num_frames-1.
+      frames_per_episode: synthetic only: the episode of seed s is
+        s // frames_per_episode (used by the split).
+    """
+
+    size: tuple[int, int] | None = None
+    source: str = "archive"
+    hood: str = "keep"
+    high_ids: str = "ignore"
+    num_frames: int = 1000
+    frames_per_episode: int = 10
+
+    def __post_init__(self):
+        if self.source not in ("archive", "synthetic"):
+            raise ValueError(f"source must be 'archive' or 'synthetic', not {self.source!r}")
+        if self.hood not in decode.HOOD_RULES:
+            raise ValueError(f"hood must be one of {decode.HOOD_RULES}, not {self.hood!r}")
+        if self.high_ids not in decode.HIGH_ID_RULES:
+            raise ValueError(
+                f"high_ids must be one of {decode.HIGH_ID_RULES}, not {self.high_ids!r}"
+            )
+        if self.source == "synthetic" and self.size is None:
+            raise ValueError("the synthetic source needs a size")
+        if self.num_frames < 1 or self.frames_per_episode < 1:
+            raise ValueError("num_frames and frames_per_episode must be positive")
+
+
+_RESIZED = (256, 256)
+CONFIGS: tuple[LyftUdacityConfig, ...] = (
+    LyftUdacityConfig(name="full", description="Frames as stored (800x600)."),
+    LyftUdacityConfig(
+        name="full_nohood",
+        description="As `full`, the ego car's hood labelled 255 (ignore).",
+        hood="ignore",
+    ),
+    LyftUdacityConfig(
+        name="resized_256",
+        description="256x256: image area-resized (PIL BOX), label nearest-resized.",
+        size=_RESIZED,
+    ),
+    LyftUdacityConfig(
+        name="resized_256_nohood",
+        description="As `resized_256`, the ego car's hood labelled 255 (ignore).",
+        size=_RESIZED,
+        hood="ignore",
+    ),
+    LyftUdacityConfig(
+        name="synthetic",
+        description="1000 procedurally rendered 256x256 demo scenes; no download needed.",
+        size=_RESIZED,
+        source="synthetic",
+    ),
+)
+CONFIG_NAMES: tuple[str, ...] = tuple(c.name for c in CONFIGS)
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """DatasetBuilder for the Lyft-Udacity challenge data (Kaggle archive)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = list(CONFIGS)
+    DEFAULT_BUILDER_CONFIG_NAME = "resized_256"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+    Download the archive from {KAGGLE_URL}
+    (a free Kaggle account is needed) and put the zip, under any file name, into
+    the manual directory (default: <data_dir>/downloads/manual), or extract it
+    there. Accepted layouts: dataA/dataA/CameraRGB + CameraSeg (as in the zip),
+    dataA/CameraRGB (extracted flat), ... through dataE, or the original 2018
+    Train/CameraRGB + Train/CameraSeg. Then run
+    `python -m datasets.lyft_udacity --config resized_256`.
+    The `synthetic` config needs no download.
+    """
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "name": tfds.features.Text(),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage=KAGGLE_URL,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config = self.builder_config
+        if config.source == "synthetic":
+            source = None
+            seeds = list(range(config.num_frames))
+            parts = splits.split_items(
+                seeds, lambda s: f"synthetic:{s // config.frames_per_episode}"
+            )
+            where, count = f"config {config.name!r}", len(seeds)
+        else:
+            source = self._find_source(dl_manager)
+            parts = splits.split_items(source.pairs, lambda p: splits.episode_key(p.name))
+            where, count = source.location, len(source.pairs)
+        # TFDS cannot write an empty split; say why instead of its bare assertion.
+        if empty := [name for name, items in parts.items() if not items]:
+            raise DataError(
+                f"{where}: only {count} frames; too few episodes to fill every split "
+                f"(empty: {', '.join(empty)})"
+            )
+        return {name: self._generate_examples(source, items) for name, items in parts.items()}
+
+    def _find_source(self, dl_manager: tfds.download.DownloadManager) -> sources.Source:
+        # DownloadManager.manual_dir raises a bare AssertionError when the
+        # directory is missing, so read the configured path itself.
+        manual_dir = getattr(dl_manager, "_manual_dir", None) or (
+            self.data_dir_root / "downloads" / "manual"
+        )
+        manual_dir = os.path.abspath(os.fspath(manual_dir))
+        source = sources.find_source(manual_dir)
+        if source is None:
+            found = ""
+            if os.path.isdir(manual_dir) and (entries := sorted(os.listdir(manual_dir))):
+                found = f"It holds no zip archive and no CameraRGB folder: {', '.join(entries[:5])}"
+                found += " ..." if len(entries) > 5 else ""
+            raise ManualDownloadMissingError(
+                manual_download_message(
+                    manual_dir,
+                    config_name=self.builder_config.name,
+                    data_dir=os.fspath(self.data_dir_root),
+                    found=found,
+                )
+            )
+        return source
+
+    def _generate_examples(
+        self, source: sources.Source | None, items: list[Any]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        config = self.builder_config
+        if source is None:
+            render = importlib.import_module(SYNTHETIC_MODULE).render_scene
+            fn = functools.partial(synthetic_example, render=render, size=config.size)
+        else:
+            fn = functools.partial(
+                archive_example,
+                source,
+                high_ids=config.high_ids,
+                hood=config.hood,
+                size=config.size,
+            )
+        try:
+            yield from ordered_parallel_map(fn, items, workers=_num_workers())
+        finally:
+            if source is not None:
+                source.close()
+
+
+def archive_example(
+    source: sources.Source,
+    pair: sources.FramePair,
+    *,
+    high_ids: decode.HighIdRule,
+    hood: decode.HoodRule,
+    size: tuple[int, int] | None,
+) -> tuple[str, dict[str, Any]]:
+    """Reads, validates and encodes one archive frame.
+
+    Args:
+      source: where the frame's files are.
+      pair: the frame.
+      high_ids: rule for ids > 12.
+      hood: rule for the ego car's hood.
+      size: (height, width) or None.
+
+    Returns:
+      (key, TFDS example with PNG bytes).
+
+    Raises:
+      DataError: invalid frame; the message names the file.
+    """
+    encoded = decode.process_pair(
+        source.read(pair.image),
+        source.read(pair.label),
+        image_name=source.describe(pair.image),
+        label_name=source.describe(pair.label),
+        high_ids=high_ids,
+        hood=hood,
+        size=size,
+    )
+    return pair.name, {"image": encoded.image_png, "label": encoded.label_png, "name": pair.name}
+
+
+def synthetic_name(seed: int) -> str:
+    """The ``name`` of a synthetic frame, e.g. ``synthetic/00042.png``."""
+    return f"synthetic/{seed:05d}.png"
+
+
+def synthetic_example(
+    seed: int, *, render: Callable[..., tuple[np.ndarray, np.ndarray]], size: tuple[int, int]
+) -> tuple[str, dict[str, Any]]:
+    """Renders, checks and encodes one synthetic frame.
+
+    Args:
+      seed: the scene's seed.
+      render: ``render_scene(seed, height=, width=) -> (image, label)``.
+      size: (height, width).
+
+    Returns:
+      (key, TFDS example with PNG bytes).
+
+    Raises:
+      DataError: the renderer returned a wrong shape, dtype or class id.
+    """
+    name = synthetic_name(seed)
+    height, width = size
+    image, label = (np.asarray(a) for a in render(seed, height=height, width=width))
+    if image.dtype != np.uint8 or image.shape != (height, width, 3):
+        raise DataError(
+            f"{name}: render_scene({seed}) returned image {image.dtype} {image.shape}, "
+            f"expected uint8 {(height, width, 3)}"
+        )
+    if label.dtype != np.uint8 or label.shape != (height, width):
+        raise DataError(
+            f"{name}: render_scene({seed}) returned label {label.dtype} {label.shape}, "
+            f"expected uint8 {(height, width)}"
+        )
+    if label.max(initial=0) >= NUM_CLASSES:
+        raise DataError(
+            f"{name}: render_scene({seed}) returned class id {int(label.max())} > {NUM_CLASSES - 1}"
+        )
+    return name, {
+        "image": decode.encode_png(image),
+        "label": decode.encode_png(label),
+        "name": name,
+    }
+
+
+WORKERS_ENV = "LYFT_UDACITY_WORKERS"
+
+
+def _num_workers() -> int:
+    """Threads preparing frames: ``$LYFT_UDACITY_WORKERS``, else the usable cores."""
+    if value := os.environ.get(WORKERS_ENV):
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV} must be an integer, not {value!r}") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def ordered_parallel_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int | None = None
+) -> Iterator[R]:
+    """`map` on a thread pool, in order, with at most ``window`` results pending.
+
+    PNG decoding/encoding (zlib) and numpy release the GIL, so threads use
+    several cores without the start-up cost and fork-safety issues of processes.
+
+    Args:
+      fn: the function.
+      items: its inputs.
+      workers: threads; 1 runs in the calling thread.
+      window: tasks in flight (default 4 per worker), bounding memory.
+
+    Returns:
+      An iterator over ``fn(item)`` in input order. An exception in ``fn``
+      is raised when its result is reached; later tasks are cancelled.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    window = window or 4 * workers
+    pending: collections.deque[Future[R]] = collections.deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
