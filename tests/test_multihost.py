@@ -1,47 +1,25 @@
 """2 processes x 2 CPU devices (gloo collectives on 127.0.0.1) equal 1 process x 4 devices."""
 
-import json
-import os
-import socket
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests import worker_utils
 
-WORKER = REPO_ROOT / "tests" / "multihost_worker.py"
 TIMEOUT_S = 240
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(tmp_path, name, *, num_processes, local_devices, driver):
-    port = _free_port()
-    out_dir, workdir = tmp_path / name / "out", tmp_path / name / "workdir"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    port = worker_utils.free_port()
+    out, workdir = tmp_path / name / "out", tmp_path / name / "workdir"
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(out_dir),
-                str(workdir),
-                str(num_processes),
-                str(pid),
-                str(local_devices),
-                str(port),
-                driver,
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        worker_utils.start(
+            out,
+            workdir,
+            f"--num_processes={num_processes}",
+            f"--process_id={pid}",
+            f"--port={port}",
+            f"--local_devices={local_devices}",
+            f"--driver={driver}",
         )
         for pid in range(num_processes)
     ]
@@ -49,16 +27,13 @@ def _run(tmp_path, name, *, num_processes, local_devices, driver):
     for p in procs:
         try:
             outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
-        except subprocess.TimeoutExpired:
+        except Exception:
             for q in procs:
                 q.kill()
             pytest.fail(f"{name}: a process hung past {TIMEOUT_S}s")
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, f"{name} failed:\n{out[-4000:]}"
-    params = np.load(out_dir / "params.npz")
-    return [params[f"p{i}"] for i in range(len(params.files))], json.loads(
-        (out_dir / "result.json").read_text()
-    )
+    for p, output in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, f"{name} failed:\n{output[-4000:]}"
+    return worker_utils.load_params(out)
 
 
 @pytest.mark.slow
