@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     # Imported here so that --help stays fast and flags parse before JAX starts.
     from unet_jax import parallel
+    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
     from unet_jax.train import PREEMPTED_EXIT_CODE, train_and_evaluate
 
     parallel.initialize_distributed(
@@ -51,6 +52,9 @@ def main(argv: list[str]) -> int:
     except FloatingPointError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 3
+    except (CheckpointError, IncompatibleCheckpointError) as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 4
     if result["preempted"]:
         return PREEMPTED_EXIT_CODE
     validation = result["validation"]

@@ -10,19 +10,50 @@ Layout in the workdir::
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
 process killed mid-save leaves the previous checkpoints intact and the partial one is
 ignored (and cleaned up) on the next start.
+
+Damage after the fact (a truncated file, flipped bits) is caught by a SHA-256 of the state
+recorded in ``meta`` at save time and checked on restore. A damaged checkpoint is renamed
+``<step>.damaged-<n>`` (kept for inspection, never deleted) and the next older one is used,
+with a warning.
 """
 
 import dataclasses
+import hashlib
 import pathlib
+import warnings
 from typing import Any
 
 import grain.python as grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
 from unet_jax.train_state import TrainState
 
 ITEMS = ("state", "data_iterator", "meta")
+DIGEST_KEY = "state_sha256"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one could not be written; the message says which and why."""
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint was written by a model of another configuration (classes, widths...)."""
+
+
+def state_digest(state_dict: Any) -> str:
+    """SHA-256 over the dtype, shape and bytes of every leaf, in tree order."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state_dict)[0]:
+        array = np.asarray(leaf)
+        if array.ndim == 0 and np.issubdtype(array.dtype, np.integer):
+            # orbax gives integer scalars (the step) back as Python ints.
+            array = array.astype(np.int64)
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape};".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 @dataclasses.dataclass
@@ -107,16 +138,34 @@ class Checkpointer:
           best: also (re)write the best checkpoint.
         """
         step = int(state.step)
+        state_dict = serialization.to_state_dict(state)
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(serialization.to_state_dict(state)),
+            state=ocp.args.StandardSave(state_dict),
             data_iterator=grain.PyGrainCheckpointSave(IteratorSnapshot(iterator_state)),
-            meta=ocp.args.JsonSave(meta),
+            meta=ocp.args.JsonSave({**meta, DIGEST_KEY: state_digest(state_dict)}),
         )
         managers = [self.latest, self.best] if best else [self.latest]
         for manager in managers:
-            if manager.latest_step() != step:
+            if manager.latest_step() == step:
+                continue
+            previous = manager.latest_step()
+            try:
                 manager.save(step, args=args, force=True)
-            manager.wait_until_finished()
+                manager.wait_until_finished()
+                manager.check_for_errors()
+                error = None
+            except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's ValueError
+                error = e
+            # Orbax can log a failed write (e.g. a full disk) from its writer thread and
+            # return normally: only a finalised step directory counts as saved.
+            manager.reload()
+            if error is not None or step not in manager.all_steps():
+                cause = error or "the write did not complete (see the log above)"
+                raise CheckpointError(
+                    f"could not write checkpoint step {step} to {manager.directory}: {cause}. "
+                    f"The previous checkpoint (step {previous}) is intact; free space and run "
+                    "again to resume from it"
+                ) from error
 
     def restore(
         self, template: TrainState, *, step: int | None = None, which: str = "latest"
@@ -132,21 +181,103 @@ class Checkpointer:
           (state, data-iterator state, meta).
         """
         manager = self.latest if which == "latest" else self.best
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
+        if step is not None:
+            return self._restore_step(manager, template, step)
+        for candidate in sorted(manager.all_steps(), reverse=True):
+            try:
+                return self._restore_step(manager, template, candidate)
+            except CheckpointError as e:
+                moved = self._set_aside(manager, candidate)
+                warnings.warn(
+                    f"{e}; moved it to {moved.name} and trying the previous checkpoint",
+                    stacklevel=2,
+                )
+        raise FileNotFoundError(f"no usable {which} checkpoint in {manager.directory}")
+
+    def _restore_step(
+        self, manager: ocp.CheckpointManager, template: TrainState, step: int
+    ) -> tuple[TrainState, bytes, dict[str, Any]]:
+        if step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint of step {step} in {manager.directory}; "
+                f"available: {sorted(manager.all_steps())}"
+            )
         snapshot = IteratorSnapshot()
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(serialization.to_state_dict(template)),
-                data_iterator=grain.PyGrainCheckpointRestore(snapshot),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-        state = serialization.from_state_dict(template, restored["state"])
-        return state, snapshot.state, dict(restored["meta"])
+        template_dict = serialization.to_state_dict(template)
+        _check_compatible(manager, step, template_dict)
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(template_dict),
+                    data_iterator=grain.PyGrainCheckpointRestore(snapshot),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+            meta = dict(restored["meta"])
+            recorded = meta.pop(DIGEST_KEY, None)
+            state_dict = restored["state"]
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} is damaged ({e})"
+            ) from e
+        if recorded is None or recorded != state_digest(state_dict):
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} is damaged "
+                "(its contents do not match the SHA-256 recorded when it was saved)"
+            )
+        state = serialization.from_state_dict(template, state_dict)
+        return state, snapshot.state, meta
+
+    @staticmethod
+    def _set_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+        """Renames a damaged step directory so it is neither used nor overwritten."""
+        source = pathlib.Path(manager.directory) / str(step)
+        n = 0
+        while (target := source.with_name(f"{step}.damaged-{n}")).exists():
+            n += 1
+        if jax.process_index() == 0:
+            source.rename(target)
+        manager.reload()
+        return target
 
     def close(self) -> None:
+        """Releases orbax resources."""
         self.latest.close()
         self.best.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)) or ()) for p, x in leaves
+    }
+
+
+def _check_compatible(manager: ocp.CheckpointManager, step: int, template_dict: Any) -> None:
+    """Raises IncompatibleCheckpointError if the saved tree differs from the template's.
+
+    Checked on metadata before any array is read, so a checkpoint of another configuration
+    is reported as such and never mistaken for (and set aside as) a damaged one.
+    """
+    try:
+        saved = _shapes(manager.item_metadata(step)["state"])
+    except Exception as e:  # noqa: BLE001 - unreadable metadata is damage
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} is damaged ({e})"
+        ) from e
+    expected = _shapes(template_dict)
+    problems = [f"{k}: missing from the checkpoint" for k in expected.keys() - saved.keys()]
+    problems += [f"{k}: not in this model" for k in saved.keys() - expected.keys()]
+    problems += [
+        f"{k}: checkpoint {saved[k]} vs this config {expected[k]}"
+        for k in expected.keys() & saved.keys()
+        if saved[k] != expected[k]
+    ]
+    if problems:
+        shown = "; ".join(sorted(problems)[:5])
+        raise IncompatibleCheckpointError(
+            f"checkpoint step {step} in {manager.directory} was written by a model of another "
+            f"configuration (num_classes, model.features, ...): {shown}"
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        )
