@@ -26,6 +26,9 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
+flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100, "Multi-host: declare a silent process dead after this."
+)
 
 
 def main(argv: list[str]) -> int:
@@ -40,6 +43,7 @@ def main(argv: list[str]) -> int:
         coordinator_address=FLAGS.coordinator_address,
         num_processes=FLAGS.num_processes,
         process_id=FLAGS.process_id,
+        heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds,
     )
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
     import datasets.lyft_udacity as lyft_udacity  # registers the TFDS builder

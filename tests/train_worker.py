@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--local_devices", type=int, default=4)
     parser.add_argument("--driver", default="pmap")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--heartbeat_timeout_seconds", type=int, default=100)
     args = parser.parse_args()
 
     jax.config.update("jax_platforms", "cpu")
@@ -45,6 +46,7 @@ def main() -> int:
             num_processes=args.num_processes,
             process_id=args.process_id,
             initialization_timeout=60,
+            heartbeat_timeout_seconds=args.heartbeat_timeout_seconds,
         )
     from tests.fake_data import make_examples
     from unet_jax.checkpointing import Checkpointer

@@ -163,8 +163,8 @@ class Checkpointer:
                 cause = error or "the write did not complete (see the log above)"
                 raise CheckpointError(
                     f"could not write checkpoint step {step} to {manager.directory}: {cause}. "
-                    f"The previous checkpoint (step {previous}) is intact; free space and run "
-                    "again to resume from it"
+                    f"The previous checkpoint (step {previous}) is intact; fix the cause "
+                    "(e.g. free disk space) and run again to resume from it"
                 ) from error
 
     def restore(

@@ -233,6 +233,7 @@ def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    heartbeat_timeout_seconds: int = 100,
 ) -> None:
     """Starts multi-host JAX when asked for explicitly or when a cluster is detected.
 
@@ -243,6 +244,8 @@ def initialize_distributed(
       coordinator_address: "host:port" of process 0.
       num_processes: total number of processes.
       process_id: this process' index.
+      heartbeat_timeout_seconds: a process silent this long is declared dead and the
+        others exit with an error instead of waiting forever in a collective.
     """
     if coordinator_address is not None or num_processes is not None or process_id is not None:
         if None in (coordinator_address, num_processes, process_id):
@@ -254,6 +257,7 @@ def initialize_distributed(
             coordinator_address=coordinator_address,
             num_processes=num_processes,
             process_id=process_id,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
         )
     elif any(var in os.environ for var in CLUSTER_ENV_VARS):
-        jax.distributed.initialize()
+        jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
