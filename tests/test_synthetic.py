@@ -8,23 +8,23 @@ from unet_jax.classes import CLASS_NAMES, NUM_CLASSES
 
 NUM_FRAMES = 50
 
-# Mean pixel share per class (%) over seeds 0..49 must lie in these bounds. They are
-# the documented ranges of docs/SYNTHETIC.md (measured mean over 200 seeds, widened to
-# cover the spread of a 50-frame mean).
+# Mean pixel share per class (%) over seeds 0..49 must lie in these bounds: the
+# documented ranges of docs/SYNTHETIC.md, which cover 99.9% of the means of 50 frames
+# drawn from 1000 rendered seeds.
 SHARE_BOUNDS = {
-    "None": (21.0, 33.0),
-    "Buildings": (4.5, 11.0),
-    "Fences": (1.2, 3.5),
-    "Other": (0.45, 1.2),
-    "Pedestrians": (0.45, 1.2),
-    "Poles": (1.0, 2.6),
-    "RoadLines": (1.3, 2.6),
-    "Roads": (15.5, 21.5),
-    "Sidewalks": (5.5, 9.0),
-    "Vegetation": (10.0, 19.0),
-    "Vehicles": (15.0, 19.5),
-    "Walls": (1.3, 3.5),
-    "TrafficSigns": (0.4, 1.1),
+    "None": (23.0, 29.5),
+    "Buildings": (4.2, 9.8),
+    "Fences": (1.1, 2.7),
+    "Other": (0.9, 1.6),
+    "Pedestrians": (1.3, 2.2),
+    "Poles": (2.2, 3.8),
+    "RoadLines": (1.4, 2.4),
+    "Roads": (15.0, 18.5),
+    "Sidewalks": (5.8, 7.9),
+    "Vegetation": (9.5, 16.0),
+    "Vehicles": (16.0, 17.9),
+    "Walls": (1.9, 4.3),
+    "TrafficSigns": (1.0, 1.6),
 }
 
 
@@ -96,16 +96,16 @@ def _colour_features(frames):
 
 
 def test_colour_alone_is_not_a_perfect_classifier(frames):
-    # Nearest class-mean colour, fit on 25 frames and scored on the other 25.
+    # Nearest class-mean colour, fit on 25 frames and scored on the other 25 (~45%).
     train_x, train_y = _colour_features(frames[:25])
     test_x, test_y = _colour_features(frames[25:])
     means = np.stack([train_x[train_y == c].mean(axis=0) for c in range(NUM_CLASSES)])
     dist = ((test_x[:, None, :] - means[None]) ** 2).sum(-1)
     accuracy = np.mean(dist.argmin(axis=1) == test_y)
-    assert accuracy < 0.75, accuracy
+    assert accuracy < 0.7, accuracy
 
     # Even the best lookup from quantised colour (16 levels per channel) to the most
-    # frequent class in the training frames stays clearly below 90%.
+    # frequent class in the training frames stays clearly below 90% (measured ~60%).
     def cell(x):
         q = (x // 16).astype(np.int64)
         return q[:, 0] * 256 + q[:, 1] * 16 + q[:, 2]
@@ -113,7 +113,7 @@ def test_colour_alone_is_not_a_perfect_classifier(frames):
     table = np.zeros((4096, NUM_CLASSES), np.int64)
     np.add.at(table, (cell(train_x), train_y), 1)
     accuracy = np.mean(table.argmax(axis=1)[cell(test_x)] == test_y)
-    assert accuracy < 0.9, accuracy
+    assert accuracy < 0.8, accuracy
 
 
 def test_hood_at_the_bottom_is_vehicles(frames):
@@ -136,7 +136,7 @@ def test_image_edges_follow_label_edges(frames):
         edges = label[:, 1:] != label[:, :-1]
         shifted = np.roll(edges, 4, axis=1)
         ratios.append(grad[edges].mean() / grad[shifted & ~edges].mean())
-    assert np.median(ratios) > 1.5, ratios
+    assert np.median(ratios) > 2.0, ratios
 
 
 def test_sky_is_none_above_the_horizon(frames):
