@@ -1,0 +1,90 @@
+"""Evaluates a trained run on a whole split: ``python eval.py --workdir DIR [options]``.
+
+Examples:
+  python eval.py --workdir runs/demo                          # test split, best checkpoint
+  python eval.py --workdir runs/demo --split validation --checkpoint latest
+  python eval.py --workdir runs/reference --full_resolution --tta_flip
+
+Writes DIR/eval/<split>/: metrics.json, metrics.md and pictures (confusion matrix, gallery,
+per-class panels, training curves). See docs/EVALUATION.md.
+"""
+
+import pathlib
+import sys
+
+from absl import app, flags, logging
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training run directory.", required=True)
+flags.DEFINE_string("split", "test", "Split to evaluate: train, validation or test.")
+flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
+flags.DEFINE_bool(
+    "full_resolution", False, "Also evaluate at the examples' original (full-size) resolution."
+)
+flags.DEFINE_enum(
+    "full_resolution_input",
+    "native",
+    ["native", "resized"],
+    "Full resolution: segment at the stored size (native: pad/tile) or at the training size "
+    "with the prediction resized back (resized).",
+)
+flags.DEFINE_bool("tta_flip", False, "Average the predictions of each image and its mirror.")
+flags.DEFINE_integer("batch_size", None, "Images per forward pass (default: eval_batch_size).")
+flags.DEFINE_integer("max_side", 1024, "Largest padded side segmented whole; larger: tiles.")
+flags.DEFINE_integer("tile_size", 512, "Tile side for images larger than --max_side.")
+flags.DEFINE_integer("tile_overlap", 128, "Overlap (blending ramp) between tiles.")
+flags.DEFINE_integer("num_gallery", 4, "Examples shown in the gallery picture.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's data_dir).")
+flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval/SPLIT).")
+flags.DEFINE_bool("pictures", True, "Draw the PNG pictures.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return 2
+    logging.set_verbosity(logging.WARNING)
+    # Imported here so that --help stays fast.
+    sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
+    import datasets.lyft_udacity as lyft_udacity  # registers the TFDS builder
+    from unet_jax import evaluate, reports
+    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
+    from unet_jax.inference import InferenceError
+
+    options = evaluate.EvalOptions(
+        split=FLAGS.split,
+        checkpoint=FLAGS.checkpoint,
+        full_resolution=FLAGS.full_resolution,
+        full_resolution_input=FLAGS.full_resolution_input,
+        tta_flip=FLAGS.tta_flip,
+        batch_size=FLAGS.batch_size,
+        max_side=FLAGS.max_side,
+        tile_size=FLAGS.tile_size,
+        tile_overlap=FLAGS.tile_overlap,
+        num_gallery=FLAGS.num_gallery,
+        data_dir=FLAGS.data_dir,
+        pictures=FLAGS.pictures,
+        progress=FLAGS.progress,
+    )
+    try:
+        report = evaluate.run_evaluation(
+            FLAGS.workdir, options, prepare_fn=lyft_udacity.prepare, out_dir=FLAGS.out
+        )
+    except (InferenceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (lyft_udacity.ManualDownloadMissingError, lyft_udacity.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, IncompatibleCheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
+    print(reports.summary_text(report, report["files"]))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,471 @@
+"""Segments image files: ``python -m unet_jax.predict --workdir DIR INPUTS... --out OUT``.
+
+INPUTS are files, glob patterns and folders (searched recursively for .png, .jpg, .jpeg,
+.bmp, .tif, .tiff, .webp, .ppm). For every image it writes, mirroring the input's path
+relative to its folder (or its bare file name):
+
+- ``OUT/labels/<name>.png``: the class ids as an 8-bit RGB PNG with the id in the RED
+  channel and G = B = 0, the data set's label format (CameraSeg), so it reads back with
+  ``datasets/lyft_udacity/decode.py`` (``decode_png(..., kind="label")``);
+- ``OUT/overlays/<name>.png``: the image blended 50/50 with the CARLA palette colours;
+- ``OUT/probabilities/<name>.npy`` (``--probabilities``): float16 [H, W, C] per-class
+  probabilities, whose argmax is the label;
+- ``OUT/predictions.json``: the checkpoint, options and one record per image.
+
+Scale. By default each image is resized (bilinear) to the training size
+``config.image_size``, segmented there, and the prediction (and probabilities) resized
+back to the image's own size with nearest-neighbour sampling: the model sees objects at
+the scale it was trained on, and every output pixel holds one of the predicted classes.
+``--native`` segments the image at its own size instead, padded or tiled by the rules of
+``unet_jax.inference`` (better for images already at the training data's scale, e.g.
+the 800x600 frames of the full data set).
+
+Input rules. 8-bit RGB is used as it is; greyscale (L, LA, 1-bit) is replicated to RGB;
+palette images are expanded to RGB; an alpha channel is dropped when it is fully opaque;
+EXIF orientation is applied. Rejected with an :class:`ImageError` naming the file:
+unreadable, truncated or non-image files, images with transparent pixels, 16-bit or
+floating-point images (their scaling to 0..255 is ambiguous: convert them explicitly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import io
+import json
+import pathlib
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from unet_jax.classes import colorize
+from unet_jax.inference import InferenceError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+OVERLAY_ALPHA = 0.5
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GLOB_CHARS = "*?["
+
+
+class ImageError(InferenceError, ValueError):
+    """An input image that cannot be used; the message names the file."""
+
+
+class InputError(InferenceError, FileNotFoundError):
+    """An input path or pattern that names no image."""
+
+
+# ----------------------------------------------------------------------------
+# Reading images.
+# ----------------------------------------------------------------------------
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    """The bit depth in a PNG's IHDR (Pillow silently reduces 16-bit RGB to 8 bits)."""
+    if data.startswith(_PNG_SIGNATURE) and len(data) >= 26 and data[12:16] == b"IHDR":
+        return data[24]
+    return None
+
+
+def decode_image(data: bytes, *, name: str) -> np.ndarray:
+    """Decodes image bytes to uint8 RGB by the input rules of the module docstring.
+
+    Args:
+      data: the file's bytes.
+      name: the file's name, for error messages.
+
+    Returns:
+      uint8 [H, W, 3].
+
+    Raises:
+      ImageError: unreadable, truncated, transparent, 16-bit or floating-point images.
+    """
+    depth = _png_bit_depth(data)
+    if depth is not None and depth > 8:
+        raise ImageError(
+            f"{name}: {depth}-bit PNG; only 8-bit images are accepted (convert it to 8-bit "
+            "RGB first, choosing how to scale its values)"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            pil.load()
+            bits = getattr(pil, "tag_v2", {}).get(258) if pil.format == "TIFF" else None
+            if bits is not None and max(np.atleast_1d(bits)) > 8:
+                raise ImageError(f"{name}: {max(np.atleast_1d(bits))}-bit TIFF; only 8-bit images")
+            pil = ImageOps.exif_transpose(pil)
+            mode = pil.mode
+            if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                raise ImageError(
+                    f"{name}: {mode} image (16-bit or floating point); only 8-bit images are "
+                    "accepted (convert it to 8-bit RGB first, choosing how to scale its values)"
+                )
+            if mode == "P":
+                pil = pil.convert("RGBA")  # a palette may carry transparency
+                mode = "RGBA"
+            if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+                alpha = np.asarray(pil.getchannel("A"))
+                if not (alpha == 255).all():
+                    raise ImageError(
+                        f"{name}: {mode} image with transparent pixels; expected an opaque "
+                        "image (flatten it onto a background first)"
+                    )
+            array = np.asarray(pil.convert("RGB"))
+    except ImageError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not an image file (or an unsupported format)") from e
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: image too large ({e})") from e
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
+        raise ImageError(f"{name}: unreadable or truncated image ({type(e).__name__}: {e})") from e
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
+        raise ImageError(f"{name}: decoded to {array.dtype} {array.shape}, expected RGB")
+    return np.ascontiguousarray(array)
+
+
+def read_image(path: str | pathlib.Path) -> np.ndarray:
+    """Reads an image file as uint8 RGB [H, W, 3] (see :func:`decode_image`).
+
+    Args:
+      path: the file.
+
+    Returns:
+      uint8 [H, W, 3].
+
+    Raises:
+      ImageError: the file cannot be read or is not an acceptable image.
+    """
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
+    return decode_image(data, name=str(path))
+
+
+# ----------------------------------------------------------------------------
+# Inputs and outputs.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InputImage:
+    """One image to segment: its path and the relative name its outputs get."""
+
+    path: pathlib.Path
+    name: pathlib.PurePath  # relative, without suffix
+
+
+def _is_image(path: pathlib.Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
+    """Expands files, glob patterns and folders into a sorted list of images.
+
+    A folder contributes its images recursively, named by their path relative to it; a
+    file or a glob match is named by its file name.
+
+    Args:
+      inputs: paths or patterns.
+
+    Returns:
+      The images, each once.
+
+    Raises:
+      InputError: an input matches nothing, or two inputs would write the same outputs.
+    """
+    found: list[InputImage] = []
+    for item in inputs:
+        text = str(item)
+        path = pathlib.Path(text)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if _is_image(p))
+            if not images:
+                raise InputError(f"folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            found += [InputImage(p, p.relative_to(path).with_suffix("")) for p in images]
+        elif path.is_file():
+            found.append(InputImage(path, pathlib.PurePath(path.stem)))
+        elif any(c in text for c in _GLOB_CHARS):
+            matches = sorted(pathlib.Path(p) for p in glob.glob(text, recursive=True))
+            images = [p for p in matches if _is_image(p)]
+            if not images:
+                raise InputError(f"pattern {text!r} matches no image file")
+            found += [InputImage(p, pathlib.PurePath(p.stem)) for p in images]
+        else:
+            raise InputError(f"input {text} does not exist")
+    unique: dict[pathlib.Path, InputImage] = {}
+    names: dict[pathlib.PurePath, pathlib.Path] = {}
+    for image in found:
+        key = image.path.resolve()
+        if key in unique:
+            continue
+        if image.name in names:
+            raise InputError(
+                f"{image.path} and {names[image.name]} would both be written as "
+                f"{image.name}.png; pass their folder instead, or rename one"
+            )
+        unique[key] = image
+        names[image.name] = image.path
+    return list(unique.values())
+
+
+def label_png(label: np.ndarray) -> np.ndarray:
+    """Class ids as the data set's label image: id in RED, green and blue 0.
+
+    Args:
+      label: uint8 [H, W] class ids.
+
+    Returns:
+      uint8 [H, W, 3].
+    """
+    out = np.zeros(label.shape + (3,), np.uint8)
+    out[..., 0] = label
+    return out
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The image blended with the palette colour of each pixel's class.
+
+    Args:
+      image: uint8 [H, W, 3].
+      label: [H, W] class ids.
+      alpha: weight of the class colours.
+
+    Returns:
+      uint8 [H, W, 3] = round((1 - alpha) * image + alpha * colour).
+    """
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(label).astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Prediction.
+# ----------------------------------------------------------------------------
+
+
+def predict_files(
+    workdir: str | pathlib.Path,
+    inputs: Sequence[str | pathlib.Path],
+    out: str | pathlib.Path,
+    *,
+    checkpoint: str | int = "best",
+    probabilities: bool = False,
+    batch_size: int | None = None,
+    native: bool = False,
+    tta_flip: bool = False,
+    max_side: int = 1024,
+    tile_size: int = 512,
+    tile_overlap: int = 128,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segments image files with a trained run and writes labels, overlays, probabilities.
+
+    Args:
+      workdir: the training run directory.
+      inputs: files, glob patterns and folders.
+      out: output directory.
+      checkpoint: "best", "latest" or a step number.
+      probabilities: also write float16 per-class probabilities (.npy).
+      batch_size: images per forward pass (default: the run's eval_batch_size).
+      native: segment at each image's own size (pad/tile) instead of at the training size.
+      tta_flip: average the probabilities of each image and its mirror image.
+      max_side: with ``native``, largest padded side segmented whole; larger ones are tiled.
+      tile_size: tile side for tiled images.
+      tile_overlap: overlap (and blending ramp) between tiles.
+      skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
+      progress: show a progress bar.
+
+    Returns:
+      The content of ``predictions.json``: ``checkpoint``, ``options``, ``images`` (one
+      record per written image) and ``errors`` (messages of skipped images).
+
+    Raises:
+      InputError: an input names no image.
+      ImageError: an image cannot be used (unless ``skip_bad``).
+      WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
+        ``unet_jax.inference.load_run``.
+    """
+    import jax
+    import tqdm
+
+    from unet_jax import inference
+
+    images = expand_inputs(inputs)
+    run = inference.load_run(workdir, checkpoint=checkpoint)
+    segmenter = inference.Segmenter.from_run(
+        run,
+        tta_flip=tta_flip,
+        batch_size=batch_size or int(run.config.eval_batch_size),
+        max_side=max_side,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        devices=jax.local_devices(),
+    )
+    train_h, train_w = (int(v) for v in run.config.image_size)
+    out = pathlib.Path(out)
+    folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
+    for folder in folders:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
+
+    def load(item: InputImage) -> tuple[InputImage, np.ndarray | None, np.ndarray | None]:
+        try:
+            image = read_image(item.path)
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            errors.append(str(e))
+            return item, None, None
+        model_input = image if native else inference.resize_image(image, train_h, train_w)
+        return item, image, model_input
+
+    bar = tqdm.tqdm(total=len(images), unit="img", disable=not progress, desc="predict")
+
+    def readable():
+        for item in inference.prefetch_map(load, images):
+            if item[1] is None:
+                bar.update(1)  # skipped; its error is in `errors`
+            else:
+                yield item
+
+    loaded = readable()
+    for group in inference.same_size_batches(
+        loaded, batch_size=segmenter.batch_size, shape_of=lambda x: x[2].shape
+    ):
+        batch = np.stack([x[2] for x in group])
+        labels, probs = segmenter.predict(batch, with_probabilities=probabilities)
+        mode = "resize" if not native else segmenter.mode_for(*batch.shape[1:3])
+        for k, (item, image, _) in enumerate(group):
+            h, w = image.shape[:2]
+            label = inference.resize_nearest(labels[k], h, w)
+            paths = {
+                "label": out / "labels" / f"{item.name}.png",
+                "overlay": out / "overlays" / f"{item.name}.png",
+            }
+            for path in paths.values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(label_png(label)).save(paths["label"], compress_level=1)
+            Image.fromarray(overlay(image, label)).save(paths["overlay"], compress_level=1)
+            if probabilities:
+                paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
+                paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
+                np.save(
+                    paths["probabilities"],
+                    inference.resize_nearest(probs[k], h, w).astype(np.float16),
+                )
+            records.append(
+                {
+                    "input": str(item.path),
+                    "height": h,
+                    "width": w,
+                    "mode": mode,
+                    **{k2: str(v) for k2, v in paths.items()},
+                }
+            )
+        bar.update(len(group))
+    bar.close()
+    result = {
+        "workdir": str(workdir),
+        "checkpoint": {"requested": run.checkpoint, "step": run.step},
+        "options": {
+            "native": native,
+            "training_size": [train_h, train_w],
+            "tta_flip": tta_flip,
+            "batch_size": segmenter.batch_size,
+            "max_side": max_side,
+            "tile_size": tile_size,
+            "tile_overlap": tile_overlap,
+            "probabilities": probabilities,
+        },
+        "class_names": list(_class_names(int(run.config.num_classes))),
+        "images": records,
+        "errors": errors,
+    }
+    (out / "predictions.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _class_names(num_classes: int) -> tuple[str, ...]:
+    from unet_jax.evaluate import class_names
+
+    return class_names(num_classes)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m unet_jax.predict",
+        description="Segment images with a trained run (see docs/EVALUATION.md).",
+    )
+    parser.add_argument("inputs", nargs="+", help="image files, glob patterns or folders")
+    parser.add_argument("--workdir", required=True, help="training run directory")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+    parser.add_argument(
+        "--probabilities", action="store_true", help="also write float16 probabilities (.npy)"
+    )
+    parser.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="segment at each image's own size (pad/tile) instead of resizing to the training size",
+    )
+    parser.add_argument("--tta_flip", action="store_true", help="horizontal-flip averaging")
+    parser.add_argument("--max_side", type=int, default=1024, help="--native: tile above this")
+    parser.add_argument("--tile_size", type=int, default=512, help="tile side")
+    parser.add_argument("--tile_overlap", type=int, default=128, help="tile overlap")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint)."""
+    args = _parser().parse_args(argv)
+    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
+
+    try:
+        result = predict_files(
+            args.workdir,
+            args.inputs,
+            args.out,
+            checkpoint=args.checkpoint,
+            probabilities=args.probabilities,
+            batch_size=args.batch_size,
+            native=args.native,
+            tta_flip=args.tta_flip,
+            max_side=args.max_side,
+            tile_size=args.tile_size,
+            tile_overlap=args.tile_overlap,
+            skip_bad=True,
+            progress=not args.no_progress,
+        )
+    except (InferenceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, IncompatibleCheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
+    step = result["checkpoint"]["step"]
+    print(
+        f"Segmented {len(result['images'])} image(s) with {args.workdir} step {step}: "
+        f"{args.out}/labels, {args.out}/overlays"
+        + (f", {args.out}/probabilities" if args.probabilities else "")
+        + f", {args.out}/predictions.json"
+    )
+    if result["errors"]:
+        print(f"error: {len(result['errors'])} input(s) skipped:", file=sys.stderr)
+        for message in result["errors"]:
+            print(f"  {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
