@@ -27,12 +27,26 @@ def tiny(tmp_path_factory):
     return tiny_run(tmp_path_factory)
 
 
-def doc_block(name: str) -> str:
-    """The fenced python block right after ``<!-- test: name -->`` in EVALUATION.md."""
+def doc_block(name: str, doc=DOC) -> str:
+    """The fenced python block right after ``<!-- test: name -->`` in ``doc``."""
     pattern = rf"<!-- test: {re.escape(name)} -->\s*```python\n(.*?)```"
-    found = re.findall(pattern, DOC.read_text(), flags=re.S)
-    assert len(found) == 1, f"expected one block marked {name!r} in {DOC}"
+    found = re.findall(pattern, doc.read_text(), flags=re.S)
+    assert len(found) == 1, f"expected one block marked {name!r} in {doc}"
     return found[0]
+
+
+def test_readme_reuse_example(tiny):
+    code = doc_block("readme-reuse", REPO_ROOT / "README.md")
+    assert code.count(PLACEHOLDER_WORKDIR) == 1
+    namespace: dict = {}
+    exec(
+        compile(code.replace(PLACEHOLDER_WORKDIR, repr(str(tiny.workdir))), "README", "exec"),
+        namespace,
+    )
+    run = inference.load_run(tiny.workdir, checkpoint="best")
+    expected = np.asarray(run.model.apply(run.variables, namespace["images"], train=False))
+    assert namespace["labels"].shape == namespace["images"].shape[:3]
+    np.testing.assert_array_equal(namespace["labels"], expected.argmax(-1))
 
 
 def test_reuse_example(tiny, tmp_path, monkeypatch):
