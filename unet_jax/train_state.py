@@ -46,6 +46,7 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
         dropout_rate=m.dropout_rate,
         bn_axis_name=bn_axis_name,
         upsample=m.upsample,
+        conv_impl=m.get("conv_impl", "xla"),  # workdirs written before the option existed
         dtype=DTYPES[m.dtype],
     )
 
