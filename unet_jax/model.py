@@ -41,7 +41,7 @@ def _kernel_grad_by_shifts(
     XLA:CPU lowers its own weight-gradient convolution (a convolution whose window is the
     whole image) several times slower than a plain matmul of the same FLOPs; see
     docs/PERFORMANCE.md. (``lax.conv_general_dilated_patches`` would build the im2col
-    matrix with a one-hot convolution costing ``kh*kw*C`` times more FLOPs than the copy.)
+    matrix with a one-hot convolution: ``kh*kw*C/O`` times the FLOPs of the gradient.)
     """
     kh, kw, c, o = kernel_shape
     b, out_h, out_w, _ = dy.shape
