@@ -2,7 +2,10 @@
 
 import json
 import math
+import os
 import pathlib
+import tempfile
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,12 +20,72 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class MetricsFileError(ValueError):
+    """A line of ``metrics.jsonl`` other than the last is not JSON (the message names it)."""
+
+
+def _parse_records(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file, tolerating a partial last line.
+
+    A process killed (or a disk filled) during a write can leave the last line cut short:
+    it is dropped with a warning naming the file and line. A bad line anywhere else is not
+    explained by an interrupted append, so it is an error.
+
+    Args:
+      path: the JSON-lines file.
+
+    Returns:
+      The decoded records, in file order.
+
+    Raises:
+      MetricsFileError: a line before the last one is not a JSON object.
+    """
+    lines = path.read_text(errors="replace").splitlines()
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    records = []
+    for position, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"not a JSON object: {line[:80]!r}")
+        except ValueError as e:
+            if position == len(numbered) - 1:
+                warnings.warn(
+                    f"{path}:{number}: dropping a partial last line (an interrupted write?): "
+                    f"{line[:80]!r}",
+                    stacklevel=3,
+                )
+                break
+            raise MetricsFileError(f"{path}:{number}: not a metrics record ({e})") from e
+        records.append(record)
+    return records
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    """Replaces ``path`` with ``text`` so that a crash leaves either the old or the new file.
+
+    The text goes to a temporary file in the same directory (same filesystem), is flushed
+    to disk, then renamed over ``path`` with ``os.replace`` (atomic on POSIX).
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 class MetricWriter:
     """Appends ``{"step": s, "split": ..., name: value}`` lines to ``metrics.jsonl``.
 
     Only one process (process 0) should write: other processes get ``enabled=False``.
     On resume from step ``s``, lines written after ``s`` by the interrupted run are dropped
-    so the log describes exactly the training that the checkpoint continues.
+    so the log describes exactly the training that the checkpoint continues; a partial last
+    line (an interrupted write) is dropped with a warning. The file is rewritten atomically.
 
     Args:
       workdir: run directory.
@@ -37,12 +100,8 @@ class MetricWriter:
         if not enabled:
             return
         if self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in _parse_records(self.path) if r.get("step", 0) <= resume_step]
+            _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         from tensorboardX import SummaryWriter  # heavy import only for the writing process
 
         self._tb = SummaryWriter(
@@ -69,8 +128,19 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl`` (empty if there is none)."""
+    """All records of a run's ``metrics.jsonl``.
+
+    Args:
+      workdir: the run directory.
+
+    Returns:
+      The records in file order (empty if there is no file); a partial last line, left by
+      an interrupted write, is skipped with a warning.
+
+    Raises:
+      MetricsFileError: a line other than the last is not a JSON object.
+    """
     path = pathlib.Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_records(path)
