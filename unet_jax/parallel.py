@@ -15,7 +15,7 @@ gives the parameters a single device would get on the same global batch.
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -220,12 +220,46 @@ def prefetch(
     yield from queue
 
 
-CLUSTER_ENV_VARS = (
-    "SLURM_JOB_ID",
-    "OMPI_COMM_WORLD_SIZE",
-    "TPU_WORKER_HOSTNAMES",
-    "MEGASCALE_COORDINATOR_ADDRESS",
-)
+def detect_cluster(environ: Mapping[str, str]) -> str | None:
+    """Which multi-process launcher started this process, if any.
+
+    Strict on purpose: being inside a cluster allocation is not enough, the process must
+    have been launched as one of several tasks, or ``jax.distributed.initialize()`` would
+    wait forever for peers that never come (e.g. ``python train.py`` run directly in an
+    ``sbatch`` script, without ``srun``).
+
+    - SLURM: a job step (``SLURM_STEP_ID``, set by ``srun`` only) with ``SLURM_NTASKS`` > 1
+      and the variables JAX's own SLURM detection reads (``SLURM_JOB_ID``,
+      ``SLURM_STEP_NODELIST``, ``SLURM_PROCID``, ``SLURM_LOCALID``).
+    - Open MPI: ``mpirun`` set ``OMPI_MCA_orte_hnp_uri`` (what JAX reads) and
+      ``OMPI_COMM_WORLD_SIZE`` > 1.
+    - Cloud TPU: several slices (``MEGASCALE_COORDINATOR_ADDRESS``), or more than one
+      host in ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES``.
+
+    Args:
+      environ: the environment (``os.environ``).
+
+    Returns:
+      "slurm", "ompi", "tpu" or None.
+    """
+
+    def count(name: str) -> int:
+        try:
+            return int(environ.get(name, "1"))
+        except ValueError:
+            return 1
+
+    slurm_vars = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")
+    if all(v in environ for v in (*slurm_vars, "SLURM_LOCALID")) and count("SLURM_NTASKS") > 1:
+        return "slurm"
+    if "OMPI_MCA_orte_hnp_uri" in environ and count("OMPI_COMM_WORLD_SIZE") > 1:
+        return "ompi"
+    if environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "tpu"
+    hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
+    if len([h for h in hosts.split(",") if h.strip()]) > 1:
+        return "tpu"
+    return None
 
 
 def initialize_distributed(
@@ -234,11 +268,14 @@ def initialize_distributed(
     num_processes: int | None = None,
     process_id: int | None = None,
     heartbeat_timeout_seconds: int = 100,
-) -> None:
-    """Starts multi-host JAX when asked for explicitly or when a cluster is detected.
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """Starts multi-host JAX when asked for explicitly or when a multi-task launch is detected.
 
-    Explicit values (flags) win; otherwise ``jax.distributed.initialize()`` auto-detects
-    SLURM, Open MPI and Cloud TPU environments. On a single workstation nothing happens.
+    Explicit values (flags) win; otherwise ``jax.distributed.initialize()`` is called (and
+    auto-detects its arguments) only when :func:`detect_cluster` finds a launch of several
+    processes by srun, mpirun or a multi-host Cloud TPU. A single process, inside a cluster
+    allocation or not, runs alone.
 
     Args:
       coordinator_address: "host:port" of process 0.
@@ -246,6 +283,13 @@ def initialize_distributed(
       process_id: this process' index.
       heartbeat_timeout_seconds: a process silent this long is declared dead and the
         others exit with an error instead of waiting forever in a collective.
+      environ: the environment to inspect (default ``os.environ``).
+
+    Returns:
+      "explicit", the detected cluster ("slurm", "ompi", "tpu"), or None (single process).
+
+    Raises:
+      ValueError: only some of the three explicit values are given.
     """
     if coordinator_address is not None or num_processes is not None or process_id is not None:
         if None in (coordinator_address, num_processes, process_id):
@@ -259,5 +303,8 @@ def initialize_distributed(
             process_id=process_id,
             heartbeat_timeout_seconds=heartbeat_timeout_seconds,
         )
-    elif any(var in os.environ for var in CLUSTER_ENV_VARS):
+        return "explicit"
+    cluster = detect_cluster(os.environ if environ is None else environ)
+    if cluster is not None:
         jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+    return cluster
