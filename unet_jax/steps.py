@@ -46,6 +46,12 @@ def train_step(
     key = jax.random.fold_in(jax.random.fold_in(key, state.step), jax.lax.axis_index(axis_name))
     labels = batch["label"].astype(jnp.int32)
 
+    # The parameters are replicated, the batch is not: differentiate with respect to a
+    # per-device ("varying") copy, so each device gets its own gradient and the pmean below
+    # averages them. (shard_map's replication check would otherwise transpose the implicit
+    # broadcast into a psum, summing instead of averaging; under pmap this is a no-op.)
+    params = jax.lax.pcast(state.params, axis_name, to="varying")
+
     def compute_loss(params):
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats},
@@ -56,7 +62,7 @@ def train_step(
         )
         return jnp.mean(loss_fn(logits, labels)), updates
 
-    (loss, updates), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    (loss, updates), grads = jax.value_and_grad(compute_loss, has_aux=True)(params)
     grads = jax.lax.pmean(grads, axis_name)
     loss = jax.lax.pmean(loss, axis_name)
     grad_norm = optax.global_norm(grads)
