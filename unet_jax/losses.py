@@ -1,4 +1,4 @@
-"""Segmentation losses: soft Dice, cross-entropy and their sum (pure JAX, jit-friendly).
+"""Segmentation losses: soft Dice, cross-entropy, focal and sums (pure JAX, jit-friendly).
 
 Shapes and conventions
 ----------------------
@@ -281,6 +281,145 @@ def dice_ce_loss(
     return dice + ce_weight * ce
 
 
+def _check_gamma(gamma: float) -> None:
+    # Only concrete numbers can be checked; a traced gamma is the caller's responsibility.
+    if isinstance(gamma, (int, float)) and not (gamma >= 0 and gamma < float("inf")):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+
+
+def _focal_modulation(log_one_minus_pt: jax.Array, gamma: float) -> jax.Array:
+    """``(1 - p_t) ** gamma`` computed as ``exp(gamma * log(1 - p_t))``.
+
+    The power form has an infinite derivative at ``p_t = 1`` for ``gamma < 1`` and ``0 ** 0``
+    at ``gamma = 0``; the log form stays finite. A concrete ``gamma == 0`` returns exactly 1
+    so that the loss is then bit-for-bit the cross-entropy (``0 * -inf`` would be NaN when
+    ``p_t`` is exactly 1, e.g. with a single softmax class).
+    """
+    if isinstance(gamma, (int, float)) and gamma == 0:
+        return jnp.ones_like(log_one_minus_pt)
+    return jnp.exp(gamma * log_one_minus_pt)
+
+
+def focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    num_classes: int,
+    activation: str = "softmax",
+    class_weights: jax.Array | None = None,
+    gamma: float = 2.0,
+    ignore_label: int | None = IGNORE_LABEL,
+) -> jax.Array:
+    """Focal loss (Lin et al. 2017) averaged over the valid pixels of each image.
+
+    ``activation="softmax"`` (multi-class focal): with ``p_t = softmax(logits)[label]``,
+    each valid pixel contributes ``fl_i = -(1 - p_t)^gamma * log(p_t)``. The class weight
+    plays the role of ``alpha_c``: the image value is the weighted mean
+    ``sum_i w[label_i] fl_i / sum_i w[label_i]``, the same reduction as
+    :func:`cross_entropy_loss`, so ``gamma = 0`` gives exactly the cross-entropy.
+
+    ``activation="sigmoid"`` (per-class binary focal, as ``optax.losses.sigmoid_focal_loss``
+    with ``alpha=None``): for every class ``c`` with the one-hot target ``t_c`` and
+    ``p_t = sigmoid(x_c)`` if ``t_c = 1`` else ``1 - sigmoid(x_c)``,
+    ``fl_c = -(1 - p_t)^gamma * log(p_t)``; these are **averaged** over classes per pixel
+    (weighted by ``class_weights`` normalised by their sum), then over the valid pixels,
+    again the reduction of the sigmoid :func:`cross_entropy_loss`.
+
+    ``(1 - p_t)^gamma`` is computed in log space (``log(1 - p_t)`` from a logsumexp over
+    the other classes, or ``log_sigmoid`` of the opposite sign), so saturated logits give
+    finite values and gradients.
+
+    Args:
+        logits: ``[B, *spatial, num_classes]`` float logits (computed in float32).
+        labels: ``[B, *spatial]`` or ``[B, *spatial, 1]`` integer class ids.
+        num_classes: Number of classes ``C``; ids outside ``[0, C)`` are ignored.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        class_weights: Optional ``[C]`` non-negative class weights (``alpha_c``).
+        gamma: Focusing exponent, ``>= 0``; 0 is the cross-entropy, 2 the paper's default.
+        ignore_label: Label id whose pixels are ignored (``None``: only out-of-range ids).
+
+    Returns:
+        float32 ``[B]``; 0 for an image without any valid pixel.
+    """
+    _check_gamma(gamma)
+    labels = _check_inputs(logits, labels, num_classes, activation, class_weights)
+    valid = _valid_pixels(labels, num_classes, ignore_label)
+    x = _masked_float32_logits(logits, valid)
+    safe_labels = jnp.where(valid, labels, 0)
+    validf = valid.astype(jnp.float32)
+    onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.bool_)
+
+    if activation == "softmax":
+        log_z = jax.nn.logsumexp(x, axis=-1)
+        log_pt = jnp.sum(jnp.where(onehot, x, 0.0), axis=-1) - log_z
+        # log(1 - p_t) = logsumexp over the other classes - log Z, which stays accurate
+        # when p_t is close to 1 (log1p(-p_t) would round to log(0) there).
+        log_rest = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, x), axis=-1)
+        per_pixel = -_focal_modulation(log_rest - log_z, gamma) * log_pt
+        if class_weights is None:
+            pixel_weight = validf
+        else:
+            pixel_weight = jnp.asarray(class_weights, jnp.float32)[safe_labels] * validf
+    else:
+        log_p = jax.nn.log_sigmoid(x)  # log sigmoid(x)
+        log_q = jax.nn.log_sigmoid(-x)  # log (1 - sigmoid(x))
+        log_pt = jnp.where(onehot, log_p, log_q)
+        log_one_minus_pt = jnp.where(onehot, log_q, log_p)
+        per_class = -_focal_modulation(log_one_minus_pt, gamma) * log_pt  # [B, *sp, C]
+        if class_weights is None:
+            per_pixel = jnp.mean(per_class, axis=-1)
+        else:
+            w = jnp.asarray(class_weights, jnp.float32)
+            per_pixel = jnp.sum(per_class * w, axis=-1) / jnp.sum(w)
+        pixel_weight = validf
+
+    axes = tuple(range(1, per_pixel.ndim))
+    total = jnp.sum(per_pixel * pixel_weight, axis=axes)
+    count = jnp.sum(pixel_weight, axis=axes)
+    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
+
+
+def dice_focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    num_classes: int,
+    activation: str = "softmax",
+    class_weights: jax.Array | None = None,
+    smooth: float = 1.0,
+    gamma: float = 2.0,
+    ignore_label: int | None = IGNORE_LABEL,
+    focal_weight: float = 1.0,
+) -> jax.Array:
+    """Soft Dice plus weighted focal loss: ``dice + focal_weight * focal`` per image.
+
+    Both terms use the same ``activation``, ``class_weights`` and ``ignore_label``.
+
+    Args:
+        logits: ``[B, *spatial, num_classes]`` float logits.
+        labels: ``[B, *spatial]`` or ``[B, *spatial, 1]`` integer class ids.
+        num_classes: Number of classes ``C``.
+        activation: ``"softmax"`` or ``"sigmoid"``.
+        class_weights: Optional ``[C]`` class weights, used by both terms.
+        smooth: Dice smoothing (>= 0).
+        gamma: Focal exponent (>= 0).
+        ignore_label: Label id whose pixels are ignored.
+        focal_weight: Multiplier of the focal term.
+
+    Returns:
+        float32 ``[B]``.
+    """
+    common = dict(
+        num_classes=num_classes,
+        activation=activation,
+        class_weights=class_weights,
+        ignore_label=ignore_label,
+    )
+    dice = soft_dice_loss(logits, labels, smooth=smooth, **common)
+    focal = focal_loss(logits, labels, gamma=gamma, **common)
+    return dice + focal_weight * focal
+
+
 def mean_over_batch(
     per_example: jax.Array,
     mask: jax.Array | None = None,
@@ -327,6 +466,8 @@ _LOSSES: dict[str, Callable[..., jax.Array]] = {
     "dice": soft_dice_loss,
     "ce": cross_entropy_loss,
     "dice_ce": dice_ce_loss,
+    "focal": focal_loss,
+    "dice_focal": dice_focal_loss,
 }
 
 
@@ -334,8 +475,9 @@ def get_loss_fn(name: str, **kwargs) -> LossFn:
     """Returns ``loss(logits, labels) -> [B]`` with the keyword options bound.
 
     Args:
-        name: ``"dice"`` (:func:`soft_dice_loss`), ``"ce"`` (:func:`cross_entropy_loss`) or
-            ``"dice_ce"`` (:func:`dice_ce_loss`).
+        name: ``"dice"`` (:func:`soft_dice_loss`), ``"ce"`` (:func:`cross_entropy_loss`),
+            ``"dice_ce"`` (:func:`dice_ce_loss`), ``"focal"`` (:func:`focal_loss`) or
+            ``"dice_focal"`` (:func:`dice_focal_loss`).
         **kwargs: Keyword options of that function (``num_classes`` is required).
 
     Returns:

@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 
 from unet_jax import (
     checkpointing,
+    class_weights,
     data_sources,
     input_pipeline,
     losses,
@@ -71,18 +72,45 @@ class PreemptionGuard:
         return bool(np.asarray(flags).any())
 
 
-def make_loss_fn(config: ml_collections.ConfigDict) -> losses.LossFn:
-    """The configured loss as ``(logits, labels) -> per-example [B]``."""
+def make_loss_fn(
+    config: ml_collections.ConfigDict,
+    *,
+    pixel_counts: np.ndarray | None = None,
+    present_pixel_counts: np.ndarray | None = None,
+) -> losses.LossFn:
+    """The configured loss as ``(logits, labels) -> per-example [B]``.
+
+    Args:
+      config: uses ``loss``, ``num_classes``, ``model.output_activation``,
+        ``class_weights``, ``dice_smooth``, ``ce_weight``, ``focal_gamma``, ``focal_weight``.
+      pixel_counts: the training split's ``[C]`` labelled pixels per class; needed when
+        ``class_weights`` names a method (``unet_jax.class_weights``).
+      present_pixel_counts: ``[C]`` labelled pixels of the training images containing each
+        class; needed for ``class_weights="median_frequency"``.
+
+    Returns:
+      The loss function.
+    """
     kwargs: dict[str, Any] = {
         "num_classes": config.num_classes,
         "activation": config.model.output_activation,
     }
-    if config.class_weights is not None:
-        kwargs["class_weights"] = np.asarray(config.class_weights, np.float32)
-    if config.loss in ("dice", "dice_ce"):
+    weights = class_weights.resolve_class_weights(
+        config.class_weights,
+        num_classes=config.num_classes,
+        pixel_counts=pixel_counts,
+        present_pixel_counts=present_pixel_counts,
+    )
+    if weights is not None:
+        kwargs["class_weights"] = weights
+    if config.loss in ("dice", "dice_ce", "dice_focal"):
         kwargs["smooth"] = config.dice_smooth
     if config.loss == "dice_ce":
         kwargs["ce_weight"] = config.ce_weight
+    if config.loss in ("focal", "dice_focal"):
+        kwargs["gamma"] = config.focal_gamma
+    if config.loss == "dice_focal":
+        kwargs["focal_weight"] = config.focal_weight
     return losses.get_loss_fn(config.loss, **kwargs)
 
 

@@ -46,10 +46,15 @@ def get_config() -> ml_collections.ConfigDict:
     # XLA:CPU, docs/PERFORMANCE.md); same function and parameters as "xla".
     config.model.conv_impl = "xla"
 
-    config.loss = "dice"  # "dice", "ce" or "dice_ce"
+    config.loss = "dice"  # "dice", "ce", "dice_ce", "focal" or "dice_focal"
     config.dice_smooth = 1.0
     config.ce_weight = 1.0  # weight of cross-entropy in "dice_ce"
-    config.class_weights = ml_collections.config_dict.placeholder(tuple)  # None: uniform
+    config.focal_gamma = 2.0  # focusing exponent of "focal"/"dice_focal" (0: cross-entropy)
+    config.focal_weight = 1.0  # weight of the focal term in "dice_focal"
+    # None (uniform), a tuple of num_classes floats, "inverse_frequency" or
+    # "median_frequency" (from the training split's pixel counts; docs/LOSSES_AND_METRICS.md).
+    # field_type=object so that the command line accepts a name or "(1.0, 2.0, ...)".
+    config.class_weights = ml_collections.FieldReference(None, field_type=object)
 
     config.optimizer = "adam"  # or "sgd" (momentum 0.9)
     config.learning_rate = 1e-3
