@@ -98,6 +98,19 @@ def sidecar(run: LoadedRun, exported: jax.export.Exported) -> dict[str, Any]:
     Returns:
       A JSON-serialisable dict (see the module docstring).
     """
+    return run_sidecar(run, platforms=list(exported.platforms))
+
+
+def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
+    """The sidecar of any artefact of ``run`` (jax.export here, ONNX in onnx_export).
+
+    Args:
+      run: the loaded run.
+      platforms: what the artefact runs on (lowering platforms, or ["onnx"]).
+
+    Returns:
+      A JSON-serialisable dict (see the module docstring).
+    """
     from unet_jax.evaluate import class_names
 
     model = run.model
@@ -139,7 +152,7 @@ def sidecar(run: LoadedRun, exported: jax.export.Exported) -> dict[str, Any]:
             "activation": run.activation,
             "prediction": "argmax over the last axis",
         },
-        "platforms": list(exported.platforms),
+        "platforms": list(platforms),
         "checkpoint": {"requested": run.checkpoint, "step": run.step},
         "workdir": str(run.workdir),
         "config": json.loads(run.config.to_json_best_effort()),
@@ -190,23 +203,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint)."""
     parser = argparse.ArgumentParser(
         prog="python -m unet_jax.export",
-        description="Serialise a trained model with jax.export (see docs/EVALUATION.md).",
+        description="Serialise a trained model with jax.export or as ONNX (docs/EVALUATION.md, "
+        "docs/ONNX.md).",
     )
     parser.add_argument("--workdir", required=True, help="training run directory")
-    parser.add_argument("--out", required=True, help="output file, e.g. model.jaxexport")
+    parser.add_argument(
+        "--out", required=True, help="output file, e.g. model.jaxexport or model.onnx"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jaxexport", "onnx"),
+        default="jaxexport",
+        help="jaxexport (jax.export, default) or onnx (needs pip install -e '.[onnx]')",
+    )
     parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
     parser.add_argument(
         "--platforms",
         default=",".join(DEFAULT_PLATFORMS),
-        help="comma-separated lowering platforms (default: cpu,cuda)",
+        help="comma-separated lowering platforms (default: cpu,cuda; jaxexport only)",
     )
     args = parser.parse_args(argv)
     from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
 
     try:
-        artifact, side = export_run(
-            args.workdir, args.out, checkpoint=args.checkpoint, platforms=args.platforms.split(",")
-        )
+        if args.format == "onnx":
+            from unet_jax.onnx_export import export_onnx_run
+
+            artifact, side = export_onnx_run(args.workdir, args.out, checkpoint=args.checkpoint)
+        else:
+            artifact, side = export_run(
+                args.workdir,
+                args.out,
+                checkpoint=args.checkpoint,
+                platforms=args.platforms.split(","),
+            )
     except (InferenceError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
