@@ -49,10 +49,8 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)
     # Imported here so that --help stays fast.
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
-    import datasets.lyft_udacity as lyft_udacity  # registers the TFDS builder
+    import datasets  # the TFDS builders of this project
     from unet_jax import evaluate, reports
-    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
-    from unet_jax.inference import InferenceError
 
     options = evaluate.EvalOptions(
         split=FLAGS.split,
@@ -69,22 +67,15 @@ def main(argv: list[str]) -> int:
         pictures=FLAGS.pictures,
         progress=FLAGS.progress,
     )
-    try:
-        report = evaluate.run_evaluation(
-            FLAGS.workdir, options, prepare_fn=lyft_udacity.prepare, out_dir=FLAGS.out
-        )
-    except (InferenceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (lyft_udacity.ManualDownloadMissingError, lyft_udacity.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, IncompatibleCheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
+    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    report = evaluate.run_evaluation(
+        FLAGS.workdir, options, prepare_fn=datasets.prepare_dataset, out_dir=FLAGS.out
+    )
     print(reports.summary_text(report, report["files"]))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from unet_jax import cli
+
+    app.run(cli.absl_main(main), flags_parser=cli.parse_absl_flags)

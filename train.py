@@ -36,7 +36,6 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     # Imported here so that --help stays fast and flags parse before JAX starts.
     from unet_jax import parallel
-    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
     from unet_jax.train import PREEMPTED_EXIT_CODE, train_and_evaluate
 
     parallel.initialize_distributed(
@@ -46,19 +45,10 @@ def main(argv: list[str]) -> int:
         heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds,
     )
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
-    import datasets.lyft_udacity as lyft_udacity  # registers the TFDS builder
+    import datasets  # the TFDS builders of this project
 
-    try:
-        result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=lyft_udacity.prepare)
-    except (lyft_udacity.ManualDownloadMissingError, lyft_udacity.DataError) as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 3
-    except (CheckpointError, IncompatibleCheckpointError) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 4
+    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=datasets.prepare_dataset)
     if result["preempted"]:
         return PREEMPTED_EXIT_CODE
     validation = result["validation"]
@@ -72,4 +62,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from unet_jax import cli
+
+    app.run(cli.absl_main(main), flags_parser=cli.parse_absl_flags)

@@ -26,7 +26,7 @@ import psutil  # a dependency of tensorflow-datasets
 from PIL import Image
 
 from unet_jax import input_pipeline
-from unet_jax.classes import PALETTE
+from datasets.lyft_udacity.classes import PALETTE
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:  # datasets/ is imported from the root, never
     sys.path.insert(0, str(REPO_ROOT))
 
 from datasets.lyft_udacity.synthetic import render_scene  # noqa: E402
-from unet_jax.classes import CLASS_NAMES, NUM_CLASSES, PALETTE, colorize  # noqa: E402
+from datasets.lyft_udacity.classes import CARLA_CLASSES, CLASS_NAMES, NUM_CLASSES, PALETTE  # noqa: E402
 
 # Real pixel shares (%, hood included) over 15 real frames, from
 # ../shared/real_samples/README.md.
@@ -58,7 +58,7 @@ def contact_sheet(seeds: list[int], size: int, columns: int = 2) -> Image.Image:
         x = (k % columns) * (cell_w + gap)
         y = (k // columns) * (size + gap)
         sheet.paste(Image.fromarray(image), (x, y))
-        sheet.paste(Image.fromarray(colorize(label)), (x + size, y))
+        sheet.paste(Image.fromarray(CARLA_CLASSES.colorize(label)), (x + size, y))
     draw = ImageDraw.Draw(sheet)
     font_px = max(10, size // 16)
     try:

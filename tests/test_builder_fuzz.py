@@ -229,7 +229,9 @@ def test_zip_member_names_and_contents(fuzz_base, names, valid, data):
         source = sources.find_source(str(manual))
         assert source is not None and source.pairs
         for pair in source.pairs:
-            key, example = archive_example(source, pair, high_ids="ignore", hood="keep", size=None)
+            key, example, _ = archive_example(
+                source, pair, high_ids="ignore", hood="keep", size=None
+            )
             assert key == pair.name and example["name"] == pair.name
             assert ".." not in pair.name.split("/") and not pair.name.startswith("/")
     except DataError as e:

@@ -21,7 +21,8 @@ from tests.conftest import REPO_ROOT
 from tests.fake_data import make_examples
 from unet_jax import evaluate, inference, metrics, reports
 from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
-from unet_jax.classes import CLASS_NAMES, IGNORE_LABEL
+from datasets.lyft_udacity.classes import CLASS_NAMES
+from unet_jax.classes import IGNORE_LABEL
 from unet_jax.metric_writers import read_metrics
 
 # ----------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, 
     from unet_jax.checkpointing import Checkpointer
 
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
-    checkpointer = Checkpointer(tiny.workdir, keep=3, best_metric="mean_iou", best_mode="max")
+    checkpointer = Checkpointer(tiny.workdir, keep=3)
     state, _, _ = checkpointer.restore(template)
     checkpointer.close()
     driver = parallel.make_driver(

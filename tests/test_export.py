@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.test_eval import tiny_run
 from unet_jax import export, inference
-from unet_jax.classes import CLASS_NAMES, PALETTE
+from datasets.lyft_udacity.classes import CLASS_NAMES, PALETTE
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unet_jax import metrics
-from unet_jax.classes import CLASS_NAMES, NUM_CLASSES
+from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
 
 IGN = 255
 

@@ -19,7 +19,7 @@ from datasets.lyft_udacity.decode import decode_png
 from tests.conftest import REPO_ROOT
 from tests.test_eval import tiny_run
 from unet_jax import inference, predict
-from unet_jax.classes import colorize
+from unet_jax.classes import read_run_classes
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +174,7 @@ def test_predict_writes_labels_that_round_trip_and_match_the_model(tiny, tmp_pat
         chosen = np.take_along_axis(probs, label[..., None].astype(np.int64), -1)[..., 0]
         np.testing.assert_array_equal(chosen, probs.max(-1))  # label = argmax (ties aside)
         overlay = np.asarray(Image.open(out / "overlays" / f"{name}.png"))
-        colour = colorize(label)
+        colour = read_run_classes(run.workdir).colorize(label)
         expected = np.rint(0.5 * image.astype(float) + 0.5 * colour.astype(float))
         np.testing.assert_allclose(overlay, expected, atol=1)
     manifest = json.loads((out / "predictions.json").read_text())

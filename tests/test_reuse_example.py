@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import REPO_ROOT
 from tests.test_eval import _reference_predictions, tiny_run
 from unet_jax import export, inference
-from unet_jax.classes import colorize
+from unet_jax.classes import read_run_classes
 
 DOC = REPO_ROOT / "docs" / "EVALUATION.md"
 PLACEHOLDER_WORKDIR = '"runs/demo"'
@@ -51,7 +51,7 @@ def test_readme_reuse_example(tiny):
 
 def test_reuse_example(tiny, tmp_path, monkeypatch):
     code = doc_block("reuse-example")
-    assert code.count(PLACEHOLDER_WORKDIR) == 2  # load() and load_run()
+    assert code.count(PLACEHOLDER_WORKDIR) == 3  # load(), read_run_classes() and load_run()
     code = code.replace(PLACEHOLDER_WORKDIR, repr(str(tiny.workdir)))
     monkeypatch.chdir(tmp_path)
     frame = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
@@ -64,7 +64,8 @@ def test_reuse_example(tiny, tmp_path, monkeypatch):
     logits = np.asarray(run.model.apply(run.variables, small[None], train=False))
     np.testing.assert_array_equal(namespace["labels"], logits[0].argmax(-1))
     np.testing.assert_array_equal(
-        np.asarray(Image.open("frame_classes.png")), colorize(namespace["labels"])
+        np.asarray(Image.open("frame_classes.png")),
+        read_run_classes(tiny.workdir).colorize(namespace["labels"]),
     )
     # The any-size part: flip TTA on the 50x70 frame, reflect-padded to 52x72 and cropped.
     assert namespace["full_labels"].shape == (1, 50, 70)

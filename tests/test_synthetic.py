@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from datasets.lyft_udacity.synthetic import render_scene
-from unet_jax.classes import CLASS_NAMES, NUM_CLASSES
+from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
 
 NUM_FRAMES = 50
 

@@ -43,7 +43,7 @@ import tqdm
 
 from unet_jax import data_sources, inference, input_pipeline, metric_writers, metrics, reports
 from unet_jax.augment import check_example
-from unet_jax.classes import CLASS_NAMES, IGNORE_LABEL
+from unet_jax.classes import IGNORE_LABEL, ClassSet, read_run_classes
 from unet_jax.inference import InferenceError, Segmenter
 
 SPLITS = ("train", "validation", "test")
@@ -89,13 +89,6 @@ class EvalOptions:
     data_dir: str | None = None
     pictures: bool = True
     progress: bool = True
-
-
-def class_names(num_classes: int) -> tuple[str, ...]:
-    """The names of classes 0..num_classes-1 (``class<i>`` beyond the 13 CARLA classes)."""
-    return CLASS_NAMES[:num_classes] + tuple(
-        f"class{i}" for i in range(len(CLASS_NAMES), num_classes)
-    )
 
 
 def full_resolution_dataset(dataset: str) -> str:
@@ -159,7 +152,7 @@ def evaluate_source(
     segmenter: Segmenter,
     source: Any,
     *,
-    num_classes: int,
+    class_names: Sequence[str],
     image_size: tuple[int, int] | None,
     batch_size: int,
     input_size: tuple[int, int] | None = None,
@@ -172,7 +165,7 @@ def evaluate_source(
     Args:
       segmenter: the model.
       source: random-access examples (data contract).
-      num_classes: C.
+      class_names: the C class names.
       image_size: (H, W) to resize examples (image and label) to, as in training; None to
         score at the stored sizes.
       batch_size: examples per batch.
@@ -190,6 +183,7 @@ def evaluate_source(
       samples are dicts of ``image``, ``label``, ``prediction``, ``name``.
     """
     total = len(source)
+    num_classes = len(class_names)
     cm = np.zeros((num_classes, num_classes), np.int64)
     samples: list[dict[str, Any]] = []
     sizes: collections.Counter = collections.Counter()
@@ -257,7 +251,7 @@ def evaluate_source(
     bar.close()
     if seen != total:  # a source whose __len__ disagrees with what it yields
         raise RuntimeError(f"evaluated {seen} examples but the split has {total}")
-    results = metrics.segmentation_metrics(cm, class_names(num_classes))
+    results = metrics.segmentation_metrics(cm, class_names)
     results["confusion"] = cm
     results["num_examples"] = seen
     results["sizes"] = dict(sizes)
@@ -278,8 +272,12 @@ def _open_split(
     if data_dir is not None:
         config.data_dir = data_dir
     try:
-        return data_sources.get_data_sources(config, splits=(split,), prepare_fn=prepare_fn)[split]
-    except ValueError as e:  # get_data_sources names the split and the available ones
+        dataset = data_sources.open_dataset(config, splits=(split,), prepare_fn=prepare_fn)
+    except ValueError as e:  # open_dataset names the split and the available ones
+        raise SplitError(str(e)) from e
+    try:
+        return dataset.sources[split]
+    except KeyError as e:
         raise SplitError(str(e)) from e
 
 
@@ -365,14 +363,14 @@ def run_evaluation(
         tile_overlap=options.tile_overlap,
         devices=jax.local_devices(),
     )
-    num_classes = int(config.num_classes)
+    classes = read_run_classes(workdir, num_classes=int(config.num_classes))
     image_size = tuple(int(v) for v in config.image_size)
     resolution = f"{image_size[0]}x{image_size[1]}"
     tick = time.perf_counter()
     results, samples = evaluate_source(
         segmenter,
         source,
-        num_classes=num_classes,
+        class_names=classes.names,
         image_size=image_size,
         batch_size=segmenter.batch_size,
         num_samples=options.num_gallery,
@@ -386,7 +384,8 @@ def run_evaluation(
         "dataset": config.dataset if sources is None else "(in-memory sources)",
         "checkpoint": {"requested": run.checkpoint, "step": run.step},
         "options": dataclasses.asdict(options),
-        "class_names": list(class_names(num_classes)),
+        "class_names": list(classes.names),
+        "class_colors": classes.to_json()["classes"],
         **_json_results(results, resolution, config.dataset),
     }
     report["options"]["batch_size"] = segmenter.batch_size
@@ -412,7 +411,7 @@ def run_evaluation(
         full_results, full_samples = evaluate_source(
             segmenter,
             full_source,
-            num_classes=num_classes,
+            class_names=classes.names,
             image_size=None,
             batch_size=segmenter.batch_size,
             input_size=image_size if options.full_resolution_input == "resized" else None,
@@ -459,6 +458,7 @@ def write_report(
     """
     out.mkdir(parents=True, exist_ok=True)
     names = report["class_names"]
+    classes = ClassSet.from_json({"classes": report["class_colors"]})
     step = report["checkpoint"]["step"]
     where = f"{report['split']} split, step {step}"
     images: list[pathlib.Path] = []
@@ -477,7 +477,7 @@ def write_report(
             if part_samples:
                 images.append(
                     reports.plot_gallery(
-                        part_samples, names, out / f"gallery{suffix}.png", title=label
+                        part_samples, classes, out / f"gallery{suffix}.png", title=label
                     )
                 )
                 richest = max(
@@ -487,7 +487,7 @@ def write_report(
                 if (richest["label"] != IGNORE_LABEL).any():
                     images.append(
                         reports.plot_class_panels(
-                            richest, names, out / f"class_panels{suffix}.png", title=label
+                            richest, classes, out / f"class_panels{suffix}.png", title=label
                         )
                     )
         records = metric_writers.read_metrics(workdir)

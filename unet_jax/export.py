@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from unet_jax import run_info
-from unet_jax.classes import IGNORE_LABEL, PALETTE
+from unet_jax.classes import IGNORE_LABEL, read_run_classes
 from unet_jax.inference import InferenceError, LoadedRun, OptionError, load_run
 from unet_jax.model import UNet
 
@@ -111,8 +111,6 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
     Returns:
       A JSON-serialisable dict (see the module docstring).
     """
-    from unet_jax.evaluate import class_names
-
     model = run.model
     m = model.size_multiple
     training_info = {}
@@ -123,11 +121,13 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             training_info = {}
     num_classes = int(run.config.num_classes)
+    classes = read_run_classes(run.workdir, num_classes=num_classes)
     return {
         "format": FORMAT,
-        "class_names": list(class_names(num_classes)),
+        "class_names": list(classes.names),
         "num_classes": num_classes,
-        "palette": PALETTE[:num_classes].tolist(),
+        "palette": classes.palette.tolist(),
+        "label_format": classes.label_format,
         "ignore_label": IGNORE_LABEL,
         "input": {
             "dtype": "uint8",
@@ -147,10 +147,12 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
         },
         "output": {
             "dtype": "float32",
-            "shape": ["b", f"{m}*h", f"{m}*w", num_classes],
+            "shape": ["b", f"{m}*h", f"{m}*w", int(model.num_classes)],
             "kind": "logits",
             "activation": run.activation,
-            "prediction": "argmax over the last axis",
+            "prediction": "argmax over the last axis"
+            if model.num_classes > 1
+            else "foreground (class 1) where the logit > 0, else background (class 0)",
         },
         "platforms": list(platforms),
         "checkpoint": {"requested": run.checkpoint, "step": run.step},
@@ -223,26 +225,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated lowering platforms (default: cpu,cuda; jaxexport only)",
     )
     args = parser.parse_args(argv)
-    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
+    from unet_jax import cli
 
-    try:
-        if args.format == "onnx":
-            from unet_jax.onnx_export import export_onnx_run
+    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    return cli.run(lambda: _export_command(args))
 
-            artifact, side = export_onnx_run(args.workdir, args.out, checkpoint=args.checkpoint)
-        else:
-            artifact, side = export_run(
-                args.workdir,
-                args.out,
-                checkpoint=args.checkpoint,
-                platforms=args.platforms.split(","),
-            )
-    except (InferenceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, IncompatibleCheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
+
+def _export_command(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        from unet_jax.onnx_export import export_onnx_run
+
+        artifact, side = export_onnx_run(args.workdir, args.out, checkpoint=args.checkpoint)
+    else:
+        artifact, side = export_run(
+            args.workdir,
+            args.out,
+            checkpoint=args.checkpoint,
+            platforms=args.platforms.split(","),
+        )
     size = artifact.stat().st_size
     print(f"Exported {args.workdir} to {artifact} ({size / 1e6:.1f} MB) and {side}")
     return 0

@@ -4,15 +4,17 @@ INPUTS are files, glob patterns and folders (searched recursively for .png, .jpg
 .bmp, .tif, .tiff, .webp, .ppm). For every image it writes, mirroring the input's path
 relative to its folder (or its bare file name):
 
-- ``OUT/labels/<name>.png``: the class ids as an 8-bit RGB PNG with the id in the RED
-  channel and G = B = 0, the data set's label format (CameraSeg), so it reads back with
-  ``datasets/lyft_udacity/decode.py`` (``decode_png(..., kind="label")``);
-- ``OUT/overlays/<name>.png``: the image blended 50/50 with the CARLA palette colours;
+- ``OUT/labels/<name>.png``: the class ids in the training data set's own mask format
+  (``ClassSet.label_format``): for Lyft-Udacity an RGB PNG with the id in the RED channel
+  (CameraSeg), for a folder data set its class colours, its ids, or 0/255 for binary masks;
+- ``OUT/overlays/<name>.png``: the image blended 50/50 with the class colours;
 - ``OUT/probabilities/<name>.npy`` (``--probabilities``): float16 [H, W, C] per-class
   probabilities, whose argmax is the label;
 - ``OUT/predictions.json``: the checkpoint, options and one record per image.
 
-Scale. By default each image is resized (bilinear) to the training size
+Scale. By default images are segmented at the scale the model was trained at: at their
+own size (``--native``) for runs trained on crops (``config.input_mode="crop"``), else
+resized (bilinear) to the training size
 ``config.image_size``, segmented there, and the prediction (and probabilities) resized
 back to the image's own size with nearest-neighbour sampling: the model sees objects at
 the scale it was trained on, and every output pixel holds one of the predicted classes.
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from unet_jax.classes import colorize
+from unet_jax.classes import ClassSet, read_run_classes
 from unet_jax.inference import InferenceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -215,32 +217,22 @@ def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
     return list(unique.values())
 
 
-def label_png(label: np.ndarray) -> np.ndarray:
-    """Class ids as the data set's label image: id in RED, green and blue 0.
-
-    Args:
-      label: uint8 [H, W] class ids.
-
-    Returns:
-      uint8 [H, W, 3].
-    """
-    out = np.zeros(label.shape + (3,), np.uint8)
-    out[..., 0] = label
-    return out
-
-
-def overlay(image: np.ndarray, label: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The image blended with the palette colour of each pixel's class.
+def overlay(
+    image: np.ndarray, label: np.ndarray, classes: ClassSet, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
+    """The image blended with the colour of each pixel's class.
 
     Args:
       image: uint8 [H, W, 3].
       label: [H, W] class ids.
+      classes: the run's classes (colours).
       alpha: weight of the class colours.
 
     Returns:
       uint8 [H, W, 3] = round((1 - alpha) * image + alpha * colour).
     """
-    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(label).astype(np.float32)
+    colors = classes.colorize(label).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colors
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
@@ -257,7 +249,7 @@ def predict_files(
     checkpoint: str | int = "best",
     probabilities: bool = False,
     batch_size: int | None = None,
-    native: bool = False,
+    native: bool | None = None,
     tta_flip: bool = False,
     max_side: int = 1024,
     tile_size: int = 512,
@@ -274,7 +266,8 @@ def predict_files(
       checkpoint: "best", "latest" or a step number.
       probabilities: also write float16 per-class probabilities (.npy).
       batch_size: images per forward pass (default: the run's eval_batch_size).
-      native: segment at each image's own size (pad/tile) instead of at the training size.
+      native: segment at each image's own size (pad/tile) instead of at the training size;
+        None: native for runs trained on crops.
       tta_flip: average the probabilities of each image and its mirror image.
       max_side: with ``native``, largest padded side segmented whole; larger ones are tiled.
       tile_size: tile side for tiled images.
@@ -309,6 +302,9 @@ def predict_files(
         devices=jax.local_devices(),
     )
     train_h, train_w = (int(v) for v in run.config.image_size)
+    classes = read_run_classes(run.workdir, num_classes=int(run.config.num_classes))
+    if native is None:  # the scale the model was trained at (docs/YOUR_DATA.md)
+        native = run.config.get("input_mode", "resize") == "crop"
     out = pathlib.Path(out)
     folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
     for folder in folders:
@@ -352,8 +348,8 @@ def predict_files(
             }
             for path in paths.values():
                 path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(label_png(label)).save(paths["label"], compress_level=1)
-            Image.fromarray(overlay(image, label)).save(paths["overlay"], compress_level=1)
+            Image.fromarray(classes.label_image(label)).save(paths["label"], compress_level=1)
+            Image.fromarray(overlay(image, label, classes)).save(paths["overlay"], compress_level=1)
             if probabilities:
                 paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
                 paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
@@ -385,18 +381,13 @@ def predict_files(
             "tile_overlap": tile_overlap,
             "probabilities": probabilities,
         },
-        "class_names": list(_class_names(int(run.config.num_classes))),
+        "class_names": list(classes.names),
+        "label_format": classes.label_format,
         "images": records,
         "errors": errors,
     }
     (out / "predictions.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _class_names(num_classes: int) -> tuple[str, ...]:
-    from unet_jax.evaluate import class_names
-
-    return class_names(num_classes)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -414,8 +405,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
     parser.add_argument(
         "--native",
-        action="store_true",
-        help="segment at each image's own size (pad/tile) instead of resizing to the training size",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="segment at each image's own size (pad/tile) instead of resizing to the training "
+        "size (default: native for runs trained on crops, resized otherwise)",
     )
     parser.add_argument("--tta_flip", action="store_true", help="horizontal-flip averaging")
     parser.add_argument("--max_side", type=int, default=1024, help="--native: tile above this")
@@ -428,30 +421,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint)."""
     args = _parser().parse_args(argv)
-    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
+    from unet_jax import cli
 
-    try:
-        result = predict_files(
-            args.workdir,
-            args.inputs,
-            args.out,
-            checkpoint=args.checkpoint,
-            probabilities=args.probabilities,
-            batch_size=args.batch_size,
-            native=args.native,
-            tta_flip=args.tta_flip,
-            max_side=args.max_side,
-            tile_size=args.tile_size,
-            tile_overlap=args.tile_overlap,
-            skip_bad=True,
-            progress=not args.no_progress,
-        )
-    except (InferenceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, IncompatibleCheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
+    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    return cli.run(lambda: _predict_command(args))
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    result = predict_files(
+        args.workdir,
+        args.inputs,
+        args.out,
+        checkpoint=args.checkpoint,
+        probabilities=args.probabilities,
+        batch_size=args.batch_size,
+        native=args.native,
+        tta_flip=args.tta_flip,
+        max_side=args.max_side,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        skip_bad=True,
+        progress=not args.no_progress,
+    )
     step = result["checkpoint"]["step"]
     print(
         f"Segmented {len(result['images'])} image(s) with {args.workdir} step {step}: "

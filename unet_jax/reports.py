@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_jax.classes import IGNORE_LABEL, PALETTE, colorize
+from unet_jax.classes import IGNORE_LABEL, ClassSet
 
 # error_map / class_comparison colours (RGB).
 WRONG_COLOR = (230, 25, 25)
@@ -208,11 +208,16 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def _legend(fig, class_names: Sequence[str], ids: Sequence[int]) -> None:
+def _legend(fig, classes: ClassSet, ids: Sequence[int]) -> None:
     from matplotlib.patches import Patch
 
     handles = [
-        Patch(facecolor=PALETTE[i] / 255.0, edgecolor="black", linewidth=0.4, label=class_names[i])
+        Patch(
+            facecolor=classes.palette[i] / 255.0,
+            edgecolor="black",
+            linewidth=0.4,
+            label=classes.names[i],
+        )
         for i in ids
     ]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, label="ignored"))
@@ -223,17 +228,17 @@ def _legend(fig, class_names: Sequence[str], ids: Sequence[int]) -> None:
 
 def plot_gallery(
     samples: Sequence[dict[str, Any]],
-    class_names: Sequence[str],
+    classes: ClassSet,
     path: str | pathlib.Path,
     *,
     title: str,
 ) -> pathlib.Path:
-    """Image | ground truth | prediction (CARLA palette) | error map, one row per sample.
+    """Image | ground truth | prediction (the classes' colours) | error map, one row each.
 
     Args:
       samples: dicts with ``image`` uint8 [H, W, 3], ``label`` and ``prediction`` [H, W],
         ``name``.
-      class_names: names by class id (legend).
+      classes: names and colours by class id (pictures and legend).
       path: output PNG.
       title: figure title.
 
@@ -256,8 +261,8 @@ def plot_gallery(
         accuracy = float((label == pred)[valid].mean()) if valid.any() else math.nan
         panels = [
             (sample["image"], str(sample.get("name", ""))),
-            (colorize(label), "ground truth"),
-            (colorize(pred), "prediction"),
+            (classes.colorize(label), "ground truth"),
+            (classes.colorize(pred), "prediction"),
             (error_map(sample["image"], label, pred), f"errors (pixel acc. {accuracy:.3f})"),
         ]
         for c, (picture, caption) in enumerate(panels):
@@ -270,10 +275,10 @@ def plot_gallery(
             int(i)
             for s in samples
             for i in np.unique(np.concatenate([s["label"].ravel(), s["prediction"].ravel()]))
-            if i < len(class_names)
+            if i < classes.num_classes
         }
     )
-    _legend(fig, class_names, present)
+    _legend(fig, classes, present)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     return _save(fig, path)
@@ -281,7 +286,7 @@ def plot_gallery(
 
 def plot_class_panels(
     sample: dict[str, Any],
-    class_names: Sequence[str],
+    classes: ClassSet,
     path: str | pathlib.Path,
     *,
     title: str,
@@ -294,7 +299,7 @@ def plot_class_panels(
 
     Args:
       sample: ``image``, ``label``, ``prediction``, ``name`` as for :func:`plot_gallery`.
-      class_names: names by class id.
+      classes: names and colours by class id.
       path: output PNG.
       title: figure title.
       max_classes: most columns.
@@ -304,7 +309,7 @@ def plot_class_panels(
     """
     plt = _pyplot()
     image, label, pred = sample["image"], sample["label"], sample["prediction"]
-    ids = [i for i in range(len(class_names)) if (label == i).any() or (pred == i).any()]
+    ids = [i for i in range(classes.num_classes) if (label == i).any() or (pred == i).any()]
     ids = sorted(ids, key=lambda i: (-int((label == i).sum()), i))[:max_classes]
     if not ids:
         raise ValueError("plot_class_panels: the sample has no labelled class")
@@ -320,8 +325,8 @@ def plot_class_panels(
     rows = ("ground truth", "prediction", "TP green, FP red,\nFN blue")
     for c, class_id in enumerate(ids):
         panels = [
-            _mask_image(label == class_id, PALETTE[class_id]),
-            _mask_image(pred == class_id, PALETTE[class_id]),
+            _mask_image(label == class_id, classes.palette[class_id]),
+            _mask_image(pred == class_id, classes.palette[class_id]),
             class_comparison(image, label, pred, class_id),
         ]
         for r, picture in enumerate(panels):
@@ -332,7 +337,7 @@ def plot_class_panels(
             if c == 0:
                 ax.set_ylabel(rows[r], fontsize=8)
         iou = class_iou(label, pred, class_id)
-        caption = class_names[class_id] + ("" if math.isnan(iou) else f"\nIoU {iou:.2f}")
+        caption = classes.names[class_id] + ("" if math.isnan(iou) else f"\nIoU {iou:.2f}")
         axes[0, c].set_title(caption, fontsize=8)
     fig.suptitle(f"{title}: {sample.get('name', '')}", fontsize=9)
     fig.tight_layout()

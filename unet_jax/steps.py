@@ -14,6 +14,7 @@ import optax
 
 from unet_jax import metrics
 from unet_jax.classes import IGNORE_LABEL
+from unet_jax.outputs import predict_labels
 from unet_jax.train_state import TrainState
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> per-example [B]
@@ -102,7 +103,7 @@ def eval_step(
     labels = batch["label"].astype(jnp.int32)
     mask = batch["mask"]
     confusion = metrics.confusion_matrix(
-        jnp.argmax(logits, axis=-1),
+        predict_labels(logits),
         labels,
         num_classes=num_classes,
         ignore_label=IGNORE_LABEL,

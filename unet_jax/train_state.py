@@ -10,6 +10,7 @@ from flax import struct
 from flax.training import train_state
 
 from unet_jax.model import UNet
+from unet_jax.outputs import num_outputs
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -39,7 +40,7 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
     if m.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
     return UNet(
-        num_classes=config.num_classes,
+        num_classes=num_outputs(config.num_classes, m.output_activation),
         features=tuple(m.features),
         bridge_features=m.bridge_features,
         use_batchnorm=m.use_batchnorm,

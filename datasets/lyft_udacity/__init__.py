@@ -12,7 +12,7 @@ from datasets.lyft_udacity.lyft_udacity_dataset_builder import (
     Builder,
     LyftUdacityConfig,
 )
-from datasets.lyft_udacity.prepare import prepare
+from datasets.lyft_udacity.prepare import open_builder, prepare
 
 __all__ = [
     "CONFIG_NAMES",
@@ -20,5 +20,6 @@ __all__ = [
     "DataError",
     "LyftUdacityConfig",
     "ManualDownloadMissingError",
+    "open_builder",
     "prepare",
 ]

@@ -26,8 +26,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from datasets.class_stats import label_counts
+from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
 from datasets.lyft_udacity.errors import DataError
-from unet_jax.classes import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES
+from unet_jax.classes import IGNORE_LABEL
 
 # Decompression-bomb guard, checked on the PNG header before any decoding.
 # A real frame is 800 x 600 = 0.48 Mpx; 4096 x 4096 leaves room for larger
@@ -292,6 +294,7 @@ class EncodedPair:
 
     image_png: bytes  # RGB PNG
     label_png: bytes  # 1-channel PNG of class ids 0..12 / 255
+    label_counts: np.ndarray  # int64 [256]: pixels per label value
 
 
 def process_pair(
@@ -341,4 +344,6 @@ def process_pair(
         image_png = image_data  # already an 8-bit RGB PNG: no need to re-encode
     else:
         image_png = encode_png(image)
-    return EncodedPair(image_png=image_png, label_png=encode_png(label))
+    return EncodedPair(
+        image_png=image_png, label_png=encode_png(label), label_counts=label_counts(label)
+    )

@@ -1,11 +1,12 @@
 """Exception types of the lyft_udacity data set builder."""
 
+from datasets.errors import DataError
+
 KAGGLE_URL = "https://www.kaggle.com/datasets/kumaresanmanickavelu/lyft-udacity-challenge"
 DEMO_COMMAND = "python train.py --config unet_jax/configs/demo.py --workdir runs/demo"
 
 
-class DataError(ValueError):
-    """Bad input data: the message names the offending file (or archive member)."""
+__all__ = ["DataError", "ManualDownloadMissingError", "manual_download_message"]
 
 
 class ManualDownloadMissingError(FileNotFoundError):

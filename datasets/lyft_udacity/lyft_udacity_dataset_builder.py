@@ -23,14 +23,15 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets.class_stats import ClassStats, label_counts
 from datasets.lyft_udacity import decode, sources, splits
+from datasets.lyft_udacity.classes import CARLA_CLASSES, NUM_CLASSES
 from datasets.lyft_udacity.errors import (
     KAGGLE_URL,
     DataError,
     ManualDownloadMissingError,
     manual_download_message,
 )
-from unet_jax.classes import NUM_CLASSES
 
 SYNTHETIC_MODULE = f"{__package__}.synthetic"
 
@@ -134,6 +135,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             ),
             supervised_keys=("image", "label"),
             homepage=KAGGLE_URL,
+            # The class declaration travels with the prepared data; the training split's
+            # pixel statistics are added while it is generated.
+            metadata=tfds.core.MetadataDict(classes=CARLA_CLASSES.to_json()),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -155,7 +159,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 f"{where}: only {count} frames; too few episodes to fill every split "
                 f"(empty: {', '.join(empty)})"
             )
-        return {name: self._generate_examples(source, items) for name, items in parts.items()}
+        return {
+            name: self._generate_examples(source, items, split=name)
+            for name, items in parts.items()
+        }
 
     def _find_source(self, dl_manager: tfds.download.DownloadManager) -> sources.Source:
         # DownloadManager.manual_dir raises a bare AssertionError when the
@@ -181,7 +188,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return source
 
     def _generate_examples(
-        self, source: sources.Source | None, items: list[Any]
+        self, source: sources.Source | None, items: list[Any], *, split: str
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         config = self.builder_config
         if source is None:
@@ -195,11 +202,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 hood=config.hood,
                 size=config.size,
             )
+        stats = ClassStats()
         try:
-            yield from ordered_parallel_map(fn, items, workers=_num_workers())
+            for key, example, counts in ordered_parallel_map(fn, items, workers=_num_workers()):
+                stats.add(counts)
+                yield key, example
         finally:
             if source is not None:
                 source.close()
+        if split == "train":
+            self.info.metadata["train_stats"] = stats.to_metadata(NUM_CLASSES)
 
 
 def archive_example(
@@ -220,7 +232,7 @@ def archive_example(
       size: (height, width) or None.
 
     Returns:
-      (key, TFDS example with PNG bytes).
+      (key, TFDS example with PNG bytes, label counts [256]).
 
     Raises:
       DataError: invalid frame; the message names the file.
@@ -234,7 +246,8 @@ def archive_example(
         hood=hood,
         size=size,
     )
-    return pair.name, {"image": encoded.image_png, "label": encoded.label_png, "name": pair.name}
+    example = {"image": encoded.image_png, "label": encoded.label_png, "name": pair.name}
+    return pair.name, example, encoded.label_counts
 
 
 def synthetic_name(seed: int) -> str:
@@ -253,7 +266,7 @@ def synthetic_example(
       size: (height, width).
 
     Returns:
-      (key, TFDS example with PNG bytes).
+      (key, TFDS example with PNG bytes, label counts [256]).
 
     Raises:
       DataError: the renderer returned a wrong shape, dtype or class id.
@@ -275,11 +288,15 @@ def synthetic_example(
         raise DataError(
             f"{name}: render_scene({seed}) returned class id {int(label.max())} > {NUM_CLASSES - 1}"
         )
-    return name, {
-        "image": decode.encode_png(image),
-        "label": decode.encode_png(label),
-        "name": name,
-    }
+    return (
+        name,
+        {
+            "image": decode.encode_png(image),
+            "label": decode.encode_png(label),
+            "name": name,
+        },
+        label_counts(label),
+    )
 
 
 WORKERS_ENV = "LYFT_UDACITY_WORKERS"

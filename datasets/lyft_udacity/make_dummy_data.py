@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from unet_jax.classes import NUM_CLASSES
+from datasets.lyft_udacity.classes import NUM_CLASSES
 
 DUMMY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dummy_data")
 WIDTH, HEIGHT = 32, 24

@@ -33,9 +33,18 @@ def prepare(
       ManualDownloadMissingError: no archive or tree in the manual directory.
       DataError: invalid input data; the message names the file.
     """
+    return open_builder(config_name, data_dir=data_dir, manual_dir=manual_dir, prepare=True)
+
+
+def open_builder(
+    config_name: str, *, data_dir: str | None, manual_dir: str | None, prepare: bool
+) -> tfds.core.DatasetBuilder:
+    """The builder of one config, prepared first when ``prepare`` (see `prepare`)."""
     if config_name not in CONFIG_NAMES:
         raise ValueError(f"unknown config {config_name!r}; choose from {', '.join(CONFIG_NAMES)}")
     builder = Builder(config=config_name, data_dir=data_dir, file_format=FILE_FORMAT)
+    if not prepare:
+        return builder
     builder.download_and_prepare(
         file_format=FILE_FORMAT,
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False),

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from unet_jax.classes import NUM_CLASSES
+from datasets.lyft_udacity.classes import NUM_CLASSES
 
 (
     NONE,

@@ -21,7 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
         str
     )  # None: <data_dir>/downloads/manual
     config.image_size = (256, 256)
-    config.num_classes = 13
+    # None: the data set's class count (its declaration travels with the prepared data);
+    # a value is checked against it at start-up.
+    config.num_classes = ml_collections.config_dict.placeholder(int)
     config.worker_count = 2  # grain worker processes per host (0: in-process)
 
     config.augment = ml_collections.ConfigDict()

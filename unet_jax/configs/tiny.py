@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
     """Returns the test configuration."""
     config = demo.get_config()
     config.image_size = (32, 32)
+    config.num_classes = 13  # tests hand in sources of 13-class labels without a declaration
     config.model.features = (4, 8)
     config.model.bridge_features = 16
     config.batch_size = 4

@@ -1,0 +1,35 @@
+"""Command line: ``python -m datasets.folder DIR [--group REGEX] [--data_dir D]``.
+
+Checks every file of the folder, prepares it and says what was decided (classes, splits).
+Run from the repository root (``datasets`` is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from datasets.errors import DataError
+from datasets.folder import open_builder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepares one folder; 0 on success, 2 for bad input (message on stderr)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m datasets.folder",
+        description="Prepare a folder of images and masks (array_record, no TensorFlow).",
+    )
+    parser.add_argument("folder", help="DIR with images/ and masks/ (or split folders)")
+    parser.add_argument("--group", default=None, help="regex: names that match alike stay together")
+    parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS default)")
+    args = parser.parse_args(argv)
+    try:
+        open_builder(args.folder, group_pattern=args.group, data_dir=args.data_dir)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""TFDS builder `folder`: any folder of images and masks (docs/YOUR_DATA.md).
+
+Each folder gets its own builder config, named after the folder and a digest of its
+path; the folder's fingerprint (`layout.fingerprint`) is stored with the prepared data, so
+a folder whose files were added, removed or changed is prepared again. Examples are stored
+at their native size: ``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "name": str}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import pathlib
+import re
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from datasets.class_stats import ClassStats, label_counts
+from datasets.errors import DataError
+from datasets.folder import decode, layout
+from datasets.folder.classes_file import MaskRule, read_classes_file
+from datasets.lyft_udacity.decode import encode_png
+from datasets.lyft_udacity.lyft_udacity_dataset_builder import _num_workers, ordered_parallel_map
+from unet_jax.classes import ClassSet
+
+FILE_FORMAT = "array_record"
+
+
+@dataclasses.dataclass(eq=False)
+class FolderConfig(tfds.core.BuilderConfig):
+    """One folder. Attributes: folder (absolute path), group_pattern (split grouping)."""
+
+    folder: str = ""
+    group_pattern: str | None = None
+
+
+def config_for(folder: pathlib.Path, group_pattern: str | None) -> FolderConfig:
+    """The builder config of a folder: ``<folder name>_<digest of path and grouping>``."""
+    digest = hashlib.sha256(f"{folder}|{group_pattern or ''}".encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "_", folder.name.lower()).strip("_")[:40] or "folder"
+    return FolderConfig(
+        name=f"{slug}_{digest}",
+        description=f"Images and masks of {folder}",
+        folder=str(folder),
+        group_pattern=group_pattern,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What preparation decided before writing anything."""
+
+    layout: layout.Layout
+    rule: MaskRule
+    fingerprint: str
+
+
+def infer_rule(values: set[int], *, root: pathlib.Path) -> MaskRule:
+    """The mask rule of a folder without classes.json, from the union of its mask values.
+
+    {0, 255} or {0, 1} (or only 0): binary, 255 meaning foreground. Otherwise the values are
+    class ids 0..max, except 255, which is then the ignore value.
+    """
+    source = f"inferred from the mask values of {root} (no classes.json)"
+    if values <= {0, 255} or values <= {0, 1}:
+        classes = ClassSet.from_names(["background", "foreground"], label_format="binary")
+        return MaskRule(classes, "binary", source=source)
+    ignore = (255,) if 255 in values else ()
+    ids = values - set(ignore)
+    classes = ClassSet.from_names([f"class{i}" for i in range(max(ids) + 1)])
+    return MaskRule(classes, "id", ignore_ids=ignore, source=source)
+
+
+def _check_pair(pair: layout.Pair, rule: MaskRule | None) -> tuple[np.ndarray | None, set[int]]:
+    """Reads one pair fully; returns (label counts or None, raw mask values when no rule)."""
+    image = decode.read_image(pair.image)
+    if rule is None:
+        values = decode.read_mask_values(pair.mask)
+        shape, counts, present = values.shape, None, set(np.unique(values).tolist())
+    else:
+        label = decode.decode_mask(pair.mask, rule)
+        shape, counts, present = label.shape, label_counts(label), set()
+    if shape != image.shape[:2]:
+        raise DataError(
+            f"{pair.mask}: mask is {shape[1]}x{shape[0]} but its image {pair.image.name} is "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    return counts, present
+
+
+def make_plan(folder: pathlib.Path, *, group_pattern: str | None) -> Plan:
+    """Scans and checks every file of the folder (nothing is written).
+
+    Raises:
+      DataError: any bad input (see docs/YOUR_DATA.md); the message names the file.
+    """
+    found = layout.scan(folder, group_pattern=group_pattern)
+    rule = read_classes_file(found.classes_file) if found.classes_file else None
+    check = functools.partial(_check_pair, rule=rule)
+    values: set[int] = set()
+    for _, present in ordered_parallel_map(check, found.pairs(), workers=_num_workers()):
+        values |= present
+    if rule is None:
+        rule = infer_rule(values, root=found.root)
+    return Plan(found, rule, layout.fingerprint(found, group_pattern=group_pattern))
+
+
+def encode_example(pair: layout.Pair, *, rule: MaskRule) -> tuple[str, dict[str, Any], np.ndarray]:
+    """(key, TFDS example with PNG bytes, label counts) of one pair."""
+    image = decode.read_image(pair.image)
+    label = decode.decode_mask(pair.mask, rule)
+    example = {"image": encode_png(image), "label": encode_png(label), "name": pair.name}
+    return pair.name, example, label_counts(label)
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """DatasetBuilder for a folder of images and masks."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: list[FolderConfig] = []  # one per folder, made by `config_for`
+
+    def __init__(self, *, plan: Plan | None = None, **kwargs: Any) -> None:
+        self._plan = plan
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "name": tfds.features.Text(),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        del dl_manager
+        if self._plan is None:
+            raise RuntimeError("prepare a folder data set with datasets.folder.open_builder")
+        plan = self._plan
+        self.info.metadata.update(
+            classes=plan.rule.classes.to_json(),
+            mask_rule=plan.rule.to_json(),
+            fingerprint=plan.fingerprint,
+            folder=str(plan.layout.root),
+            given_splits=plan.layout.given_splits,
+        )
+        return {
+            split: self._generate_examples(pairs, split=split)
+            for split, pairs in plan.layout.splits.items()
+        }
+
+    def _generate_examples(
+        self, pairs: list[layout.Pair], *, split: str
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        stats = ClassStats()
+        encode = functools.partial(encode_example, rule=self._plan.rule)
+        for key, example, counts in ordered_parallel_map(encode, pairs, workers=_num_workers()):
+            stats.add(counts)
+            yield key, example
+        if split == "train":
+            self.info.metadata["train_stats"] = stats.to_metadata(
+                self._plan.rule.classes.num_classes
+            )
+
+
+def open_builder(
+    folder: str | None,
+    *,
+    group_pattern: str | None = None,
+    data_dir: str | None = None,
+    prepare: bool = True,
+    log=print,
+) -> Builder:
+    """The builder of a folder, prepared first (or again, if the folder changed).
+
+    Every file is read and checked before anything is written; a folder prepared before
+    and unchanged since is reused as it is.
+
+    Args:
+      folder: the folder (``config.folder``).
+      group_pattern: ``config.folder_group``.
+      data_dir: TFDS data directory; None: the TFDS default.
+      prepare: False only opens an already prepared folder.
+      log: where to say what was decided.
+
+    Returns:
+      The prepared builder.
+
+    Raises:
+      DataError: bad input; the message names the file and the value.
+      FileNotFoundError: ``prepare`` is False and the folder is not prepared.
+    """
+    if not folder:
+        raise DataError("config.folder is not set: pass --config.folder=DIR")
+    root = pathlib.Path(folder).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (--config.folder)")
+    config = config_for(root, group_pattern)
+    builder = Builder(config=config, data_dir=data_dir, file_format=FILE_FORMAT)
+    found = layout.scan(root, group_pattern=group_pattern)
+    current = layout.fingerprint(found, group_pattern=group_pattern)
+    if builder.is_prepared() and builder.info.metadata.get("fingerprint") == current:
+        return builder
+    if not prepare:
+        raise FileNotFoundError(f"{root} is not prepared (or changed) in {builder.data_dir}")
+    plan = make_plan(root, group_pattern=group_pattern)
+    stale = builder.is_prepared()
+    if stale:
+        log(f"{root} changed since it was prepared: preparing it again")
+        shutil.rmtree(builder.data_dir)
+    builder = Builder(plan=plan, config=config, data_dir=data_dir, file_format=FILE_FORMAT)
+    builder.download_and_prepare(
+        file_format=FILE_FORMAT,
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+    )
+    sizes = ", ".join(f"{s} {len(p)}" for s, p in plan.layout.splits.items())
+    how = "split folders as given" if plan.layout.given_splits else "60/20/20 split"
+    log(f"Prepared {root} ({how}: {sizes}) in {builder.data_dir}")
+    log(f"Classes: {plan.rule.describe()}")
+    return builder
