@@ -91,6 +91,26 @@ def _np_ce(logits, labels, num_classes, activation="softmax", weights=None):
     return out
 
 
+def _np_softmax_focal(logits, labels, num_classes, gamma, weights=None):
+    """Multi-class focal by loops in float64: weighted mean of -(1-p_t)^g log p_t."""
+    logits = np.asarray(logits, np.float64)
+    w = np.ones(num_classes) if weights is None else np.asarray(weights, np.float64)
+    b_, h_, w_ = labels.shape
+    out = np.zeros(b_)
+    for b in range(b_):
+        num = den = 0.0
+        for i in range(h_):
+            for j in range(w_):
+                lab = int(labels[b, i, j])
+                if lab == IGN or lab >= num_classes:
+                    continue
+                pt = _np_softmax(logits[b, i, j])[lab]
+                num += w[lab] * -((1.0 - pt) ** gamma) * np.log(pt)
+                den += w[lab]
+        out[b] = num / den if den > 0 else 0.0
+    return out
+
+
 # ---------------------------------------------------------------- Dice
 
 
@@ -189,6 +209,11 @@ ALL_LOSSES = [
     functools.partial(losses.cross_entropy_loss, activation="softmax"),
     functools.partial(losses.cross_entropy_loss, activation="sigmoid"),
     functools.partial(losses.dice_ce_loss, ce_weight=0.7, class_weights=np.arange(1.0, C + 1)),
+    functools.partial(losses.focal_loss, activation="softmax", gamma=0.5),
+    functools.partial(losses.focal_loss, activation="sigmoid", gamma=2.0),
+    functools.partial(
+        losses.dice_focal_loss, focal_weight=0.7, gamma=1.5, class_weights=np.arange(1.0, C + 1)
+    ),
 ]
 
 
@@ -254,12 +279,115 @@ def test_dice_ce_is_the_weighted_sum():
         np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+# ---------------------------------------------------------------- focal
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0, 3.0])
+def test_sigmoid_focal_matches_optax_sigmoid_focal_loss(gamma):
+    # optax gives the elementwise binary focal loss (alpha=None); ours averages it over
+    # classes (weighted by w / sum w) and then over the valid pixels of each image.
+    logits, labels = _random_case(20, shape=(3, 5, 4), ignore_frac=0.3)
+    labels[2] = IGN  # no valid pixel -> 0
+    valid = (labels != IGN) & (labels < C)
+    targets = jax.nn.one_hot(np.where(valid, labels, 0), C)
+    elementwise = np.asarray(optax.losses.sigmoid_focal_loss(logits, targets, gamma=gamma))
+    for weights in (None, np.array([0.2, 1.0, 3.0, 0.5])):
+        w = np.ones(C) if weights is None else weights
+        per_pixel = elementwise @ w / w.sum()
+        want = [per_pixel[b][valid[b]].mean() if valid[b].any() else 0.0 for b in range(3)]
+        got = losses.focal_loss(
+            logits, labels, num_classes=C, activation="sigmoid", gamma=gamma, class_weights=weights
+        )
+        assert got.shape == (3,)
+        assert want[2] == 0.0
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0, 3.0])
+def test_softmax_focal_matches_numpy_loop_reference(gamma):
+    logits, labels = _random_case(21, shape=(3, 4, 3))
+    labels[2] = IGN
+    for weights in (None, [0.2, 1.0, 3.0, 0.5]):
+        got = losses.focal_loss(logits, labels, num_classes=C, gamma=gamma, class_weights=weights)
+        want = _np_softmax_focal(logits, labels, C, gamma, weights)
+        assert want[2] == 0.0
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_focal_with_gamma_zero_is_the_cross_entropy(activation):
+    logits, labels = _random_case(22)
+    for weights in (None, np.array([0.2, 1.0, 3.0, 0.5])):
+        kw = dict(num_classes=C, activation=activation, class_weights=weights)
+        ce = losses.cross_entropy_loss(logits, labels, **kw)
+        np.testing.assert_allclose(
+            losses.focal_loss(logits, labels, gamma=0.0, **kw), ce, rtol=1e-6
+        )
+        # gamma > 0 down-weights every pixel ((1 - p_t)^gamma < 1): strictly smaller.
+        focal = losses.focal_loss(logits, labels, gamma=2.0, **kw)
+        assert np.all(np.asarray(focal) < np.asarray(ce) - 1e-2)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_focal_is_finite_with_saturated_logits_and_small_gamma(activation):
+    # (1 - p_t)^gamma has an infinite slope at p_t = 1 for gamma < 1; the log-space form
+    # must keep loss and gradient finite when the prediction is (numerically) perfect.
+    rng = np.random.default_rng(23)
+    labels = rng.integers(0, C, size=(2, 4, 4))
+    logits = 200.0 * (2.0 * jax.nn.one_hot(labels, C) - 1.0)
+    for gamma in (0.0, 0.3, 2.0):
+        fn = functools.partial(losses.focal_loss, num_classes=C, activation=activation, gamma=gamma)
+        total = jax.value_and_grad(lambda x, fn=fn: jnp.sum(fn(x, labels)))
+        value, grad = total(logits)
+        assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+        np.testing.assert_allclose(value, 0.0, atol=1e-6)
+        wrong, wrong_grad = total(-logits)
+        assert float(wrong) > 100.0 and np.all(np.isfinite(np.asarray(wrong_grad)))
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_focal_is_per_example(activation):
+    logits, labels = _random_case(24, shape=(3, 5, 6))
+    fn = functools.partial(losses.focal_loss, num_classes=C, activation=activation, gamma=2.0)
+    batch = np.asarray(fn(logits, labels))
+    assert batch.shape == (3,)
+    singles = [float(fn(logits[b : b + 1], labels[b : b + 1])[0]) for b in range(3)]
+    np.testing.assert_allclose(batch, singles, rtol=1e-6)
+    assert np.ptp(batch) > 1e-3  # the images really differ
+    # Cropping the ignored pixels of one image away changes only that image's value:
+    # every image is normalised by its own count of valid pixels.
+    other = labels.copy()
+    other[0, :, 3:] = IGN
+    changed = np.asarray(fn(logits, other))
+    np.testing.assert_allclose(changed[1:], batch[1:], rtol=1e-6)
+    np.testing.assert_allclose(changed[0], fn(logits[:1, :, :3], labels[:1, :, :3])[0], rtol=1e-5)
+
+
+def test_dice_focal_is_the_weighted_sum():
+    logits, labels = _random_case(25)
+    w = [0.5, 2.0, 1.0, 0.1]
+    got = losses.dice_focal_loss(
+        logits, labels, num_classes=C, gamma=1.5, focal_weight=0.3, smooth=0.5, class_weights=w
+    )
+    want = _np_dice(logits, labels, C, "softmax", w, smooth=0.5) + 0.3 * _np_softmax_focal(
+        logits, labels, C, 1.5, w
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for activation in ("softmax", "sigmoid"):
+        kw = dict(num_classes=C, activation=activation, class_weights=w)
+        got = losses.dice_focal_loss(logits, labels, gamma=2.5, focal_weight=4.0, **kw)
+        want = losses.soft_dice_loss(logits, labels, **kw) + 4.0 * losses.focal_loss(
+            logits, labels, gamma=2.5, **kw
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- precision, jit
 
 
 def test_bfloat16_logits_give_float32_close_to_float32_run():
     logits, labels = _random_case(9, shape=(2, 16, 16))
-    for name in ("dice", "ce", "dice_ce"):
+    for name in ("dice", "ce", "dice_ce", "focal", "dice_focal"):
         fn = losses.get_loss_fn(name, num_classes=C)
         bf = jnp.asarray(logits, jnp.bfloat16)
         got = fn(bf, labels)
@@ -343,8 +471,16 @@ def test_get_loss_fn_names_and_errors():
         losses.get_loss_fn("ce", num_classes=C)(logits, labels),
         losses.cross_entropy_loss(logits, labels, num_classes=C),
     )
-    with pytest.raises(ValueError, match="'focal'"):
-        losses.get_loss_fn("focal", num_classes=C)
+    assert np.allclose(
+        losses.get_loss_fn("dice_focal", num_classes=C, gamma=1.0, focal_weight=0.5)(
+            logits, labels
+        ),
+        losses.dice_focal_loss(logits, labels, num_classes=C, gamma=1.0, focal_weight=0.5),
+    )
+    with pytest.raises(ValueError, match="'focl'"):
+        losses.get_loss_fn("focl", num_classes=C)
+    with pytest.raises(TypeError, match="ce_weight"):
+        losses.get_loss_fn("dice_focal", num_classes=C, ce_weight=1.0)
     with pytest.raises(TypeError, match="smooth"):
         losses.get_loss_fn("ce", num_classes=C, smooth=1.0)
     with pytest.raises(TypeError, match="num_classes"):
@@ -365,3 +501,6 @@ def test_bad_inputs_raise_clear_errors():
         losses.soft_dice_loss(logits, labels.astype(np.float32), num_classes=C)
     with pytest.raises(ValueError, match="smooth"):
         losses.soft_dice_loss(logits, labels, num_classes=C, smooth=-1.0)
+    for gamma in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="gamma"):
+            losses.focal_loss(logits, labels, num_classes=C, gamma=gamma)
