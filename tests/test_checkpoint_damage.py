@@ -41,7 +41,7 @@ def trained(tmp_path):
 
 
 def _checkpointer(workdir):
-    return Checkpointer(workdir, keep=3, best_metric="mean_iou", best_mode="max")
+    return Checkpointer(workdir, keep=3)
 
 
 def _template(config=None):

@@ -36,7 +36,7 @@ def sources():
 
 
 def _params(workdir, config):
-    checkpointer = Checkpointer(workdir, keep=3, best_metric="mean_iou", best_mode="max")
+    checkpointer = Checkpointer(workdir, keep=3)
     from unet_jax.train_state import create_train_state
 
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)

@@ -73,7 +73,7 @@ def main() -> int:
     if result["preempted"]:
         return PREEMPTED_EXIT_CODE
     # Opening checkpoints is collective: every process restores, process 0 reports.
-    checkpointer = Checkpointer(args.workdir, keep=3, best_metric="mean_iou", best_mode="max")
+    checkpointer = Checkpointer(args.workdir, keep=3)
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
     state, _, _ = checkpointer.restore(template)
     checkpointer.close()

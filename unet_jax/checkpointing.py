@@ -14,7 +14,13 @@ ignored (and cleaned up) on the next start.
 Damage after the fact (a truncated file, flipped bits) is caught by a SHA-256 of the state
 recorded in ``meta`` at save time and checked on restore. A damaged checkpoint is renamed
 ``<step>.damaged-<n>`` (kept for inspection, never deleted) and the next older one is used,
-with a warning.
+with a warning. With several processes, all of them must call ``restore`` together: every
+process verifies the same files, process 0 alone renames, and host barriers before and
+after the rename make every process see the same directory.
+
+Preemption (SIGTERM) is handled by the training loop, which saves through
+:meth:`Checkpointer.save` at a step all processes agree on; this module has no signal
+handling of its own.
 """
 
 import dataclasses
@@ -28,6 +34,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+from jax.experimental import multihost_utils
 
 from unet_jax.train_state import TrainState
 
@@ -41,6 +48,10 @@ class CheckpointError(RuntimeError):
 
 class IncompatibleCheckpointError(ValueError):
     """The checkpoint was written by a model of another configuration (classes, widths...)."""
+
+
+class NoUsableCheckpointError(CheckpointError, FileNotFoundError):
+    """The requested checkpoint does not exist, or every candidate was damaged."""
 
 
 def state_digest(state_dict: Any) -> str:
@@ -92,18 +103,15 @@ def _manager(
 class Checkpointer:
     """Saves and restores training checkpoints in a workdir.
 
+    Which checkpoint is the best is decided by the caller (``save(..., best=True)``).
+
     Args:
       workdir: the run directory.
       keep: how many of the latest checkpoints to keep.
-      best_metric: name of the validation metric recorded in ``meta["metrics"]`` that
-        selects the best checkpoint.
-      best_mode: "max" or "min".
     """
 
-    def __init__(self, workdir: str | pathlib.Path, *, keep: int, best_metric: str, best_mode: str):
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int):
         workdir = pathlib.Path(workdir).absolute()
-        self.best_metric = best_metric
-        self.best_mode = best_mode
         self.latest = _manager(
             workdir / "checkpoints",
             ocp.CheckpointManagerOptions(
@@ -192,13 +200,13 @@ class Checkpointer:
                     f"{e}; moved it to {moved.name} and trying the previous checkpoint",
                     stacklevel=2,
                 )
-        raise FileNotFoundError(f"no usable {which} checkpoint in {manager.directory}")
+        raise NoUsableCheckpointError(f"no usable {which} checkpoint in {manager.directory}")
 
     def _restore_step(
         self, manager: ocp.CheckpointManager, template: TrainState, step: int
     ) -> tuple[TrainState, bytes, dict[str, Any]]:
         if step not in manager.all_steps():
-            raise FileNotFoundError(
+            raise NoUsableCheckpointError(
                 f"no checkpoint of step {step} in {manager.directory}; "
                 f"available: {sorted(manager.all_steps())}"
             )
@@ -231,13 +239,20 @@ class Checkpointer:
 
     @staticmethod
     def _set_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
-        """Renames a damaged step directory so it is neither used nor overwritten."""
+        """Renames a damaged step directory so it is neither used nor overwritten.
+
+        Every process calls this together. Each computes the same target name before the
+        first barrier (no process renames before all have looked), process 0 renames, and
+        no process goes on before the rename is done (second barrier).
+        """
         source = pathlib.Path(manager.directory) / str(step)
         n = 0
         while (target := source.with_name(f"{step}.damaged-{n}")).exists():
             n += 1
+        _barrier(f"set aside {source}: before")
         if jax.process_index() == 0:
             source.rename(target)
+        _barrier(f"set aside {source}: after")
         manager.reload()
         return target
 
@@ -245,6 +260,12 @@ class Checkpointer:
         """Releases orbax resources."""
         self.latest.close()
         self.best.close()
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process (a no-op with one process: nothing to wait for)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:

@@ -248,10 +248,7 @@ def load_run(
             f"the configuration of {workdir} cannot build a model ({type(e).__name__}: {e})"
         ) from e
     checkpointer = checkpointing.Checkpointer(
-        workdir,
-        keep=max(int(config.get("keep_checkpoints", 3)), 1),
-        best_metric=config.get("best_metric", "mean_iou"),
-        best_mode=config.get("best_mode", "max"),
+        workdir, keep=max(int(config.get("keep_checkpoints", 3)), 1)
     )
     try:
         state, _, _ = checkpointer.restore(template, step=step, which=which)

@@ -236,12 +236,7 @@ def train_and_evaluate(
     state = create_train_state(config, rng=jax.random.key(config.seed), total_steps=total_steps)
     learning_rate = create_learning_rate_schedule(config, total_steps=total_steps)
 
-    checkpointer = checkpointing.Checkpointer(
-        workdir,
-        keep=config.keep_checkpoints,
-        best_metric=config.best_metric,
-        best_mode=config.best_mode,
-    )
+    checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
     data_iterator = iter(
         input_pipeline.create_train_loader(
             sources["train"],
