@@ -25,10 +25,11 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_enum(
     "full_resolution_input",
-    "native",
+    None,
     ["native", "resized"],
     "Full resolution: segment at the stored size (native: pad/tile) or at the training size "
-    "with the prediction resized back (resized).",
+    "with the prediction resized back (resized). Default: the scale the model was trained at "
+    "(native for runs trained on crops, resized otherwise).",
 )
 flags.DEFINE_bool("tta_flip", False, "Average the predictions of each image and its mirror.")
 flags.DEFINE_integer("batch_size", None, "Images per forward pass (default: eval_batch_size).")

@@ -44,6 +44,7 @@ _RGB_TO_YIQ = np.array(
 )
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
+INPUT_MODES = ("resize", "crop")
 _IMAGE_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX}
 
 
@@ -275,7 +276,9 @@ class RandomScaleCrop(grain.RandomMapTransform):
     A factor s ~ U[min_scale, max_scale] is drawn and the example is conceptually
     resized to (round(height * s), round(width * s)); i.e. the scale is relative
     to the OUTPUT size, whatever the input size (s = 1 on any input equals
-    ``Resize(height, width)``). Along each axis, a larger scaled image is cropped
+    ``Resize(height, width)``). With ``relative_to="input"`` it is resized to
+    (round(H * s), round(W * s)) instead: s = 1 crops the image at its native scale
+    (``input_mode="crop"``). Along each axis, a larger scaled image is cropped
     at a random offset, a smaller one is pasted at a random offset onto a canvas
     filled with ``image_pad_value`` (image) and ``IGNORE_LABEL`` (label).
 
@@ -289,6 +292,8 @@ class RandomScaleCrop(grain.RandomMapTransform):
       width: output width.
       image_pad_value: image value for padded pixels (0..255).
       method: image filter, "bilinear" or "area".
+      relative_to: "output" (scale relative to the output size) or "input" (to the
+        image's own size).
     """
 
     min_scale: float
@@ -297,6 +302,7 @@ class RandomScaleCrop(grain.RandomMapTransform):
     width: int
     image_pad_value: int = 0
     method: str = "bilinear"
+    relative_to: str = "output"
 
     def __post_init__(self):
         if not 0.0 < self.min_scale <= self.max_scale:
@@ -308,6 +314,8 @@ class RandomScaleCrop(grain.RandomMapTransform):
         _check_method(self.method)
         if not 0 <= int(self.image_pad_value) <= 255:
             raise ValueError(f"image_pad_value must be in 0..255, got {self.image_pad_value}.")
+        if self.relative_to not in ("output", "input"):
+            raise ValueError(f"relative_to must be 'output' or 'input', got {self.relative_to!r}.")
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Returns the rescaled and cropped/padded example."""
@@ -315,8 +323,9 @@ class RandomScaleCrop(grain.RandomMapTransform):
         in_h, in_w = image.shape[:2]
         scale = rng.uniform(self.min_scale, self.max_scale)
         # Size of the (virtual) rescaled image.
-        scaled_h = max(1, round(self.height * scale))
-        scaled_w = max(1, round(self.width * scale))
+        base_h, base_w = (in_h, in_w) if self.relative_to == "input" else (self.height, self.width)
+        scaled_h = max(1, round(base_h * scale))
+        scaled_w = max(1, round(base_w * scale))
         # Per axis: region kept from the scaled image (src offset, length) and
         # where it lands in the output (dst offset).
         crop_h, crop_w = min(scaled_h, self.height), min(scaled_w, self.width)
@@ -337,6 +346,27 @@ class RandomScaleCrop(grain.RandomMapTransform):
         out_image[dst_y : dst_y + crop_h, dst_x : dst_x + crop_w] = crop_image
         out_label[dst_y : dst_y + crop_h, dst_x : dst_x + crop_w] = crop_label
         return _with(element, out_image, out_label)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomRot90(grain.RandomMapTransform):
+    """Rotates image and label by k * 90 degrees, k uniform in 0..3 (0 or 2 if not square).
+
+    For data without an "up", such as aerial images.
+    """
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Returns the rotated example."""
+        image, label = check_example(element)
+        square = image.shape[0] == image.shape[1]
+        k = int(rng.integers(0, 4)) if square else 2 * int(rng.integers(0, 2))
+        if k == 0:
+            return element
+        return _with(
+            element,
+            np.ascontiguousarray(np.rot90(image, k)),
+            np.ascontiguousarray(np.rot90(label, k)),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,6 +434,11 @@ class AugmentConfig:
       hue: hue jitter strength in turns (0 disables).
       image_pad_value: image value of pixels added by padding (labels get 255).
       resize_method: image filter, "bilinear" or "area".
+      rot90: random rotations by multiples of 90 degrees.
+      input_mode: "resize" (whole images resized to the output size; scale relative to
+        it) or "crop" (random crops of the output size at the image's native scale,
+        scale jitter relative to the image; padded with the ignore label when smaller).
+        Crops are taken with augmentation off too.
     """
 
     enabled: bool = True
@@ -416,6 +451,12 @@ class AugmentConfig:
     hue: float = 0.0
     image_pad_value: int = 0
     resize_method: str = "bilinear"
+    rot90: bool = False
+    input_mode: str = "resize"
+
+    def __post_init__(self):
+        if self.input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}.")
 
     @classmethod
     def from_any(cls, value: AugmentConfig | Mapping[str, Any] | bool | None) -> AugmentConfig:
@@ -457,8 +498,8 @@ def build_train_transforms(
 ) -> list[grain.MapTransform | grain.RandomMapTransform]:
     """Returns the per-example training transforms for a ``height x width`` output.
 
-    Order: scale-crop (or plain resize), flip, photometric jitter; parts whose
-    strength is zero are left out.
+    Order: scale-crop (or plain resize; with ``input_mode="crop"`` a random crop), flip,
+    90-degree rotation, photometric jitter; parts whose strength is zero are left out.
 
     Args:
       height: output height.
@@ -469,10 +510,13 @@ def build_train_transforms(
       A list of grain transforms, each working on one example.
     """
     cfg = AugmentConfig.from_any(augment)
+    crop = cfg.input_mode == "crop"
     if not cfg.enabled:
+        if crop:
+            return [RandomScaleCrop(1.0, 1.0, height, width, relative_to="input")]
         return [Resize(height, width, method=cfg.resize_method)]
     transforms: list[grain.MapTransform | grain.RandomMapTransform] = []
-    if cfg.min_scale == cfg.max_scale == 1.0:
+    if cfg.min_scale == cfg.max_scale == 1.0 and not crop:
         transforms.append(Resize(height, width, method=cfg.resize_method))
     else:
         transforms.append(
@@ -483,10 +527,13 @@ def build_train_transforms(
                 width,
                 image_pad_value=cfg.image_pad_value,
                 method=cfg.resize_method,
+                relative_to="input" if crop else "output",
             )
         )
     if cfg.flip_prob > 0:
         transforms.append(RandomHorizontalFlip(cfg.flip_prob))
+    if cfg.rot90:
+        transforms.append(RandomRot90())
     if any((cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)):
         transforms.append(PhotometricJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
     return transforms

@@ -17,7 +17,9 @@ Two resolutions:
 
 - **training resolution**: the split's examples resized to ``config.image_size`` exactly
   as the training loop's validation does (``create_eval_batches``: image bilinear, label
-  nearest), so the numbers are comparable with ``metrics.jsonl``.
+  nearest), so the numbers are comparable with ``metrics.jsonl``. Runs trained on crops
+  (``config.input_mode="crop"``) are evaluated at native size instead: whole images,
+  padded or tiled, scored against their native labels.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a
@@ -65,6 +67,8 @@ class EvalOptions:
       full_resolution_input: how the model sees a full-size example: "native" (at its
         stored size, padded or tiled) or "resized" (resized to the training size, the
         prediction resized back with nearest neighbour); the labels stay full size.
+        None: the scale the model was trained at ("native" for crop-trained runs,
+        "resized" otherwise).
       tta_flip: average the probabilities of each image and its mirror image.
       batch_size: images per forward pass; None: ``config.eval_batch_size``.
       max_side: largest padded image side segmented whole; larger ones are tiled.
@@ -79,7 +83,7 @@ class EvalOptions:
     split: str = "test"
     checkpoint: str | int = "best"
     full_resolution: bool = False
-    full_resolution_input: str = "native"
+    full_resolution_input: str | None = None
     tta_flip: bool = False
     batch_size: int | None = None
     max_side: int = 1024
@@ -346,7 +350,9 @@ def run_evaluation(
             data_dir=options.data_dir,
             prepare_fn=prepare_fn,
         )
-    if options.full_resolution_input not in FULL_RESOLUTION_INPUTS:
+    crop_trained = config.get("input_mode", "resize") == "crop"
+    full_input = options.full_resolution_input or ("native" if crop_trained else "resized")
+    if full_input not in FULL_RESOLUTION_INPUTS:
         raise inference.OptionError(
             f"full_resolution_input must be one of {FULL_RESOLUTION_INPUTS}, got "
             f"{options.full_resolution_input!r}"
@@ -365,13 +371,13 @@ def run_evaluation(
     )
     classes = read_run_classes(workdir, num_classes=int(config.num_classes))
     image_size = tuple(int(v) for v in config.image_size)
-    resolution = f"{image_size[0]}x{image_size[1]}"
+    resolution = "native" if crop_trained else f"{image_size[0]}x{image_size[1]}"
     tick = time.perf_counter()
     results, samples = evaluate_source(
         segmenter,
         source,
         class_names=classes.names,
-        image_size=image_size,
+        image_size=None if crop_trained else image_size,
         batch_size=segmenter.batch_size,
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
@@ -389,8 +395,9 @@ def run_evaluation(
         **_json_results(results, resolution, config.dataset),
     }
     report["options"]["batch_size"] = segmenter.batch_size
+    report["options"]["full_resolution_input"] = full_input
     full_samples: list[dict[str, Any]] = []
-    if options.full_resolution:
+    if options.full_resolution and not (crop_trained and full_input == "native"):
         full_dataset = full_resolution_dataset(config.dataset)
         if full_sources is not None:
             full_source = _pick_split(full_sources, options.split, "the given full-size sources")
@@ -414,7 +421,7 @@ def run_evaluation(
             class_names=classes.names,
             image_size=None,
             batch_size=segmenter.batch_size,
-            input_size=image_size if options.full_resolution_input == "resized" else None,
+            input_size=image_size if full_input == "resized" else None,
             num_samples=options.num_gallery,
             description=f"{options.split} at full resolution",
             progress=options.progress,

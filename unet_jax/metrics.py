@@ -171,6 +171,9 @@ def _nanmean(x: np.ndarray) -> float:
         return float(np.nanmean(x)) if x.size else math.nan
 
 
+BINARY_KEYS = ("iou", "dice", "precision", "recall")
+
+
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Per-class and mean scores from a confusion matrix (see the module docstring).
 
@@ -181,8 +184,10 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str
     Returns:
         ``{"per_class": {name: {"iou", "dice", "precision", "recall", "pixels"}},
         "mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy",
-        "num_pixels"}``; scores are Python floats (NaN where undefined), pixel counts
-        Python ints. Use :func:`to_jsonable` before ``json.dump``.
+        "num_pixels"}``, and for two classes ``foreground_iou``, ``foreground_dice``,
+        ``foreground_precision``, ``foreground_recall`` (class 1); scores are Python
+        floats (NaN where undefined), pixel counts Python ints. Use :func:`to_jsonable`
+        before ``json.dump``.
     """
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -215,7 +220,7 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str
         }
         for i, name in enumerate(names)
     }
-    return {
+    results = {
         "per_class": per_class,
         "mean_iou": _nanmean(iou),
         "mean_dice": _nanmean(dice),
@@ -223,6 +228,10 @@ def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str
         "mean_class_accuracy": _nanmean(recall),
         "num_pixels": total,
     }
+    if len(names) == 2:  # binary: class 1 is the foreground, the scores that matter
+        for key in BINARY_KEYS:
+            results[f"foreground_{key}"] = per_class[names[1]][key]
+    return results
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -447,11 +447,23 @@ SCORES = (
     ("pixel accuracy", "pixel_accuracy"),
     ("mean class accuracy", "mean_class_accuracy"),
 )
+BINARY_SCORES = (
+    ("foreground IoU", "foreground_iou"),
+    ("foreground Dice", "foreground_dice"),
+    ("foreground precision", "foreground_precision"),
+    ("foreground recall", "foreground_recall"),
+)
+
+
+def scores_of(report: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(title, key) of the headline scores: binary data sets add the foreground's."""
+    return BINARY_SCORES + SCORES if "foreground_iou" in report else SCORES
 
 
 def results_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(column title, results) for each resolution in an evaluation report."""
-    columns = [(f"training resolution {report['resolution']}", report)]
+    first = report["resolution"]
+    columns = [("native size" if first == "native" else f"training resolution {first}", report)]
     if report.get("full_resolution"):
         full = report["full_resolution"]
         how = report["options"].get("full_resolution_input", "native")
@@ -492,7 +504,7 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
         )
     lines += ["", "| score | " + " | ".join(t for t, _ in columns) + " |"]
     lines.append("| --- |" + " ---: |" * len(columns))
-    for title, key in SCORES:
+    for title, key in scores_of(report):
         lines.append(f"| {title} | " + " | ".join(_fmt(r.get(key)) for _, r in columns) + " |")
     for title, results in columns:
         lines += ["", f"## Per class, {title}", "", format_table(results)]
@@ -515,7 +527,7 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
         f"{'':22}" + "".join(f"{r['resolution']:>14}" for _, r in columns),
         f"{'':22}" + "".join(f"{t.split(' ')[0]:>14}" for t, _ in columns),
     ]
-    for title, key in SCORES:
+    for title, key in scores_of(report):
         head.append(f"{title:22}" + "".join(f"{_fmt(r.get(key)):>14}" for _, r in columns))
     head.append("IoU per class:")
     for name in report["per_class"]:

@@ -22,6 +22,7 @@ from unet_jax import (
     checkpointing,
     class_weights,
     data_sources,
+    eval_tiles,
     input_pipeline,
     losses,
     metric_writers,
@@ -29,7 +30,8 @@ from unet_jax import (
     parallel,
     run_info,
 )
-from unet_jax.classes import CLASS_NAMES
+from unet_jax.classes import ClassSet, write_run_classes
+from unet_jax.outputs import class_logits
 from unet_jax.train_state import create_learning_rate_schedule, create_model, create_train_state
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
@@ -111,7 +113,9 @@ def make_loss_fn(
         kwargs["gamma"] = config.focal_gamma
     if config.loss == "dice_focal":
         kwargs["focal_weight"] = config.focal_weight
-    return losses.get_loss_fn(config.loss, **kwargs)
+    base = losses.get_loss_fn(config.loss, **kwargs)
+    # A 1-channel sigmoid head (binary data) is scored as its two class logits [-z, z].
+    return lambda logits, labels: base(class_logits(logits), labels)
 
 
 def evaluate(
@@ -119,6 +123,8 @@ def evaluate(
     device_state: Any,
     source: Any,
     config: ml_collections.ConfigDict,
+    *,
+    class_names: tuple[str, ...],
 ) -> dict[str, Any]:
     """Evaluates every example of ``source`` exactly once.
 
@@ -127,6 +133,7 @@ def evaluate(
       device_state: the driver's replicated state.
       source: random-access examples.
       config: uses ``eval_batch_size``, ``image_size``, ``num_classes``.
+      class_names: the data set's class names (metric keys).
 
     Returns:
       ``segmentation_metrics`` plus ``loss`` (mean per-example loss) and ``confusion``
@@ -134,6 +141,8 @@ def evaluate(
     """
     accumulator = metrics.ConfusionMatrix(config.num_classes)
     loss_sum, count = 0.0, 0
+    if config.input_mode == "crop":  # native scale, in training-size tiles
+        source = eval_tiles.TiledSource(source, tuple(config.image_size))
     batches = input_pipeline.create_eval_batches(
         source,
         global_batch_size=config.eval_batch_size,
@@ -148,7 +157,7 @@ def evaluate(
         accumulator.update(out["confusion"])
         loss_sum += float(out["loss_sum"])
         count += int(out["count"])
-    results = metrics.segmentation_metrics(accumulator.matrix, CLASS_NAMES[: config.num_classes])
+    results = metrics.segmentation_metrics(accumulator.matrix, class_names)
     results["loss"] = loss_sum / max(count, 1)
     results["num_examples"] = count
     results["confusion"] = accumulator.matrix
@@ -160,6 +169,7 @@ def _flat_eval_scalars(results: dict[str, Any]) -> dict[str, Any]:
         k: results[k]
         for k in ("loss", "mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy")
     }
+    scalars.update({k: v for k, v in results.items() if k.startswith("foreground_")})
     for name, per_class in results["per_class"].items():
         scalars[f"iou/{name}"] = per_class["iou"]
     return scalars
@@ -183,12 +193,84 @@ def _with_states(iterator: Iterator) -> Iterator[tuple[bytes, dict[str, np.ndarr
         yield iterator.get_state(), batch
 
 
+class DataConfigError(ValueError):
+    """The config disagrees with the data set (e.g. ``num_classes``); names field and value."""
+
+
+def with_data_classes(
+    config: ml_collections.ConfigDict, classes: ClassSet
+) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose ``num_classes`` is the data set's.
+
+    Raises:
+      DataConfigError: ``config.num_classes`` is set and differs from the data set's.
+    """
+    if config.num_classes is not None and int(config.num_classes) != classes.num_classes:
+        raise DataConfigError(
+            f"config.num_classes={config.num_classes}, but the data set declares "
+            f"{classes.num_classes} classes ({', '.join(classes.names)}); drop the override "
+            "(the data set decides) or use another data set"
+        )
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.num_classes = classes.num_classes
+    return config
+
+
+def check_resumed_classes(
+    meta: dict[str, Any], classes: ClassSet, *, workdir: pathlib.Path
+) -> None:
+    """Refuses to resume a run whose checkpoint was trained on other classes.
+
+    Raises:
+      DataConfigError: the checkpoint's class names differ from the data set's.
+    """
+    if "classes" not in meta:  # checkpoints from before classes were recorded
+        return
+    stored = ClassSet.from_json(meta["classes"]).names
+    if stored != classes.names:
+        raise DataConfigError(
+            f"{workdir}: its checkpoints were trained on the classes {list(stored)}, but the "
+            f"data set now declares {list(classes.names)}; train in a new workdir (or use "
+            "--config.init_from to start from this run)"
+        )
+
+
+def open_training_data(
+    config: ml_collections.ConfigDict,
+    *,
+    prepare_fn: data_sources.PrepareFn | None,
+    sources: dict[str, Any] | None,
+    classes: ClassSet | None,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], ClassSet, dict[str, Any] | None]:
+    """Opens (preparing if needed) the train and validation splits and their classes.
+
+    Returns:
+      ``(config with num_classes from the data, sources, classes, train pixel stats)``.
+    """
+    stats = None
+    if sources is None:
+        dataset = data_sources.open_dataset(
+            config, splits=("train", "validation"), prepare_fn=prepare_fn
+        )
+        sources, classes, stats = dataset.sources, dataset.classes, dataset.train_stats
+    elif classes is None:
+        if config.num_classes is None:
+            raise DataConfigError("config.num_classes is needed with in-memory sources")
+        classes = ClassSet.from_names([f"class{i}" for i in range(config.num_classes)])
+    config = with_data_classes(config, classes)
+    if isinstance(config.class_weights, str) and stats is None:
+        stats = data_sources.scan_class_stats(sources["train"], classes.num_classes)
+    return config, sources, classes, stats
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | pathlib.Path,
     *,
     prepare_fn: data_sources.PrepareFn | None = None,
     sources: dict[str, Any] | None = None,
+    classes: ClassSet | None = None,
 ) -> dict[str, Any]:
     """Trains (resuming from ``workdir`` when it holds checkpoints) and evaluates.
 
@@ -198,6 +280,7 @@ def train_and_evaluate(
       prepare_fn: prepares the data set on first use (train.py passes the TFDS builder's).
       sources: {"train": ..., "validation": ...} random-access sources to use instead of
         ``config.dataset`` (tests, custom data).
+      classes: the classes of ``sources`` (default ``class0..``); ignored without them.
 
     Returns:
       ``{"step", "preempted", "validation": last validation results or None,
@@ -210,10 +293,11 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-    if sources is None:
-        sources = data_sources.get_data_sources(
-            config, splits=("train", "validation"), prepare_fn=prepare_fn
-        )
+    config, sources, classes, stats = open_training_data(
+        config, prepare_fn=prepare_fn, sources=sources, classes=classes
+    )
+    if is_main:
+        write_run_classes(workdir, classes)
     steps_per_epoch = len(sources["train"]) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -228,7 +312,11 @@ def train_and_evaluate(
     eval_every = _schedule_every(config.eval_every_steps, steps_per_epoch)
     checkpoint_every = _schedule_every(config.checkpoint_every_steps, steps_per_epoch)
 
-    loss_fn = make_loss_fn(config)
+    loss_fn = make_loss_fn(
+        config,
+        pixel_counts=None if stats is None else np.asarray(stats["pixel_counts"]),
+        present_pixel_counts=None if stats is None else np.asarray(stats["present_pixel_counts"]),
+    )
     model = create_model(config, bn_axis_name=parallel.AXIS)
     driver = parallel.make_driver(
         config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
@@ -243,7 +331,7 @@ def train_and_evaluate(
             global_batch_size=config.batch_size,
             image_size=tuple(config.image_size),
             seed=config.seed,
-            augment=config.augment.to_dict(),
+            augment={**config.augment.to_dict(), "input_mode": config.input_mode},
             worker_count=config.worker_count,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
@@ -251,10 +339,13 @@ def train_and_evaluate(
             layout=driver.layout,
         )
     )
-    meta: dict[str, Any] = {"best_value": None, "best_step": None}
+    # The classes travel with every checkpoint (eval/predict read them from the workdir).
+    meta: dict[str, Any] = {"best_value": None, "best_step": None, "classes": classes.to_json()}
     if checkpointer.latest_step() is not None:
         state, iterator_state, meta = checkpointer.restore(state)
         data_iterator.set_state(iterator_state)
+        check_resumed_classes(meta, classes, workdir=workdir)
+        meta["classes"] = classes.to_json()
         if is_main:
             print(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
     start_step = int(state.step)
@@ -337,13 +428,15 @@ def train_and_evaluate(
                 break
             if step % eval_every == 0 or last:
                 flush_metrics(step)
-                validation = evaluate(driver, device_state, sources["validation"], config)
+                validation = evaluate(
+                    driver, device_state, sources["validation"], config, class_names=classes.names
+                )
                 writer.write(step, "validation", _flat_eval_scalars(validation))
                 improved = _is_better(
                     validation.get(config.best_metric), meta["best_value"], config.best_mode
                 )
                 if improved:
-                    meta = {"best_value": validation[config.best_metric], "best_step": step}
+                    meta = {**meta, "best_value": validation[config.best_metric], "best_step": step}
                 if is_main:
                     tqdm.tqdm.write(
                         f"step {step}: validation loss {validation['loss']:.4f}, "

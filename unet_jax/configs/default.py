@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
         str
     )  # None: <data_dir>/downloads/manual
     config.image_size = (256, 256)
+    # "resize": whole images resized to image_size; "crop": random image_size crops at the
+    # images' native scale (images of any size; evaluation and predict then run at native
+    # size too). docs/YOUR_DATA.md.
+    config.input_mode = "resize"
     # None: the data set's class count (its declaration travels with the prepared data);
     # a value is checked against it at start-up.
     config.num_classes = ml_collections.config_dict.placeholder(int)
@@ -35,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.contrast = 0.2
     config.augment.saturation = 0.2
     config.augment.hue = 0.0
+    config.augment.rot90 = False  # random 90-degree rotations (aerial images)
 
     config.model = ml_collections.ConfigDict()
     config.model.features = (64, 128, 256, 512)
