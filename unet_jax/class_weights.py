@@ -16,14 +16,16 @@ Definitions (``n_c`` = labelled training pixels of class ``c``, ignored pixels e
 ``median_frequency`` is the median-frequency balancing of Eigen & Fergus (ICCV 2015, used
 by SegNet): ``f_c`` is a class's frequency *within the images where it appears*, so a class
 that is rare only because few images show it is not up-weighted as much as under inverse
-frequency; ``median(f)`` is the numpy median over the classes present (the mean of the two
-middle values for an even count).
+frequency.
 
-Both are then rescaled so that they **average 1 over the classes present** (``n_c > 0``).
-Every loss in :mod:`unet_jax.losses` is invariant to a common scale of the weights, so this
-only makes the numbers readable; it also means the median class does not keep weight
-exactly 1. A class **without any training pixel** gets weight **0**: there is no pixel for a
-weight to act on in the cross-entropy or focal terms, and its Dice term (which would only
+Both are then rescaled so that they **average 1 over the classes present** (``n_c > 0``):
+``w_c = (1 / f_c) / mean_{k present}(1 / f_k)``. Every loss in :mod:`unet_jax.losses` is
+invariant to a common scale of the weights, so this only makes the numbers readable. It also
+removes the factor ``median(f)``, common to all classes: the median class does not keep
+weight exactly 1 (Eigen & Fergus's scale), the ratios between classes are theirs.
+
+A class **without any training pixel** gets weight **0**: there is no pixel for a weight
+to act on in the cross-entropy or focal terms, and its Dice term (which would only
 push its probability towards 0) is left out of the weighted class mean. Weights are never
 inf or NaN.
 """
@@ -102,10 +104,9 @@ def class_weights_from_counts(
         frequency = counts / np.where(present, totals, 1.0)
 
     raw = np.zeros_like(counts)
-    if method == "inverse_frequency":
-        raw[present] = 1.0 / frequency[present]
-    else:
-        raw[present] = np.median(frequency[present]) / frequency[present]
+    # Median frequency's factor median(f) is common to all classes, so after the rescaling
+    # below both methods are 1 / f_c; they differ only in how f_c is defined.
+    raw[present] = 1.0 / frequency[present]
     weights = raw / raw[present].mean()
     return weights.astype(np.float32)
 
