@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from unet_jax.model import _kernel_grad_by_shifts
+from unet_jax.conv_fast import kernel_grad_by_shifts
 
 DN = ("NHWC", "HWIO", "NHWC")
 SAME = ((1, 1), (1, 1))
@@ -82,7 +82,7 @@ def variants(lax_patches: bool) -> dict[str, Callable]:
         "forward": lambda x, w, dy: _conv(x, w),
         "dx xla": lambda x, w, dy: jax.vjp(lambda x_: _conv(x_, w), x)[1](dy)[0],
         "dw xla": lambda x, w, dy: jax.vjp(lambda w_: _conv(x, w_), w)[1](dy)[0],
-        "dw shifts": lambda x, w, dy: _kernel_grad_by_shifts(x, dy, w.shape, SAME),
+        "dw shifts": lambda x, w, dy: kernel_grad_by_shifts(x, dy, w.shape, SAME),
         "dw im2col": lambda x, w, dy: _im2col_dw(x, dy),
     }
     if lax_patches:

@@ -22,14 +22,12 @@ from jax import lax
 from tests.conftest import REPO_ROOT
 from unet_jax import losses, parallel
 from unet_jax.configs import tiny
-from unet_jax.model import (
+from unet_jax.conv_fast import (
     PATCHES_MIN_CHANNELS,
     PATCHES_MIN_PIXELS,
-    UNet,
-    count_params,
-    expected_param_count,
     patches_conv_general_dilated,
 )
+from unet_jax.model import UNet, count_params, expected_param_count
 from unet_jax.train import make_loss_fn
 from unet_jax.train_state import create_model, create_train_state
 

@@ -21,228 +21,42 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from unet_jax import conv_fast
 
 # ImageNet statistics in 0..1 units: the model normalises its uint8 input with them.
 DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 UPSAMPLE_METHODS = ("transpose", "einsum")
-CONV_IMPLS = ("xla", "patches")
 
 
-def _kernel_grad_by_shifts(
-    x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int], padding: Sequence[tuple[int, int]]
-) -> jax.Array:
-    """Weight gradient of a stride-1 NHWC/HWIO convolution as one matmul per kernel tap.
-
-    ``dW[i, j] = sum_{b,h,w} xpad[b, h+i, w+j, :]^T dy[b, h, w, :]``: for each of the
-    ``kh*kw`` taps a [C, B*H*W] x [B*H*W, O] matmul over a shifted view of the padded input.
-    XLA:CPU lowers its own weight-gradient convolution (a convolution whose window is the
-    whole image) several times slower than a plain matmul of the same FLOPs; see
-    docs/PERFORMANCE.md. (``lax.conv_general_dilated_patches`` would build the im2col
-    matrix with a one-hot convolution: ``kh*kw*C/O`` times the FLOPs of the gradient.)
-    """
-    kh, kw, c, o = kernel_shape
-    b, out_h, out_w, _ = dy.shape
-    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    dy_flat = dy.reshape(b * out_h * out_w, o)
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            source = xp
-            if taps:
-                # Chain each tap's copy of x behind the previous matmul (XLA keeps the data
-                # dependence, float x*0 is not folded): otherwise all kh*kw shifted copies
-                # are made first and live at once.
-                source = xp + jnp.zeros((), xp.dtype) * taps[-1][0, 0].astype(xp.dtype)
-            window = source[:, i : i + out_h, j : j + out_w, :].reshape(b * out_h * out_w, c)
-            taps.append(
-                lax.dot_general(
-                    window,
-                    dy_flat,
-                    (((0,), (0,)), ((), ())),
-                    preferred_element_type=jnp.float32,
-                )
-            )
-    return jnp.stack(taps).reshape(kh, kw, c, o)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_patches(x: jax.Array, kernel: jax.Array, padding: tuple) -> jax.Array:
-    return lax.conv_general_dilated(
-        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-def _conv_patches_fwd(x, kernel, padding):
-    return _conv_patches(x, kernel, padding), (x, kernel)
-
-
-def _conv_patches_bwd(padding, residuals, dy):
-    x, kernel = residuals
-    # Input gradient: XLA's own transposed convolution (fast on every backend).
-    _, input_vjp = jax.vjp(
-        lambda x_: lax.conv_general_dilated(
-            x_, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-        ),
-        x,
-    )
-    (dx,) = input_vjp(dy)
-    # A data dependence on dy makes the shifted copies of x wait for the backward pass:
-    # without it XLA computes them right after the forward convolution and keeps kh*kw
-    # copies of every such activation alive until the backward pass reaches the layer
-    # (several GiB for the full U-Net). XLA:CPU drops lax.optimization_barrier before
-    # scheduling, and does not fold a float multiplication by zero (NaN semantics).
-    x = x + jnp.zeros((), x.dtype) * dy[(0,) * dy.ndim]
-    dw = _kernel_grad_by_shifts(x, dy, kernel.shape, padding)
-    return dx, dw.astype(kernel.dtype)
-
-
-_conv_patches.defvjp(_conv_patches_fwd, _conv_patches_bwd)
-
-
-# Where the per-tap matmul weight gradient pays off, measured on XLA:CPU (jax 0.10.2,
-# benchmarks/conv_grad.py, docs/PERFORMANCE.md): XLA's own weight-gradient convolution
-# runs at a fraction of its forward speed on images of 64x64 pixels and more with 64+
-# channels, while with fewer channels (thin matmuls) or smaller images XLA is as fast or
-# faster. Convolutions outside these bounds keep XLA's gradient.
-PATCHES_MIN_CHANNELS = 64
-PATCHES_MIN_PIXELS = 64 * 64
-
-
-def patches_conv_general_dilated(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision: Any = None,
-    preferred_element_type: Any = None,
-    *,
-    min_channels: int = PATCHES_MIN_CHANNELS,
-    min_pixels: int = PATCHES_MIN_PIXELS,
-) -> jax.Array:
-    """``lax.conv_general_dilated`` whose weight gradient is a matmul per kernel tap.
-
-    A drop-in for ``nn.Conv(conv_general_dilated=...)``: same forward (XLA's convolution),
-    same input gradient (XLA's transposed convolution); only the weight gradient differs,
-    computed by :func:`_kernel_grad_by_shifts` when the convolution has at least
-    ``min_channels`` input and output channels and ``min_pixels`` output pixels per image
-    (elsewhere XLA's weight gradient is as fast, see ``PATCHES_MIN_CHANNELS``). Supports what
-    the U-Net uses: 2-D NHWC/HWIO convolutions with stride 1, no dilation, one feature
-    group, explicit or "SAME"/"VALID" padding.
-
-    Args:
-      lhs: input [B, H, W, C].
-      rhs: kernel [kh, kw, C, O].
-      window_strides: must be (1, 1).
-      padding: "SAME", "VALID" or ((top, bottom), (left, right)).
-      lhs_dilation, rhs_dilation: must be None or all ones.
-      dimension_numbers: must describe NHWC/HWIO/NHWC (what ``nn.Conv`` passes).
-      feature_group_count, batch_group_count: must be 1.
-      precision, preferred_element_type: must be None.
-      min_channels: smallest min(C, O) that takes the matmul weight gradient.
-      min_pixels: smallest H' * W' that takes the matmul weight gradient.
-
-    Returns:
-      The convolution output [B, H', W', O].
-
-    Raises:
-      ValueError: for any configuration outside the supported one, naming the value.
-    """
-    if lhs.ndim != 4 or rhs.ndim != 4:
-        raise ValueError(
-            f"conv_impl='patches' supports 2-D convolutions only, got input shape {lhs.shape} "
-            f"and kernel shape {rhs.shape}"
-        )
-    expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    if dimension_numbers is not None:
-        given = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        if given != expected:
-            raise ValueError(
-                "conv_impl='patches' supports NHWC/HWIO/NHWC convolutions only, got "
-                f"dimension_numbers={dimension_numbers!r}"
-            )
-    checks = {
-        "window_strides": (tuple(window_strides), (1, 1)),
-        "lhs_dilation": (tuple(lhs_dilation or (1, 1)), (1, 1)),
-        "rhs_dilation": (tuple(rhs_dilation or (1, 1)), (1, 1)),
-        "feature_group_count": (feature_group_count, 1),
-        "batch_group_count": (batch_group_count, 1),
-        "precision": (precision, None),
-        "preferred_element_type": (preferred_element_type, None),
-    }
-    for name, (value, supported) in checks.items():
-        if value != supported:
-            raise ValueError(f"conv_impl='patches' needs {name}={supported!r}, got {value!r}")
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    out_pixels = (lhs.shape[1] + sum(padding[0]) - rhs.shape[0] + 1) * (
-        lhs.shape[2] + sum(padding[1]) - rhs.shape[1] + 1
-    )
-    if min(rhs.shape[2], rhs.shape[3]) < min_channels or out_pixels < min_pixels:
-        return lax.conv_general_dilated(
-            lhs, rhs, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-    return _conv_patches(lhs, rhs, padding)
-
-
-def _conv_fn(conv_impl: str) -> Any:
-    """The ``conv_general_dilated`` callable for ``nn.Conv`` (None: Flax's default)."""
-    if conv_impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
-    return patches_conv_general_dilated if conv_impl == "patches" else None
+ModuleDef = Any  # a Flax module class, or a functools.partial of one
 
 
 class ConvBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by BatchNorm (optional), ReLU and dropout.
+    """Two 3x3 convolutions, each followed by the normalisation (optional), ReLU and dropout.
 
     Attributes:
       features: output channels of both convolutions.
-      use_batchnorm: whether to normalise after each convolution.
+      conv: convolution factory, called as ``conv(features, (3, 3))`` (``nn.Conv`` with the
+        run's padding, bias rule, dtype and weight-gradient path bound, see UNet).
+      norm: normalisation factory called with no arguments (``nn.BatchNorm`` with its
+        mode and device axis bound), or None for none.
       dropout_rate: dropout after each ReLU (0 disables it).
-      bn_axis_name: device axis over which BatchNorm averages batch statistics (``None``
-        outside pmap/shard_map), which makes multi-device training equal single-device
-        training on the same global batch.
-      dtype: computation dtype (parameters stay float32).
-      conv_impl: "xla" (``lax.conv_general_dilated`` throughout) or "patches" (same
-        forward and input gradient, weight gradient as one matmul per kernel tap, see
-        ``patches_conv_general_dilated``); same function, same parameters.
     """
 
     features: int
-    use_batchnorm: bool = True
+    conv: ModuleDef
+    norm: ModuleDef | None = None
     dropout_rate: float = 0.0
-    bn_axis_name: str | None = None
-    dtype: Any = jnp.float32
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        conv_fn = _conv_fn(self.conv_impl)
         for _ in range(2):
-            x = nn.Conv(
-                self.features,
-                (3, 3),
-                padding="SAME",
-                use_bias=not self.use_batchnorm,
-                dtype=self.dtype,
-                conv_general_dilated=conv_fn,
-            )(x)
-            if self.use_batchnorm:
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=0.9,
-                    epsilon=1e-5,
-                    dtype=self.dtype,
-                    axis_name=self.bn_axis_name if train else None,
-                )(x)
+            x = self.conv(self.features, (3, 3))(x)
+            if self.norm is not None:
+                x = self.norm()(x)
             x = nn.relu(x)
             if self.dropout_rate > 0:
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -256,22 +70,13 @@ class EncoderBlock(nn.Module):
     """
 
     features: int
-    use_batchnorm: bool = True
+    conv: ModuleDef
+    norm: ModuleDef | None = None
     dropout_rate: float = 0.0
-    bn_axis_name: str | None = None
-    dtype: Any = jnp.float32
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-        skip = ConvBlock(
-            self.features,
-            self.use_batchnorm,
-            self.dropout_rate,
-            self.bn_axis_name,
-            self.dtype,
-            conv_impl=self.conv_impl,
-        )(x, train=train)
+        skip = ConvBlock(self.features, self.conv, self.norm, self.dropout_rate)(x, train=train)
         return nn.max_pool(skip, (2, 2), strides=(2, 2)), skip
 
 
@@ -324,28 +129,27 @@ class Upsample2x(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Up-convolution, concatenation with the encoder skip, then a ConvBlock."""
+    """Up-convolution, concatenation with the encoder skip, then a ConvBlock.
+
+    Attributes:
+      features: output channels.
+      conv, norm, dropout_rate: as in ConvBlock.
+      upsample: the Upsample2x method.
+      dtype: computation dtype of the up-convolution.
+    """
 
     features: int
-    use_batchnorm: bool = True
+    conv: ModuleDef
+    norm: ModuleDef | None = None
     dropout_rate: float = 0.0
-    bn_axis_name: str | None = None
     upsample: str = "einsum"
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, skip: jax.Array, *, train: bool) -> jax.Array:
         x = Upsample2x(self.features, self.upsample, self.dtype)(x)
         x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-        return ConvBlock(
-            self.features,
-            self.use_batchnorm,
-            self.dropout_rate,
-            self.bn_axis_name,
-            self.dtype,
-            conv_impl=self.conv_impl,
-        )(x, train=train)
+        return ConvBlock(self.features, self.conv, self.norm, self.dropout_rate)(x, train=train)
 
 
 class UNet(nn.Module):
@@ -357,13 +161,13 @@ class UNet(nn.Module):
       bridge_features: width of the bottleneck block.
       use_batchnorm: BatchNorm after every 3x3 convolution.
       dropout_rate: dropout after every ReLU (0 disables it).
-      bn_axis_name: device axis for cross-device BatchNorm statistics (see ConvBlock).
+      bn_axis_name: device axis over which BatchNorm averages its training statistics.
       upsample: "einsum" (fast, default) or "transpose"; same function, same parameters.
       dtype: computation dtype, e.g. jnp.bfloat16; parameters, BatchNorm statistics and
         the returned logits are float32.
       mean, std: per-channel normalisation in 0..1 units; the input is 0..255.
       conv_impl: how the 3x3 convolutions compute their weight gradient: "xla" (default)
-        or "patches" (one matmul per kernel tap, see ``patches_conv_general_dilated``);
+        or "patches" (one matmul per kernel tap, see ``unet_jax.conv_fast``);
         same function, same parameters.
     """
 
@@ -413,20 +217,35 @@ class UNet(nn.Module):
         mean = jnp.asarray(self.mean, jnp.float32) * 255.0
         std = jnp.asarray(self.std, jnp.float32) * 255.0
         x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
-        common = dict(
-            use_batchnorm=self.use_batchnorm,
-            dropout_rate=self.dropout_rate,
-            bn_axis_name=self.bn_axis_name,
+        # Convolutions feeding a BatchNorm need no bias (its shift makes it redundant).
+        conv = functools.partial(
+            nn.Conv,
+            padding="SAME",
+            use_bias=not self.use_batchnorm,
             dtype=self.dtype,
-            conv_impl=self.conv_impl,
+            conv_general_dilated=conv_fast.conv_general_dilated_for(self.conv_impl),
         )
+        norm = None
+        if self.use_batchnorm:
+            norm = functools.partial(
+                nn.BatchNorm,
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                # Statistics averaged over the device axis only when they are computed.
+                axis_name=self.bn_axis_name if train else None,
+            )
+        blocks = dict(conv=conv, norm=norm, dropout_rate=self.dropout_rate)
         skips = []
         for width in self.features:
-            x, skip = EncoderBlock(width, **common)(x, train=train)
+            x, skip = EncoderBlock(width, **blocks)(x, train=train)
             skips.append(skip)
-        x = ConvBlock(self.bridge_features, **common)(x, train=train)
+        x = ConvBlock(self.bridge_features, **blocks)(x, train=train)
         for width, skip in zip(reversed(self.features), reversed(skips), strict=True):
-            x = DecoderBlock(width, upsample=self.upsample, **common)(x, skip, train=train)
+            x = DecoderBlock(width, **blocks, upsample=self.upsample, dtype=self.dtype)(
+                x, skip, train=train
+            )
         logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
         return logits.astype(jnp.float32)
 
