@@ -103,8 +103,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sources,
     poisoned[0]["label"][0, 0] = 254
     real_make_loss_fn = train_lib.make_loss_fn
 
-    def make_poisoned_loss_fn(config):
-        loss_fn = real_make_loss_fn(config)
+    def make_poisoned_loss_fn(config, **counts):
+        loss_fn = real_make_loss_fn(config, **counts)
 
         def poisoned_loss(logits, labels):
             bad = jnp.any(labels == 254, axis=tuple(range(1, labels.ndim)))
