@@ -15,8 +15,9 @@ The graph: Transpose to NCHW (on the uint8 input), Cast, Sub mean / Div std (the
 own normalisation, so consumers pass raw pixels), then per 3x3 convolution one ``Conv``
 whose weights and bias have the BatchNorm (running statistics) folded in, ``Relu``;
 ``MaxPool`` 2x2; ``ConvTranspose`` 2x2 stride 2 for the up-convolution (both of the
-model's ``upsample`` methods compute this function from the same parameters); ``Concat``
-[up, skip]; the 1x1 head ``Conv``; Transpose back to NHWC. Dropout is the identity at
+model's ``upsample`` methods compute this function from the same parameters); the
+decoder's concatenation [up, skip] as two convolutions added (see ``_conv_block``); the
+1x1 head ``Conv``; Transpose back to NHWC. Dropout is the identity at
 inference and has no node. NCHW inside is what ONNX Runtime's CPU provider runs fastest
 (it rewrites such convolutions to its blocked NCHWc kernels). Weights are float32 also
 for models that compute in bfloat16 (their parameters are float32).
@@ -146,8 +147,26 @@ class _Params:
             raise OnnxExportError(f"the ONNX graph builder does not know the variables {unused}")
 
 
-def _conv_block(graph: _Graph, p: _Params, x: str, scope: tuple[str, ...], *, bn: bool) -> str:
-    """Two (3x3 Conv with folded BatchNorm -> Relu); dropout is the identity here."""
+def _conv_block(
+    graph: _Graph,
+    p: _Params,
+    x: str,
+    scope: tuple[str, ...],
+    *,
+    bn: bool,
+    skip: str | None = None,
+    up_channels: int = 0,
+) -> str:
+    """Two (3x3 Conv with folded BatchNorm -> Relu); dropout is the identity here.
+
+    With ``skip`` the block's input is ``concat([x, skip])`` (a decoder block; ``x`` has
+    ``up_channels`` channels D), computed without the concatenation: the first convolution
+    is split along its input channels,
+    ``conv(concat([x, skip]), k) = conv(x, k[:, :, :D]) + conv(skip, k[:, :, D:])``.
+    ONNX Runtime keeps the encoder's skip in its blocked NCHWc layout this way; a Concat
+    with the up-convolution's plain NCHW output made it convert the skip to NCHW and the
+    concatenation back (1.4x-1.7x slower at the demo size, docs/ONNX.md).
+    """
     for k in range(2):
         kernel = p("params", *scope, f"Conv_{k}", "kernel")  # HWIO
         if bn:
@@ -160,16 +179,21 @@ def _conv_block(graph: _Graph, p: _Params, x: str, scope: tuple[str, ...], *, bn
             )
         else:
             bias = p("params", *scope, f"Conv_{k}", "bias")
-        x = graph.node(
-            "Conv",
-            [
-                x,
-                graph.const("conv_w", np.transpose(kernel, (3, 2, 0, 1))),  # OIHW
-                graph.const("conv_b", bias),
-            ],
-            kernel_shape=[3, 3],
-            pads=[1, 1, 1, 1],
-        )
+        weight = np.transpose(kernel, (3, 2, 0, 1))  # HWIO -> OIHW
+        conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        if k == 0 and skip is not None:
+            d = up_channels
+            up = graph.node(
+                "Conv",
+                [x, graph.const("conv_w", weight[:, :d]), graph.const("conv_b", bias)],
+                **conv,
+            )
+            across = graph.node("Conv", [skip, graph.const("conv_w", weight[:, d:])], **conv)
+            x = graph.node("Add", [up, across])
+        else:
+            x = graph.node(
+                "Conv", [x, graph.const("conv_w", weight), graph.const("conv_b", bias)], **conv
+            )
         x = graph.node("Relu", [x])
     return x
 
@@ -223,8 +247,9 @@ def build_model(model: UNet, variables: Any) -> Any:
             kernel_shape=[2, 2],
             strides=[2, 2],
         )
-        x = graph.node("Concat", [x, skip], axis=1)
-        x = _conv_block(graph, p, x, (*scope, "ConvBlock_0"), bn=bn)
+        x = _conv_block(
+            graph, p, x, (*scope, "ConvBlock_0"), bn=bn, skip=skip, up_channels=kernel.shape[3]
+        )
     head = p("params", "Conv_0", "kernel")  # [1, 1, C, num_classes]
     x = graph.node(
         "Conv",
