@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from unet_jax import conv_fast
+from unet_jax.outputs import class_logits
 
 # ImageNet statistics in 0..1 units: the model normalises its uint8 input with them.
 DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -259,8 +260,10 @@ def probabilities(logits: jax.Array, activation: str = "softmax") -> jax.Array:
         per-class probabilities, as in the reference Keras article).
 
     Returns:
-      Probabilities with the shape of ``logits``.
+      Probabilities [..., num_classes] (a 1-channel binary head gives two, see
+      ``unet_jax.outputs``).
     """
+    logits = class_logits(logits)
     if activation == "softmax":
         return jax.nn.softmax(logits, axis=-1)
     if activation == "sigmoid":
