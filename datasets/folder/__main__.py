@@ -1,4 +1,4 @@
-"""Command line: ``python -m datasets.folder DIR [--group REGEX] [--data_dir D]``.
+"""Command line: ``python -m datasets.folder DIR [--group REGEX] [--data_dir D] [--preview P]``.
 
 Checks every file of the folder, prepares it and says what was decided (classes, splits).
 Run from the repository root (``datasets`` is not installed).
@@ -22,12 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="DIR with images/ and masks/ (or split folders)")
     parser.add_argument("--group", default=None, help="regex: names that match alike stay together")
     parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS default)")
+    parser.add_argument(
+        "--preview", default=None, help="write a PNG of training images beside their masks"
+    )
     args = parser.parse_args(argv)
     try:
-        open_builder(args.folder, group_pattern=args.group, data_dir=args.data_dir)
+        builder = open_builder(args.folder, group_pattern=args.group, data_dir=args.data_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.preview:
+        from datasets.folder.preview import write_preview
+        from unet_jax.data_sources import builder_classes
+
+        source = builder.as_data_source()["train"]
+        print(f"Preview: {write_preview(source, builder_classes(builder), args.preview)}")
     return 0
 
 
