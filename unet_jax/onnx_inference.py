@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unet_jax.classes import ClassSet, ClassSetError
 from unet_jax.inference import InferenceError, OptionError, Segmenter
 from unet_jax.outputs import num_outputs
 
@@ -120,6 +121,23 @@ class OnnxModel:
     def palette(self) -> np.ndarray:
         """uint8 [C, 3] class colours."""
         return np.asarray(self.sidecar["palette"], np.uint8).reshape(-1, 3)
+
+    @property
+    def classes(self) -> ClassSet:
+        """The run's class set as the sidecar records it (names, colours, label format)."""
+        try:
+            return ClassSet.from_names(
+                self.class_names,
+                self.palette.tolist(),
+                label_format=self.sidecar.get("label_format", "id"),
+            )
+        except ClassSetError as e:
+            raise OnnxModelError(f"{self.path}.json: {e}") from e
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The training configuration recorded in the sidecar (a plain dict)."""
+        return dict(self.sidecar.get("config") or {})
 
     @property
     def size_multiple(self) -> int:

@@ -242,7 +242,7 @@ def overlay(
 
 
 def predict_files(
-    workdir: str | pathlib.Path,
+    workdir: str | pathlib.Path | None,
     inputs: Sequence[str | pathlib.Path],
     out: str | pathlib.Path,
     *,
@@ -256,11 +256,13 @@ def predict_files(
     tile_overlap: int = 128,
     skip_bad: bool = False,
     progress: bool = True,
+    onnx_model: str | pathlib.Path | None = None,
+    onnx_threads: int = 2,
 ) -> dict[str, Any]:
     """Segments image files with a trained run and writes labels, overlays, probabilities.
 
     Args:
-      workdir: the training run directory.
+      workdir: the training run directory (None with ``onnx_model``).
       inputs: files, glob patterns and folders.
       out: output directory.
       checkpoint: "best", "latest" or a step number.
@@ -274,6 +276,9 @@ def predict_files(
       tile_overlap: overlap (and blending ramp) between tiles.
       skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
       progress: show a progress bar.
+      onnx_model: segment with this exported ONNX model (ONNX Runtime) instead of the
+        run's checkpoint; classes, training size and options come from its sidecar.
+      onnx_threads: ONNX Runtime intra-op threads.
 
     Returns:
       The content of ``predictions.json``: ``checkpoint``, ``options``, ``images`` (one
@@ -291,20 +296,33 @@ def predict_files(
     from unet_jax import inference
 
     images = expand_inputs(inputs)
-    run = inference.load_run(workdir, checkpoint=checkpoint)
-    segmenter = inference.Segmenter.from_run(
-        run,
-        tta_flip=tta_flip,
-        batch_size=batch_size or int(run.config.eval_batch_size),
-        max_side=max_side,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        devices=jax.local_devices(),
-    )
-    train_h, train_w = (int(v) for v in run.config.image_size)
-    classes = read_run_classes(run.workdir, num_classes=int(run.config.num_classes))
+    options = dict(tta_flip=tta_flip, max_side=max_side, tile_size=tile_size)
+    options["tile_overlap"] = tile_overlap
+    if onnx_model is not None:
+        from unet_jax.onnx_inference import load_onnx_model
+
+        model = load_onnx_model(onnx_model, threads=onnx_threads)
+        config = model.config
+        segmenter = model.segmenter(
+            batch_size=batch_size or int(config.get("eval_batch_size", 8)), **options
+        )
+        train_h, train_w = model.training_size
+        classes = model.classes
+        checkpoint_info = model.checkpoint
+    else:
+        run = inference.load_run(workdir, checkpoint=checkpoint)
+        config = run.config
+        segmenter = inference.Segmenter.from_run(
+            run,
+            batch_size=batch_size or int(run.config.eval_batch_size),
+            devices=jax.local_devices(),
+            **options,
+        )
+        train_h, train_w = (int(v) for v in run.config.image_size)
+        classes = read_run_classes(run.workdir, num_classes=int(run.config.num_classes))
+        checkpoint_info = {"requested": run.checkpoint, "step": run.step}
     if native is None:  # the scale the model was trained at (docs/YOUR_DATA.md)
-        native = run.config.get("input_mode", "resize") == "crop"
+        native = config.get("input_mode", "resize") == "crop"
     out = pathlib.Path(out)
     folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
     for folder in folders:
@@ -369,8 +387,9 @@ def predict_files(
         bar.update(len(group))
     bar.close()
     result = {
-        "workdir": str(workdir),
-        "checkpoint": {"requested": run.checkpoint, "step": run.step},
+        "workdir": None if workdir is None else str(workdir),
+        "onnx_model": None if onnx_model is None else str(onnx_model),
+        "checkpoint": checkpoint_info,
         "options": {
             "native": native,
             "training_size": [train_h, train_w],
@@ -396,7 +415,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Segment images with a trained run (see docs/EVALUATION.md).",
     )
     parser.add_argument("inputs", nargs="+", help="image files, glob patterns or folders")
-    parser.add_argument("--workdir", required=True, help="training run directory")
+    parser.add_argument("--workdir", help="training run directory (--backend jax)")
+    parser.add_argument(
+        "--backend",
+        choices=("jax", "onnx"),
+        default="jax",
+        help="jax: the run's checkpoint; onnx: an exported --model with ONNX Runtime",
+    )
+    parser.add_argument("--model", help="--backend onnx: the .onnx file (with its .json)")
+    parser.add_argument("--threads", type=int, default=2, help="--backend onnx: CPU threads")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
     parser.add_argument(
@@ -428,6 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
+    from unet_jax.inference import OptionError
+
+    if args.backend == "onnx" and not args.model:
+        raise OptionError("--backend onnx needs --model FILE.onnx")
+    if args.backend == "jax" and not args.workdir:
+        raise OptionError("--workdir is required (or --backend onnx --model FILE.onnx)")
+    if args.backend == "jax" and args.model:
+        raise OptionError("--model is for --backend onnx; the jax backend reads --workdir")
     result = predict_files(
         args.workdir,
         args.inputs,
@@ -442,10 +477,13 @@ def _predict_command(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         skip_bad=True,
         progress=not args.no_progress,
+        onnx_model=args.model if args.backend == "onnx" else None,
+        onnx_threads=args.threads,
     )
-    step = result["checkpoint"]["step"]
+    step = result["checkpoint"].get("step")
+    source = args.model if args.backend == "onnx" else args.workdir
     print(
-        f"Segmented {len(result['images'])} image(s) with {args.workdir} step {step}: "
+        f"Segmented {len(result['images'])} image(s) with {source} step {step}: "
         f"{args.out}/labels, {args.out}/overlays"
         + (f", {args.out}/probabilities" if args.probabilities else "")
         + f", {args.out}/predictions.json"
