@@ -469,6 +469,7 @@ _LOSSES: dict[str, Callable[..., jax.Array]] = {
     "focal": focal_loss,
     "dice_focal": dice_focal_loss,
 }
+LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
 
 
 def get_loss_fn(name: str, **kwargs) -> LossFn:

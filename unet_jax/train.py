@@ -9,7 +9,6 @@ import math
 import pathlib
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -21,6 +20,7 @@ from jax.experimental import multihost_utils
 from unet_jax import (
     checkpointing,
     class_weights,
+    config_checks,
     data_sources,
     eval_tiles,
     input_pipeline,
@@ -187,12 +187,6 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-def _with_states(iterator: Iterator) -> Iterator[tuple[bytes, dict[str, np.ndarray]]]:
-    """Pairs each batch with the iterator state right after it (for checkpoints)."""
-    for batch in iterator:
-        yield iterator.get_state(), batch
-
-
 class DataConfigError(ValueError):
     """The config disagrees with the data set (e.g. ``num_classes``); names field and value."""
 
@@ -293,9 +287,13 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
+    config_checks.validate_config(
+        config, process_count=jax.process_count(), local_device_count=jax.local_device_count()
+    )
     config, sources, classes, stats = open_training_data(
         config, prepare_fn=prepare_fn, sources=sources, classes=classes
     )
+    config_checks.validate_against_data(config, classes)
     if is_main:
         write_run_classes(workdir, classes)
     steps_per_epoch = len(sources["train"]) // config.batch_size
@@ -325,6 +323,16 @@ def train_and_evaluate(
     learning_rate = create_learning_rate_schedule(config, total_steps=total_steps)
 
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    # The classes travel with every checkpoint (eval/predict read them from the workdir).
+    meta: dict[str, Any] = {"best_value": None, "best_step": None, "classes": classes.to_json()}
+    if checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state)
+        check_resumed_classes(meta, classes, workdir=workdir)
+        meta["classes"] = classes.to_json()
+        if is_main:
+            print(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
+    start_step = int(state.step)
+    # Batch k depends only on the seed, the data and k, so resuming needs only the step.
     data_iterator = iter(
         input_pipeline.create_train_loader(
             sources["train"],
@@ -337,27 +345,18 @@ def train_and_evaluate(
             process_count=jax.process_count(),
             num_local_devices=jax.local_device_count(),
             layout=driver.layout,
+            start_step=start_step,
         )
     )
-    # The classes travel with every checkpoint (eval/predict read them from the workdir).
-    meta: dict[str, Any] = {"best_value": None, "best_step": None, "classes": classes.to_json()}
-    if checkpointer.latest_step() is not None:
-        state, iterator_state, meta = checkpointer.restore(state)
-        data_iterator.set_state(iterator_state)
-        check_resumed_classes(meta, classes, workdir=workdir)
-        meta["classes"] = classes.to_json()
-        if is_main:
-            print(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
-    start_step = int(state.step)
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
     if is_main:
         run_info.write(workdir, config)
 
     device_state = driver.put_state(state)
     del state  # the device copy is donated at every step
-    batches = parallel.prefetch(_with_states(data_iterator), driver.put_batch)
+    # prefetch's tag: the step each batch is for.
+    batches = parallel.prefetch(enumerate(data_iterator, start_step + 1), driver.put_batch)
     pending: list[dict[str, Any]] = []  # device metrics not yet looked at (no host sync)
-    last_iterator_state = b""
     validation = None
     preempted = False
     images_per_step = config.batch_size
@@ -403,14 +402,13 @@ def train_and_evaluate(
     def save(step: int, *, best: bool = False) -> None:
         checkpointer.save(
             driver.get_state(device_state),
-            iterator_state=last_iterator_state,
             meta=meta,
             best=best,
         )
 
     with PreemptionGuard() as guard:
         for step in range(start_step + 1, total_steps + 1):
-            last_iterator_state, batch = next(batches)
+            _, batch = next(batches)
             device_state, step_metrics = driver.train_step(device_state, batch)
             pending.append(step_metrics)
             window_steps += 1
@@ -450,6 +448,7 @@ def train_and_evaluate(
     progress.close()
     writer.close()
     checkpointer.close()
+    data_iterator.close()
     final_step = int(driver.get_state(device_state).step)
     return {
         "step": final_step,
