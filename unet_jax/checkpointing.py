@@ -25,6 +25,7 @@ handling of its own.
 
 import dataclasses
 import hashlib
+import json
 import pathlib
 import warnings
 from typing import Any
@@ -40,6 +41,9 @@ from unet_jax.train_state import TrainState
 
 ITEMS = ("state", "data_iterator", "meta")
 DIGEST_KEY = "state_sha256"
+# A second digest over the model variables alone lets inference read and verify only them.
+VARIABLES_DIGEST_KEY = "variables_sha256"
+VARIABLE_COLLECTIONS = ("params", "batch_stats")
 
 
 class CheckpointError(RuntimeError):
@@ -150,7 +154,13 @@ class Checkpointer:
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state_dict),
             data_iterator=grain.PyGrainCheckpointSave(IteratorSnapshot(iterator_state)),
-            meta=ocp.args.JsonSave({**meta, DIGEST_KEY: state_digest(state_dict)}),
+            meta=ocp.args.JsonSave(
+                {
+                    **meta,
+                    DIGEST_KEY: state_digest(state_dict),
+                    VARIABLES_DIGEST_KEY: state_digest(_variables_of(state_dict)),
+                }
+            ),
         )
         managers = [self.latest, self.best] if best else [self.latest]
         for manager in managers:
@@ -224,6 +234,7 @@ class Checkpointer:
             )
             meta = dict(restored["meta"])
             recorded = meta.pop(DIGEST_KEY, None)
+            meta.pop(VARIABLES_DIGEST_KEY, None)
             state_dict = restored["state"]
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
             raise CheckpointError(
@@ -262,6 +273,62 @@ class Checkpointer:
         self.best.close()
 
 
+def _variables_of(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: state_dict[k] for k in VARIABLE_COLLECTIONS}
+
+
+def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[str, Any]:
+    """Reads only ``params`` and ``batch_stats`` of one checkpoint step, read-only.
+
+    Nothing in the workdir is created, renamed or deleted, and the optimizer state is never
+    read (for Adam, twice the parameters' size). The variables are verified against the
+    SHA-256 recorded for them; a checkpoint from before that digest existed is read whole
+    and verified against the state's digest.
+
+    Args:
+      step_dir: a step directory, e.g. ``<workdir>/best/<step>``.
+      template: a TrainState of the run's structure (abstract arrays are enough).
+
+    Returns:
+      ``{"params": ..., "batch_stats": ..., "step": int}`` of numpy arrays.
+
+    Raises:
+      IncompatibleCheckpointError: the checkpoint holds a model of another configuration.
+      CheckpointError: the checkpoint is damaged (its files or its digest).
+    """
+    step_dir = pathlib.Path(step_dir)
+    where = f"checkpoint {step_dir}"
+    template_dict = serialization.to_state_dict(template)
+    try:
+        meta = json.loads((step_dir / "meta" / "metadata").read_text())
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+            saved = _shapes(reader.metadata(step_dir / "state").item_metadata.tree)
+    except Exception as e:  # noqa: BLE001 - unreadable files or metadata are damage
+        raise CheckpointError(f"{where} is damaged ({e})") from e
+    _compare_shapes(saved, _shapes(template_dict), where=where)
+    recorded = meta.get(VARIABLES_DIGEST_KEY)
+    wanted = _variables_of(template_dict) if recorded else template_dict
+    try:
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+            restored = reader.restore(
+                step_dir / "state",
+                args=ocp.args.PyTreeRestore(
+                    item=wanted,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+                    partial_restore=bool(recorded),
+                ),
+            )
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
+        raise CheckpointError(f"{where} is damaged ({e})") from e
+    if recorded is None:
+        recorded = meta.get(DIGEST_KEY)
+    if recorded is None or recorded != state_digest(restored):
+        raise CheckpointError(
+            f"{where} is damaged (its contents do not match the SHA-256 recorded when it was saved)"
+        )
+    return {**_variables_of(restored), "step": int(step_dir.name)}
+
+
 def _barrier(name: str) -> None:
     """Waits for every process (a no-op with one process: nothing to wait for)."""
     if jax.process_count() > 1:
@@ -287,7 +354,14 @@ def _check_compatible(manager: ocp.CheckpointManager, step: int, template_dict: 
         raise CheckpointError(
             f"checkpoint step {step} in {manager.directory} is damaged ({e})"
         ) from e
-    expected = _shapes(template_dict)
+    _compare_shapes(
+        saved, _shapes(template_dict), where=f"checkpoint step {step} in {manager.directory}"
+    )
+
+
+def _compare_shapes(
+    saved: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], *, where: str
+) -> None:
     problems = [f"{k}: missing from the checkpoint" for k in expected.keys() - saved.keys()]
     problems += [f"{k}: not in this model" for k in saved.keys() - expected.keys()]
     problems += [
@@ -298,7 +372,7 @@ def _check_compatible(manager: ocp.CheckpointManager, step: int, template_dict: 
     if problems:
         shown = "; ".join(sorted(problems)[:5])
         raise IncompatibleCheckpointError(
-            f"checkpoint step {step} in {manager.directory} was written by a model of another "
+            f"{where} was written by a model of another "
             f"configuration (num_classes, model.features, ...): {shown}"
             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         )

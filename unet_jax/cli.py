@@ -49,7 +49,7 @@ def exit_code(error: BaseException) -> int:
     """
     # Imported here: orbax and grain are heavy, and --help must stay fast.
     from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
-    from unet_jax.inference import InferenceError
+    from unet_jax.run_loading import InferenceError
 
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
