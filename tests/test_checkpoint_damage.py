@@ -62,7 +62,7 @@ def test_truncated_latest_falls_back_to_previous(trained):
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     checkpointer = _checkpointer(trained)
     with pytest.warns(UserWarning, match=r"step 6 .* damaged"):
-        state, _, _ = checkpointer.restore(_template())
+        state, _ = checkpointer.restore(_template())
     assert int(state.step) == 4
     assert _step_dirs(trained) == ["2", "4", "6.damaged-0"]  # set aside, not deleted
 
@@ -74,7 +74,7 @@ def test_flipped_bytes_are_caught_by_the_digest(trained):
         data[i] ^= 0xFF
     victim.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="damaged"):
-        state, _, _ = _checkpointer(trained).restore(_template())
+        state, _ = _checkpointer(trained).restore(_template())
     assert int(state.step) == 4
 
 
@@ -86,8 +86,8 @@ def test_training_resumes_past_a_damaged_checkpoint_like_an_uninterrupted_run(tr
         train_lib.train_and_evaluate(config, trained, sources=SOURCES)
     straight = tmp_path / "straight"
     train_lib.train_and_evaluate(config, straight, sources=SOURCES)
-    resumed, _, _ = _checkpointer(trained).restore(_template())
-    reference, _, _ = _checkpointer(straight).restore(_template())
+    resumed, _ = _checkpointer(trained).restore(_template())
+    reference, _ = _checkpointer(straight).restore(_template())
     assert int(resumed.step) == int(reference.step) == 8
     for a, b in zip(
         jax.tree_util.tree_leaves(resumed.params),
@@ -115,16 +115,16 @@ def test_checkpoint_of_another_config_is_named_not_set_aside(trained):
 
 def test_unwritable_checkpoint_is_a_clear_error_and_keeps_the_previous(trained):
     checkpointer = _checkpointer(trained)
-    state, iterator_state, meta = checkpointer.restore(_template())
+    state, meta = checkpointer.restore(_template())
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     # Files may not grow past 256 bytes: the next checkpoint's writes fail like a full disk.
     resource.setrlimit(resource.RLIMIT_FSIZE, (256, hard))
     try:
         with pytest.raises(CheckpointError, match=r"could not write checkpoint step 7.*step 6"):
-            checkpointer.save(state.replace(step=7), iterator_state=iterator_state, meta=meta)
+            checkpointer.save(state.replace(step=7), meta=meta)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
-    restored, _, _ = _checkpointer(trained).restore(_template())
+    restored, _ = _checkpointer(trained).restore(_template())
     assert int(restored.step) == 6

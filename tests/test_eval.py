@@ -108,7 +108,7 @@ def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, 
 
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
     checkpointer = Checkpointer(tiny.workdir, keep=3)
-    state, _, _ = checkpointer.restore(template)
+    state, _ = checkpointer.restore(template)
     checkpointer.close()
     driver = parallel.make_driver(
         config.driver,

@@ -1,7 +1,6 @@
 """Tests of unet_jax.input_pipeline: determinism, workers, resume, sharding, eval padding."""
 
 import io
-import json
 
 import numpy as np
 import pytest
@@ -146,61 +145,53 @@ def test_hosts_split_each_global_batch_of_the_single_process_stream(num_examples
     )
 
 
-def test_resume_yields_the_uninterrupted_batches():
-    source = ListSource(20)
-    reference = _take(iter(_train(source)), 9)
-    it = iter(_train(source))
-    at_start = ip.iterator_state_to_json(it)
-    _take(it, 4)
-    saved = ip.iterator_state_to_json(it)
-    assert json.loads(saved)["batches_consumed"] == 4
-    resumed = iter(_train(source))
-    ip.restore_iterator_state(resumed, saved)
-    _assert_batches_equal(_take(resumed, 5), reference[4:])
-    # grain's own bytes state works too.
-    raw = iter(_train(source))
-    raw.set_state(it.get_state())
-    _assert_batches_equal(_take(raw, 5), reference[4:])
-    # A state saved before the first batch restarts the stream.
-    restarted = iter(_train(source))
-    next(restarted)
-    ip.restore_iterator_state(restarted, at_start)
-    _assert_batches_equal(_take(restarted, 2), reference[:2])
+def _take_closed(loader, n):
+    """The first n batches of a loader, closing its iterator (stops worker processes)."""
+    iterator = iter(loader)
+    try:
+        return _take(iterator, n)
+    finally:
+        iterator.close()
 
 
-def test_restore_rejects_state_of_another_loader():
-    source = ListSource(20)
-    it = iter(_train(source, seed=3))
-    next(it)
-    saved = ip.iterator_state_to_json(it)
-    with pytest.raises(ValueError, match="seed"):
-        ip.restore_iterator_state(iter(_train(source, seed=9)), saved)
-    with pytest.raises(ValueError, match="JSON"):
-        ip.restore_iterator_state(iter(_train(source)), "not json")
-
-
-def test_worker_counts_give_identical_batches_and_resume_across_them():
-    # One grain run with 2 worker processes and one with 1, both compared with
-    # the in-process stream; states move between worker counts.
+@pytest.mark.parametrize("worker_count", [0, 1, 2])
+def test_loader_started_at_step_k_yields_batch_k(worker_count):
+    # Resuming needs only the step: a loader started at k yields batches k, k+1, ... of a
+    # loader started at 0, for any worker count. 30 examples, batch 4: batch 7 straddles the
+    # first epoch boundary and batches 8-9 are in the second epoch.
     source = ListSource(30)
-    reference = _take(iter(_train(source, global_batch_size=4, augment=True)), 8)
+    reference = _take_closed(_train(source, global_batch_size=4), 10)
+    for start in (3, 7):
+        resumed = _take_closed(
+            _train(source, global_batch_size=4, worker_count=worker_count, start_step=start), 3
+        )
+        _assert_batches_equal(resumed, reference[start : start + 3])
 
-    two = iter(_train(source, global_batch_size=4, worker_count=2))
-    first = _take(two, 3)
-    saved_from_two = ip.iterator_state_to_json(two)
-    rest = _take(two, 5)
-    _assert_batches_equal(first + rest, reference)
-    in_process = iter(_train(source, global_batch_size=4))
-    ip.restore_iterator_state(in_process, saved_from_two)
-    _assert_batches_equal(_take(in_process, 5), reference[3:])
-    del two
 
-    zero = iter(_train(source, global_batch_size=4))
-    _take(zero, 5)
-    one = iter(_train(source, global_batch_size=4, worker_count=1))
-    ip.restore_iterator_state(one, ip.iterator_state_to_json(zero))
-    _assert_batches_equal(_take(one, 3), reference[5:])
-    del one
+def test_hosts_started_at_step_k_split_global_batch_k():
+    # Another process count resumes on the same global batches.
+    source = ListSource(30)
+    single = _take_closed(_train(source, global_batch_size=8), 6)
+    hosts = [
+        _take_closed(
+            _train(source, global_batch_size=8, process_index=p, process_count=2, start_step=4), 2
+        )
+        for p in range(2)
+    ]
+    for t in range(2):
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(
+                np.concatenate([hosts[0][t][key], hosts[1][t][key]]), single[4 + t][key]
+            )
+
+
+def test_worker_counts_give_identical_batches():
+    source = ListSource(30)
+    reference = _take_closed(_train(source, global_batch_size=4, augment=True), 8)
+    for workers in (1, 2):
+        _assert_batches_equal(
+            _take_closed(_train(source, global_batch_size=4, worker_count=workers), 8), reference
+        )
 
 
 @pytest.mark.parametrize(
@@ -213,12 +204,13 @@ def test_worker_counts_give_identical_batches_and_resume_across_them():
         (dict(process_index=2, process_count=2), "process_index=2"),
         (dict(seed=-1), "seed"),
         (dict(image_size=(0, 4)), "image_size"),
+        (dict(start_step=-1), "start_step"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         _train(ListSource(8), **kwargs)
-    if "seed" not in kwargs:
+    if not {"seed", "start_step"} & kwargs.keys():
         eval_kwargs = dict(global_batch_size=8, image_size=(24, 32))
         eval_kwargs.update(kwargs)
         with pytest.raises(ValueError, match=pattern):

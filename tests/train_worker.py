@@ -75,7 +75,7 @@ def main() -> int:
     # Opening checkpoints is collective: every process restores, process 0 reports.
     checkpointer = Checkpointer(args.workdir, keep=3)
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
-    state, _, _ = checkpointer.restore(template)
+    state, _ = checkpointer.restore(template)
     checkpointer.close()
     if jax.process_index() == 0:
         args.out.mkdir(parents=True, exist_ok=True)

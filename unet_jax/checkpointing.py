@@ -3,9 +3,12 @@
 Layout in the workdir::
 
     checkpoints/<step>/state           params, batch_stats, opt_state, step, rng
-    checkpoints/<step>/data_iterator   each process' input-pipeline state (JSON)
     checkpoints/<step>/meta            best-metric tracker, epoch, etc. (JSON)
     best/<step>/...                    the same items, for the best validation result
+
+The input pipeline's position is a function of the step (``input_pipeline``), so no data
+iterator state is stored; checkpoints written before that carry a ``data_iterator`` item,
+which restore ignores.
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
 process killed mid-save leaves the previous checkpoints intact and the partial one is
@@ -23,14 +26,12 @@ Preemption (SIGTERM) is handled by the training loop, which saves through
 handling of its own.
 """
 
-import dataclasses
 import hashlib
 import json
 import pathlib
 import warnings
 from typing import Any
 
-import grain.python as grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -39,7 +40,7 @@ from jax.experimental import multihost_utils
 
 from unet_jax.train_state import TrainState
 
-ITEMS = ("state", "data_iterator", "meta")
+ITEMS = ("state", "meta")
 DIGEST_KEY = "state_sha256"
 # A second digest over the model variables alone lets inference read and verify only them.
 VARIABLES_DIGEST_KEY = "variables_sha256"
@@ -71,24 +72,6 @@ def state_digest(state_dict: Any) -> str:
     return digest.hexdigest()
 
 
-@dataclasses.dataclass
-class IteratorSnapshot:
-    """A data-iterator state captured when a batch was consumed (the iterator itself may
-    already be ahead because of prefetching). Quacks like a grain iterator for grain's
-    orbax handler."""
-
-    state: bytes = b""
-
-    def get_state(self) -> bytes:
-        return self.state
-
-    def set_state(self, state: bytes) -> None:
-        self.state = state
-
-    def start_prefetch(self) -> None:
-        """Nothing to start: required by grain's handler on restore."""
-
-
 def _manager(
     directory: pathlib.Path, options: ocp.CheckpointManagerOptions
 ) -> ocp.CheckpointManager:
@@ -98,7 +81,6 @@ def _manager(
         item_names=ITEMS,
         item_handlers={
             "state": ocp.StandardCheckpointHandler(),
-            "data_iterator": grain.PyGrainCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler(),
         },
     )
@@ -137,7 +119,6 @@ class Checkpointer:
         self,
         state: TrainState,
         *,
-        iterator_state: bytes,
         meta: dict[str, Any],
         best: bool = False,
     ) -> None:
@@ -145,7 +126,6 @@ class Checkpointer:
 
         Args:
           state: host (unreplicated) train state.
-          iterator_state: this process' data-iterator state after the last consumed batch.
           meta: JSON-serialisable bookkeeping (best-metric tracker, epoch, metrics).
           best: also (re)write the best checkpoint.
         """
@@ -153,7 +133,6 @@ class Checkpointer:
         state_dict = serialization.to_state_dict(state)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state_dict),
-            data_iterator=grain.PyGrainCheckpointSave(IteratorSnapshot(iterator_state)),
             meta=ocp.args.JsonSave(
                 {
                     **meta,
@@ -187,7 +166,7 @@ class Checkpointer:
 
     def restore(
         self, template: TrainState, *, step: int | None = None, which: str = "latest"
-    ) -> tuple[TrainState, bytes, dict[str, Any]]:
+    ) -> tuple[TrainState, dict[str, Any]]:
         """Restores a checkpoint into the structure of ``template``.
 
         Args:
@@ -196,7 +175,7 @@ class Checkpointer:
           which: "latest" (the resume directory) or "best".
 
         Returns:
-          (state, data-iterator state, meta).
+          (state, meta).
         """
         manager = self.latest if which == "latest" else self.best
         if step is not None:
@@ -214,13 +193,12 @@ class Checkpointer:
 
     def _restore_step(
         self, manager: ocp.CheckpointManager, template: TrainState, step: int
-    ) -> tuple[TrainState, bytes, dict[str, Any]]:
+    ) -> tuple[TrainState, dict[str, Any]]:
         if step not in manager.all_steps():
             raise NoUsableCheckpointError(
                 f"no checkpoint of step {step} in {manager.directory}; "
                 f"available: {sorted(manager.all_steps())}"
             )
-        snapshot = IteratorSnapshot()
         template_dict = serialization.to_state_dict(template)
         _check_compatible(manager, step, template_dict)
         try:
@@ -228,7 +206,6 @@ class Checkpointer:
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(template_dict),
-                    data_iterator=grain.PyGrainCheckpointRestore(snapshot),
                     meta=ocp.args.JsonRestore(),
                 ),
             )
@@ -246,7 +223,7 @@ class Checkpointer:
                 "(its contents do not match the SHA-256 recorded when it was saved)"
             )
         state = serialization.from_state_dict(template, state_dict)
-        return state, snapshot.state, meta
+        return state, meta
 
     @staticmethod
     def _set_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:

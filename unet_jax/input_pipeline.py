@@ -25,22 +25,18 @@ Leading dims ``[...]`` follow ``layout``:
 ``global_batch_size`` is the batch over ALL processes; each process produces
 ``global_batch_size // process_count`` examples per batch.
 
-Determinism. The training stream is a pure function of (source length, seed,
-batch size, process index/count): grain's ``DataLoader`` normally batches inside
-each worker process, so the batches would depend on ``worker_count``; this
-module's sampler reorders the record stream so that worker w's k-th batch is
-exactly batch ``k * worker_count + w`` of the in-process stream. Random
-augmentation draws from a per-example generator keyed by (seed, position in the
-stream). Hence batches are identical for any ``worker_count``, and
-``iterator_state_to_json`` / ``restore_iterator_state`` even resume a stream
-under a different ``worker_count``.
+Determinism. The training stream is a function of the step: batch k depends
+only on (source, seed, global batch size, k). Each epoch is one global shuffle,
+process p takes slice p of every global batch, and random augmentation draws
+from a per-example generator keyed by (seed, position in the stream). Batches
+are built by position (a grain ``MapDataset`` indexed by step), so they are the
+same for any ``worker_count`` and any number of processes, and resuming needs
+only the step (``create_train_loader(..., start_step=k)``): no iterator state.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
@@ -54,28 +50,13 @@ from unet_jax.classes import IGNORE_LABEL
 __all__ = [
     "AugmentConfig",
     "RandomAccessSource",
-    "StatefulIterator",
     "create_eval_batches",
     "create_train_loader",
-    "iterator_state_to_json",
     "local_batch_size",
     "num_eval_batches",
-    "restore_iterator_state",
 ]
 
 LAYOUTS = ("pmap", "mesh")
-_SAMPLER_PREFIX = "unet_jax.WorkerInvariantSampler"
-_STATE_FORMAT = "unet_jax.input_pipeline.train_state/1"
-
-
-class StatefulIterator(Protocol):
-    """A grain ``DataLoaderIterator``: ``iter(create_train_loader(...))``."""
-
-    def __next__(self) -> dict[str, np.ndarray]: ...
-
-    def get_state(self) -> bytes: ...
-
-    def set_state(self, state: bytes) -> None: ...
 
 
 class RandomAccessSource(Protocol):
@@ -194,73 +175,74 @@ class _ApplyLayout(grain.MapTransform):
 # Training.
 # ----------------------------------------------------------------------------
 
+# Batches in the "infinite" training stream: 2**40 steps outlast any run, and
+# stay far below sys.maxsize in examples for any realistic batch size.
+_STREAM_BATCHES = 2**40
 
-class _WorkerInvariantSampler:
-    """Infinite per-epoch shuffled sampler whose batches ignore ``worker_count``.
 
-    grain's DataLoader with W > 0 workers gives worker w the records at sampler
-    positions w, w + W, w + 2W, ... (of this process's shard) and each worker
-    batches its own records. This sampler permutes positions so that the k-th
-    batch of worker w holds logical positions (k * W + w) * B ... + B - 1, i.e.
-    exactly batch k * W + w of the single-process stream; grain then emits the
-    workers' batches round-robin, in logical order.
+class _HostPositions:
+    """Global stream positions of this process's examples, in its reading order.
 
-    The per-example random generator is keyed by (seed, logical global position)
-    with Philox, so augmentation does not depend on W either.
+    Global batch k holds stream positions [k * B, (k + 1) * B) and process p
+    reads slice p of it, so this process's example j (batch k = j // L, slot
+    t = j % L) is stream position (k * P + p) * L + t. A pure function of j: no
+    state, so any batch can be produced first.
+    """
+
+    def __init__(self, *, local_batch: int, process_index: int, process_count: int):
+        self._local_batch = local_batch
+        self._process_index = process_index
+        self._process_count = process_count
+
+    def __len__(self) -> int:
+        return _STREAM_BATCHES * self._local_batch
+
+    def __getitem__(self, index: int) -> int:
+        batch, slot = divmod(index, self._local_batch)
+        return (batch * self._process_count + self._process_index) * self._local_batch + slot
+
+
+class _ExampleAtPosition(grain.MapTransform):
+    """Stream position -> the finished (augmented, checked) example there.
+
+    Epoch e = position // N is one seeded global shuffle of all N records
+    (grain's ``IndexSampler``, random access). The augmentation generator is a
+    Philox keyed by (seed, position) and the transforms draw only from it, so an
+    example's augmentation depends on where it sits in the stream, never on
+    which process, worker or thread produces it.
     """
 
     def __init__(
         self,
+        source: RandomAccessSource,
         *,
-        num_records: int,
         seed: int,
-        shard_options: grain.ShardOptions,
-        local_batch_size: int,
-        worker_count: int,
+        transforms: list[grain.MapTransform | grain.RandomMapTransform],
+        height: int,
+        width: int,
     ):
-        self._params = {
-            "num_records": num_records,
-            "seed": seed,
-            "shard_index": shard_options.shard_index,
-            "shard_count": shard_options.shard_count,
-            "local_batch_size": local_batch_size,
-            "worker_count": worker_count,
-        }
-        self._shards = shard_options.shard_count
-        self._shard_index = shard_options.shard_index
-        self._workers = max(worker_count, 1)
-        self._batch = local_batch_size
+        self._source = source
         self._seed = seed
-        # One global shuffle of all records per epoch; each process takes its slice of every
-        # global batch (see __getitem__), so the global batches do not depend on the number
-        # of processes: 2 hosts x 2 devices train exactly like 1 host x 4 devices.
-        self._inner = grain.IndexSampler(
-            num_records=num_records,
+        self._transforms = transforms
+        self._finish = _ToModelInputs(height, width)
+        self._order = grain.IndexSampler(
+            num_records=len(source),
             shard_options=grain.NoSharding(),
             shuffle=True,
             num_epochs=None,
             seed=seed,
         )
 
-    def __len__(self) -> int:
-        return sys.maxsize
-
-    def __repr__(self) -> str:
-        # grain stores repr(sampler) in checkpoints and compares it on restore;
-        # JSON keeps it parseable for restore_iterator_state.
-        return _SAMPLER_PREFIX + json.dumps(self._params, sort_keys=True)
-
-    def __getitem__(self, index: int) -> grain.RecordMetadata:
-        shard_index = index % self._shards
-        local = index // self._shards
-        worker = local % self._workers
-        batch_in_worker, pos = divmod(local // self._workers, self._batch)
-        local_batch = batch_in_worker * self._workers + worker
-        # Position in the global stream: global batch `local_batch`, this shard's slice.
-        logical = (local_batch * self._shards + shard_index) * self._batch + pos
-        record_key = self._inner[logical].record_key
-        rng = np.random.Generator(np.random.Philox(key=(self._seed << 64) | logical))
-        return grain.RecordMetadata(index=index, record_key=record_key, rng=rng)
+    def map(self, element: int) -> dict[str, np.ndarray]:
+        position = int(element)
+        example = self._source[self._order[position].record_key]
+        rng = np.random.Generator(np.random.Philox(key=(self._seed << 64) | position))
+        for transform in self._transforms:
+            if isinstance(transform, grain.RandomMapTransform):
+                example = transform.random_map(example, rng)
+            else:
+                example = transform.map(example)
+        return self._finish.map(example)
 
 
 def create_train_loader(
@@ -277,17 +259,19 @@ def create_train_loader(
     layout: str = "mesh",
     worker_buffer_size: int = 2,
     read_options: grain.ReadOptions | None = None,
-) -> grain.DataLoader:
-    """Creates the infinite, shuffled, augmented, per-host-sharded training loader.
+    start_step: int = 0,
+) -> grain.IterDataset:
+    """Creates the infinite, shuffled, augmented, per-host-sharded training stream.
 
-    Every epoch is one global shuffle of all records; global batch t holds
-    stream positions [t*B, (t+1)*B) and process p takes slice p of it (B/P
-    examples), so the global batches, and their augmentation (keyed by stream
-    position), are the same for any number of processes. Epochs follow each
+    Batch k is a pure function of (source, seed, global batch size, k): every
+    epoch is one global shuffle of all records; global batch k holds stream
+    positions [k*B, (k+1)*B) and process p takes slice p of it (B/P examples);
+    augmentation is keyed by stream position. So the global batches are the same
+    for any number of processes and worker processes, and resuming needs only
+    the step: a loader created with ``start_step=k`` yields batches k, k+1, ...
+    exactly as a loader started at 0 does after k batches. Epochs follow each
     other without a gap, so batches can straddle an epoch boundary and every
-    batch is full. ``iter(loader)`` returns an iterator with
-    ``get_state()`` / ``set_state()``; a restored iterator yields exactly the
-    batches an uninterrupted one would.
+    batch is full.
 
     Args:
       source: random-access source of data-contract examples.
@@ -296,23 +280,27 @@ def create_train_loader(
       seed: shuffling and augmentation seed, 0 <= seed < 2**32.
       augment: an ``AugmentConfig``, a mapping / ConfigDict of its fields, True
         (defaults) or False / ``{"enabled": False}`` (plain resize).
-      worker_count: grain worker processes (0 = in this process). Batches do
-        not depend on it.
+      worker_count: worker processes decoding and augmenting batches (0 = in
+        this process). Batches do not depend on it.
       process_index: index of this process (``jax.process_index()``).
       process_count: number of processes (``jax.process_count()``).
       num_local_devices: devices of this process (``jax.local_device_count()``).
       layout: "pmap" ([devices, per_device_batch, ...]) or "mesh"
         ([local_batch, ...]).
-      worker_buffer_size: batches each worker prepares ahead.
-      read_options: grain read threads / buffer per process (default: 8
-        threads in-process, 2 per worker process; a buffer of 2 local batches).
+      worker_buffer_size: batches each worker process prepares ahead.
+      read_options: threads per process (in-process, or in each worker) that
+        build batches, and how many batches they keep ready (default: 8
+        threads in-process, 2 per worker process).
+      start_step: index of the first batch to yield: the number of training
+        steps already taken.
 
     Returns:
-      A ``grain.DataLoader`` yielding {"image", "label"} batches.
+      A ``grain.IterDataset``; ``iter()`` of it yields {"image", "label"}
+      batches forever (close the iterator to stop worker processes early).
 
     Raises:
-      ValueError: on indivisible batch sizes, bad indices, seeds or layouts, or
-        a source with fewer records than processes.
+      ValueError: on indivisible batch sizes, bad indices, seeds, layouts or
+        start steps, or an empty source.
     """
     height, width = _check_common(source, image_size, process_index, process_count, layout)
     batch = local_batch_size(
@@ -324,148 +312,48 @@ def create_train_loader(
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
     if worker_count < 0:
         raise ValueError(f"worker_count must be >= 0, got {worker_count}.")
-    num_records = len(source)
-    if num_records < process_count:
-        raise ValueError(
-            f"The source has {num_records} examples, fewer than process_count={process_count}."
-        )
-    shard_options = grain.ShardOptions(
-        shard_index=process_index, shard_count=process_count, drop_remainder=True
+    if not isinstance(start_step, (int, np.integer)) or not 0 <= start_step < _STREAM_BATCHES:
+        raise ValueError(f"start_step must be an integer in [0, 2**40), got {start_step!r}.")
+    if len(source) == 0:
+        raise ValueError("The training source has no examples.")
+    positions = _HostPositions(
+        local_batch=batch, process_index=process_index, process_count=process_count
     )
-    sampler = _WorkerInvariantSampler(
-        num_records=num_records,
+    example_at = _ExampleAtPosition(
+        source,
         seed=int(seed),
-        shard_options=shard_options,
-        local_batch_size=batch,
-        worker_count=worker_count,
+        transforms=build_train_transforms(height=height, width=width, augment=augment),
+        height=height,
+        width=width,
     )
-    operations = [
-        *build_train_transforms(height=height, width=width, augment=augment),
-        _ToModelInputs(height, width),
-        grain.Batch(batch_size=batch, drop_remainder=True),
-        _ApplyLayout(layout, num_local_devices),
-    ]
+    # A MapDataset indexed by step: element k is this process's batch k.
+    by_step = (
+        grain.MapDataset.source(positions)
+        .map(example_at)
+        .batch(batch, drop_remainder=True)
+        .map(_ApplyLayout(layout, num_local_devices))
+    )
+    # Each element is a whole batch: worker w of W builds batches start + w, start + w + W,
+    # ... and grain interleaves them round-robin, so the order is the step order.
+    stream = by_step.slice(slice(int(start_step), None)).to_iter_dataset(
+        read_options or _default_read_options(worker_count)
+    )
     if worker_count > 0:
         _ensure_absl_flags_parsed()
-    return grain.DataLoader(
-        data_source=source,
-        sampler=sampler,
-        operations=operations,
-        worker_count=worker_count,
-        worker_buffer_size=worker_buffer_size,
-        shard_options=shard_options,
-        read_options=read_options or _default_read_options(worker_count, batch),
-    )
-
-
-def _default_read_options(worker_count: int, batch: int) -> grain.ReadOptions:
-    # Read threads decode PNGs (PIL releases the GIL) while the iterator thread
-    # augments. In-process they are the only parallelism; with worker processes
-    # a couple per worker keep it busy and more only contend for the cores.
-    return grain.ReadOptions(
-        num_threads=8 if worker_count == 0 else 2, prefetch_buffer_size=max(2 * batch, 16)
-    )
-
-
-# Portable iterator state ------------------------------------------------------
-
-
-def _sampler_params(grain_state: Mapping[str, Any]) -> dict[str, int]:
-    sampler = grain_state.get("sampler", "")
-    if not sampler.startswith(_SAMPLER_PREFIX):
-        raise ValueError(
-            f"Iterator state is not from create_train_loader (sampler {sampler[:80]!r})."
+        stream = stream.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
+            )
         )
-    return json.loads(sampler[len(_SAMPLER_PREFIX) :])
+    return stream
 
 
-def _batches_consumed(grain_state: Mapping[str, Any], params: Mapping[str, int]) -> int:
-    """Inverts grain's DataLoader state: number of batches already yielded."""
-    shard, shards = params["shard_index"], params["shard_count"]
-    workers, batch = grain_state["worker_count"], params["local_batch_size"]
-    seen = grain_state["last_seen_indices"]
-    if workers == 0:
-        elements = (seen["0"] - shard) // shards + 1
-    else:
-        # Per worker: last_seen = shard - W*S + w*S + next_index_w * W*S.
-        glob = workers * shards
-        elements = sum((seen[str(w)] + glob - shard - w * shards) // glob for w in range(workers))
-    return elements // batch
-
-
-def _grain_state_for(
-    batches: int, params: Mapping[str, int], template: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Builds grain's DataLoader state after ``batches`` batches for ``template``'s loader."""
-    shard, shards = params["shard_index"], params["shard_count"]
-    batch = params["local_batch_size"]
-    workers = template["worker_count"]
-    state = dict(template)
-    if workers == 0:
-        state["last_seen_indices"] = {"0": shard + (batches * batch - 1) * shards}
-        state["last_worker_index"] = -1
-        return state
-    glob = workers * shards
-    seen = {}
-    for w in range(workers):
-        worker_batches = (batches - w + workers - 1) // workers
-        seen[str(w)] = shard - glob + w * shards + worker_batches * batch * glob
-    state["last_seen_indices"] = seen
-    state["last_worker_index"] = batches % workers - 1
-    return state
-
-
-def iterator_state_to_json(iterator: StatefulIterator) -> str:
-    """Serialises a training iterator's position (for checkpoints).
-
-    Args:
-      iterator: ``iter(create_train_loader(...))``.
-
-    Returns:
-      A JSON string with grain's own state and the number of batches consumed;
-      ``restore_iterator_state`` accepts it for any ``worker_count``.
-    """
-    grain_state = json.loads(iterator.get_state().decode())
-    params = _sampler_params(grain_state)
-    return json.dumps(
-        {
-            "format": _STATE_FORMAT,
-            "batches_consumed": _batches_consumed(grain_state, params),
-            "grain_state": grain_state,
-        }
-    )
-
-
-def restore_iterator_state(iterator: StatefulIterator, state_json: str) -> None:
-    """Moves a fresh training iterator to a saved position.
-
-    The loader must match the saved one in source length, seed, local batch size
-    and process index/count; ``worker_count`` may differ.
-
-    Args:
-      iterator: ``iter(create_train_loader(...))``.
-      state_json: output of ``iterator_state_to_json``.
-
-    Raises:
-      ValueError: if the state is malformed or from an incompatible loader.
-    """
-    try:
-        saved = json.loads(state_json)
-        fmt = saved["format"]
-    except (json.JSONDecodeError, TypeError, KeyError):
-        raise ValueError("Not an input-pipeline iterator state (expected JSON).") from None
-    if fmt != _STATE_FORMAT:
-        raise ValueError(f"Unsupported iterator state format {fmt!r}; expected {_STATE_FORMAT!r}.")
-    current = json.loads(iterator.get_state().decode())
-    want, have = _sampler_params(saved["grain_state"]), _sampler_params(current)
-    diff = {k: (want[k], have[k]) for k in want if k != "worker_count" and want[k] != have.get(k)}
-    if diff:
-        raise ValueError(f"Iterator state is from a different loader, (saved, current): {diff}.")
-    if saved["grain_state"]["worker_count"] == current["worker_count"]:
-        state = saved["grain_state"]
-    else:
-        state = _grain_state_for(saved["batches_consumed"], have, current)
-    iterator.set_state(json.dumps(state).encode())
+def _default_read_options(worker_count: int) -> grain.ReadOptions:
+    # Each thread builds whole batches: PNG decoding and PIL resampling release the GIL,
+    # so in-process several batches are built in parallel. With worker processes, a
+    # couple of threads per worker keep it busy and more only contend for the cores.
+    threads = 8 if worker_count == 0 else 2
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
 
 
 # ----------------------------------------------------------------------------
