@@ -34,6 +34,12 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
             manual_dir=config.manual_dir,
             prepare=prepare,
         )
+    if name == "aerial":
+        from datasets import aerial
+
+        return aerial.open_builder(
+            data_dir=config.data_dir, manual_dir=config.manual_dir, prepare=prepare
+        )
     if name == "folder":
         from datasets import folder
 
@@ -44,6 +50,6 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
             prepare=prepare,
         )
     raise ValueError(
-        f"config.dataset={config.dataset!r}: unknown data set; use 'lyft_udacity/<config>' or "
-        "'folder' (with --config.folder=DIR)"
+        f"config.dataset={config.dataset!r}: unknown data set; use 'lyft_udacity/<config>', "
+        "'aerial' or 'folder' (with --config.folder=DIR)"
     )
