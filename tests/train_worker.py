@@ -1,7 +1,7 @@
 """A tiny CPU training run in its own process (for multi-host and kill/resume tests).
 
 Usage: python tests/train_worker.py --out OUT --workdir W [--num_processes N --process_id I
-  --port P] [--local_devices D] [--driver pmap|mesh] [--steps S]
+  --port P] [--local_devices D] [--driver pmap|mesh] [--steps S] [--worker_count W]
 Trains the tiny config on fake data (tests/fake_data.py) with train_and_evaluate, then
 process 0 writes OUT/params.npz (flattened final parameters) and OUT/result.json. Exits
 with train.py's codes: 143 when stopped by SIGTERM (state saved).
@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--local_devices", type=int, default=4)
     parser.add_argument("--driver", default="pmap")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--worker_count", type=int, default=0, help="grain worker processes")
     parser.add_argument("--heartbeat_timeout_seconds", type=int, default=100)
     args = parser.parse_args()
 
@@ -68,6 +69,7 @@ def main() -> int:
     config.log_every_steps = 1
     config.augment.enabled = True
     config.model.dropout_rate = 0.1
+    config.worker_count = args.worker_count
     sources = {"train": make_examples(40, seed=1), "validation": make_examples(10, seed=2)}
     result = train_and_evaluate(config, args.workdir, sources=sources)
     if result["preempted"]:
