@@ -4,6 +4,7 @@ Examples:
   python eval.py --workdir runs/demo                          # test split, best checkpoint
   python eval.py --workdir runs/demo --split validation --checkpoint latest
   python eval.py --workdir runs/reference --full_resolution --tta_flip
+  python eval.py --workdir runs/demo --onnx unet.onnx         # an exported ONNX model
 
 Writes DIR/eval/<split>/: metrics.json, metrics.md and pictures (confusion matrix, gallery,
 per-class panels, training curves). See docs/EVALUATION.md.
@@ -38,9 +39,13 @@ flags.DEFINE_integer("tile_size", 512, "Tile side for images larger than --max_s
 flags.DEFINE_integer("tile_overlap", 128, "Overlap (blending ramp) between tiles.")
 flags.DEFINE_integer("num_gallery", 4, "Examples shown in the gallery picture.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's data_dir).")
-flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval/SPLIT).")
+flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval/SPLIT[_onnx]).")
 flags.DEFINE_bool("pictures", True, "Draw the PNG pictures.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string(
+    "onnx", None, "Score this exported ONNX model instead of the checkpoint (writes to SPLIT_onnx)."
+)
+flags.DEFINE_integer("onnx_threads", 2, "ONNX Runtime intra-op threads (with --onnx).")
 
 
 def main(argv: list[str]) -> int:
@@ -67,6 +72,8 @@ def main(argv: list[str]) -> int:
         data_dir=FLAGS.data_dir,
         pictures=FLAGS.pictures,
         progress=FLAGS.progress,
+        onnx=FLAGS.onnx,
+        onnx_threads=FLAGS.onnx_threads,
     )
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
     report = evaluate.run_evaluation(

@@ -78,6 +78,9 @@ class EvalOptions:
       data_dir: TFDS data directory; None: the run's ``config.data_dir``.
       pictures: write the PNG pictures.
       progress: show a progress bar.
+      onnx: score this exported ONNX model (ONNX Runtime) instead of the checkpoint; the
+        run gives the configuration, classes and data set.
+      onnx_threads: ONNX Runtime intra-op threads.
     """
 
     split: str = "test"
@@ -93,6 +96,8 @@ class EvalOptions:
     data_dir: str | None = None
     pictures: bool = True
     progress: bool = True
+    onnx: str | None = None
+    onnx_threads: int = 2
 
 
 def full_resolution_dataset(dataset: str) -> str:
@@ -335,9 +340,18 @@ def run_evaluation(
         raise InferenceError("evaluation runs in one process; start eval.py on one host")
     start = time.perf_counter()
     workdir = pathlib.Path(workdir)
-    run = inference.load_run(workdir, checkpoint=options.checkpoint)
+    onnx_model = None
+    if options.onnx is not None:
+        from unet_jax.onnx_inference import load_onnx_model
+
+        onnx_model = load_onnx_model(options.onnx, threads=options.onnx_threads)
+        config = inference.load_config(workdir)
+        checkpoint = onnx_model.checkpoint
+    else:
+        run = inference.load_run(workdir, checkpoint=options.checkpoint)
+        config = run.config
+        checkpoint = {"requested": run.checkpoint, "step": run.step}
     seconds = {"load": time.perf_counter() - start}
-    config = run.config
     if options.split not in SPLITS and sources is None:
         raise SplitError(f"unknown split {options.split!r}; choose from {', '.join(SPLITS)}")
     if sources is not None:
@@ -360,16 +374,24 @@ def run_evaluation(
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
     batch_size = options.batch_size or int(config.eval_batch_size)
-    segmenter = Segmenter.from_run(
-        run,
+    segment_options = dict(
         tta_flip=options.tta_flip,
         batch_size=batch_size,
         max_side=options.max_side,
         tile_size=options.tile_size,
         tile_overlap=options.tile_overlap,
-        devices=jax.local_devices(),
     )
     classes = read_run_classes(workdir, num_classes=int(config.num_classes))
+    if onnx_model is not None:
+        # Only the segment function changes: the same scoring code judges the artefact.
+        if onnx_model.class_names != classes.names:
+            raise inference.OptionError(
+                f"{options.onnx} predicts classes {list(onnx_model.class_names)}, but "
+                f"{workdir} has {list(classes.names)}"
+            )
+        segmenter = onnx_model.segmenter(**segment_options)
+    else:
+        segmenter = Segmenter.from_run(run, devices=jax.local_devices(), **segment_options)
     image_size = tuple(int(v) for v in config.image_size)
     resolution = "native" if crop_trained else f"{image_size[0]}x{image_size[1]}"
     tick = time.perf_counter()
@@ -388,7 +410,7 @@ def run_evaluation(
         "workdir": str(workdir),
         "split": options.split,
         "dataset": config.dataset if sources is None else "(in-memory sources)",
-        "checkpoint": {"requested": run.checkpoint, "step": run.step},
+        "checkpoint": checkpoint,
         "options": dataclasses.asdict(options),
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
@@ -433,7 +455,8 @@ def run_evaluation(
     report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     report["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
-    out = pathlib.Path(out_dir) if out_dir is not None else workdir / "eval" / options.split
+    default_out = workdir / "eval" / (options.split + ("_onnx" if options.onnx else ""))
+    out = pathlib.Path(out_dir) if out_dir is not None else default_out
     files = write_report(
         out, report, samples, full_samples, workdir=workdir, pictures=options.pictures
     )
