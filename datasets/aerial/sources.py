@@ -23,7 +23,7 @@ import dataclasses
 import os
 import re
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from datasets.errors import DataError
 from datasets.lyft_udacity.sources import (
@@ -51,12 +51,15 @@ def _hidden(parts: list[str]) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def pair_files(paths: Iterable[str], *, where: str) -> list[FramePair]:
+def pair_files(
+    paths: Iterable[str], *, where: str, describe: Callable[[str], str] = str
+) -> list[FramePair]:
     """Pairs the images and masks of the tiles among relative POSIX paths.
 
     Args:
       paths: every file of the source, relative, ``/``-separated.
       where: the source's location, for messages.
+      describe: a relative path -> the name a message gives it (the full path).
 
     Returns:
       The pairs sorted by tile number, then by name; empty when no tile is found.
@@ -82,15 +85,18 @@ def pair_files(paths: Iterable[str], *, where: str) -> list[FramePair]:
         key = f"{tile}/{stem}"
         if kind == "images" and suffix.lower() in IMAGE_SUFFIXES:
             if key in images:
-                raise DataError(f"{where}: two images with the stem {key!r}: {images[key]}, {path}")
+                raise DataError(
+                    f"{describe(path)}: a second image with the stem {key!r} "
+                    f"(the first: {describe(images[key])})"
+                )
             images[key] = path
         elif kind == "masks" and suffix.lower() == ".png":
             masks[key] = path
     problems = [
-        f"image {images[k]} has no mask (expected {tile_dirs[tile_of(k)]}/masks/"
-        f"{k.split('/', 1)[1]}.png)"
+        f"image {describe(images[k])} has no mask (expected "
+        f"{describe(tile_dirs[tile_of(k)] + '/masks/' + k.split('/', 1)[1] + '.png')})"
         for k in sorted(images.keys() - masks.keys())
-    ] + [f"mask {masks[k]} has no image" for k in sorted(masks.keys() - images.keys())]
+    ] + [f"mask {describe(masks[k])} has no image" for k in sorted(masks.keys() - images.keys())]
     if problems:
         more = len(problems) - _MAX_LISTED
         listed = "\n  ".join(problems[:_MAX_LISTED]) + (
@@ -112,7 +118,8 @@ def _open_zip(path: str) -> ZipSource:
         name = check_member_name(info.filename, archive=path)
         if not name.endswith("/"):  # not a folder entry
             members[name] = info
-    return ZipSource(path, pair_files(members, where=path), members)
+    pairs = pair_files(members, where=path, describe=lambda member: f"{path}:{member}")
+    return ZipSource(path, pairs, members)
 
 
 def find_source(manual_dir: str) -> Source | None:
@@ -137,7 +144,11 @@ def find_source(manual_dir: str) -> Source | None:
     elif not os.path.isdir(manual_dir):
         return None
     else:
-        pairs = pair_files(_walk_files(manual_dir), where=manual_dir)
+        pairs = pair_files(
+            _walk_files(manual_dir),
+            where=manual_dir,
+            describe=lambda rel: os.path.join(manual_dir, *rel.split("/")),
+        )
         if pairs:
             return TreeSource(manual_dir, pairs)
         archives = _zips_in(manual_dir)
