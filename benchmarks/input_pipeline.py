@@ -25,8 +25,8 @@ import numpy as np
 import psutil  # a dependency of tensorflow-datasets
 from PIL import Image
 
-from unet_jax import input_pipeline
 from datasets.lyft_udacity.classes import PALETTE
+from unet_jax import input_pipeline
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

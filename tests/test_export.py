@@ -11,10 +11,10 @@ import textwrap
 import numpy as np
 import pytest
 
+from datasets.lyft_udacity.classes import CLASS_NAMES, PALETTE
 from tests.conftest import REPO_ROOT
 from tests.test_eval import tiny_run
 from unet_jax import export, inference
-from datasets.lyft_udacity.classes import CLASS_NAMES, PALETTE
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from unet_jax import metrics
 from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
+from unet_jax import metrics
 
 IGN = 255
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from datasets.lyft_udacity.synthetic import render_scene
 from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
+from datasets.lyft_udacity.synthetic import render_scene
 
 NUM_FRAMES = 50
 
