@@ -9,6 +9,8 @@ set's format) and the model applied by hand (native-size evaluation).
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 from PIL import Image
 
 import datasets
+from tests.conftest import REPO_ROOT
 from unet_jax import evaluate, export, inference, predict, reports
 from unet_jax import train as train_lib
 from unet_jax.classes import IGNORE_LABEL, read_run_classes
@@ -216,3 +219,52 @@ def test_num_classes_override_is_checked_against_the_data(tmp_path):
     with pytest.raises(train_lib.DataConfigError, match=r"config.num_classes=20.*2 classes"):
         train_lib.train_and_evaluate(config, tmp_path / "run", prepare_fn=datasets.prepare_dataset)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_command_line_reports_bad_folder_without_traceback(tmp_path):
+    make_six_class_folder(tmp_path / "data")
+    mask = np.array(Image.open(tmp_path / "data" / "masks" / "tile03.png"))
+    mask[5:7, 5:9] = (1, 2, 3)
+    Image.fromarray(mask).save(tmp_path / "data" / "masks" / "tile03.png")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config=unet_jax/configs/folder.py",
+            f"--config.folder={tmp_path / 'data'}",
+            f"--config.data_dir={tmp_path / 'tfds'}",
+            f"--workdir={tmp_path / 'run'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "tile03.png: colour(s) not declared in classes.json: #010203 (8 px)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_class_weights_come_from_the_prepared_pixel_counts(tmp_path, monkeypatch):
+    make_six_class_folder(tmp_path / "data")
+    config = _config(
+        tmp_path / "data", tmp_path / "tfds", class_weights="inverse_frequency", num_train_steps=1
+    )
+    seen = {}
+    real = train_lib.losses.get_loss_fn
+
+    def spy(name, **kwargs):
+        seen.update(kwargs)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(train_lib.losses, "get_loss_fn", spy)
+    train_lib.train_and_evaluate(config, tmp_path / "run", prepare_fn=datasets.prepare_dataset)
+    # Oracle: count the training split's labels by hand, weights proportional to 1/frequency.
+    train = datasets.prepare_dataset(config, prepare=False).as_data_source()["train"]
+    counts = np.zeros(6, np.int64)
+    for i in range(len(train)):
+        counts += np.bincount(train[i]["label"].ravel(), minlength=256)[:6]
+    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+    want = inverse / inverse[counts > 0].mean()
+    np.testing.assert_allclose(seen["class_weights"], want, rtol=1e-5)
