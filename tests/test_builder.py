@@ -27,6 +27,7 @@ from PIL import Image
 
 import datasets.lyft_udacity as lyft
 from datasets.lyft_udacity import decode, make_dummy_data, sources, splits
+from datasets.lyft_udacity.classes import CARLA_CLASSES
 from datasets.lyft_udacity.errors import DEMO_COMMAND, KAGGLE_URL
 from datasets.lyft_udacity.lyft_udacity_dataset_builder import (
     SYNTHETIC_MODULE,
@@ -34,6 +35,7 @@ from datasets.lyft_udacity.lyft_udacity_dataset_builder import (
     LyftUdacityConfig,
 )
 from tests.conftest import REAL_SAMPLES, REPO_ROOT
+from unet_jax.data_sources import builder_classes
 
 DUMMY = make_dummy_data.DUMMY_DIR
 REAL_NAMES = ("0", "1", "10", "100", "101", "102")
@@ -970,3 +972,18 @@ def test_pair_frames_unit():
     ]
     with pytest.raises(lyft.DataError, match=r"(?s)w: unpaired.*expected x/CameraSeg/1.png"):
         sources.pair_frames(["x/CameraRGB/1.png"], where="w")
+
+
+def test_prepared_data_declares_the_carla_classes_and_train_counts(tmp_path):
+    builder = lyft.prepare("full", data_dir=str(tmp_path / "data"), manual_dir=str(DUMMY))
+    # Read back from disk by a fresh builder, as train.py does.
+    reopened = lyft.open_builder(
+        "full", data_dir=str(tmp_path / "data"), manual_dir=str(DUMMY), prepare=False
+    )
+    assert builder_classes(reopened) == CARLA_CLASSES
+    counts = np.zeros(256, np.int64)
+    for ex in read_splits(builder)["train"]:
+        counts += np.bincount(ex["label"].ravel(), minlength=256)
+    stats = reopened.info.metadata["train_stats"]
+    assert stats["pixel_counts"] == counts[:13].tolist()
+    assert stats["ignored_pixels"] == int(counts[255])
