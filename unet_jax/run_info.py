@@ -64,11 +64,22 @@ def collect() -> dict[str, Any]:
     }
 
 
-def write(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Writes ``config.json`` and ``run_info.json`` (and appends to ``run_history.jsonl``)."""
+def write(
+    workdir: str | pathlib.Path,
+    config: ml_collections.ConfigDict,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Writes ``config.json`` and ``run_info.json`` (and appends to ``run_history.jsonl``).
+
+    Args:
+      workdir: the run directory.
+      config: the resolved run config.
+      extra: JSON-ready fields added to the run info (e.g. ``init_from``: the source run).
+    """
     workdir = pathlib.Path(workdir)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    info = collect()
+    info = {**collect(), **(extra or {})}
     (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
     with (workdir / "run_history.jsonl").open("a") as f:
         f.write(json.dumps(info) + "\n")

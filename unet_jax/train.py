@@ -23,6 +23,7 @@ from unet_jax import (
     config_checks,
     data_sources,
     eval_tiles,
+    init_from,
     input_pipeline,
     losses,
     metric_writers,
@@ -331,6 +332,11 @@ def train_and_evaluate(
         meta["classes"] = classes.to_json()
         if is_main:
             print(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
+    elif config.get("init_from"):
+        # Only before this run has a checkpoint: a restart resumes from its own weights.
+        state, meta["init_from"] = init_from.initialise(
+            state, config.init_from, classes=classes, log=print if is_main else lambda _: None
+        )
     start_step = int(state.step)
     # Batch k depends only on the seed, the data and k, so resuming needs only the step.
     data_iterator = iter(
@@ -350,7 +356,8 @@ def train_and_evaluate(
     )
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
     if is_main:
-        run_info.write(workdir, config)
+        # The checkpoints' meta carries init_from, so a resumed run still names its source.
+        run_info.write(workdir, config, extra={"init_from": meta.get("init_from")})
 
     device_state = driver.put_state(state)
     del state  # the device copy is donated at every step

@@ -73,6 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 100
     config.num_train_steps = -1  # > 0 overrides num_epochs
 
+    # Fine-tuning: "WORKDIR[:best|latest|STEP]" of another run whose parameters and
+    # BatchNorm statistics start this one (fresh optimizer, step 0; a head of another class
+    # count is re-initialised). Ignored once this run has a checkpoint. docs/AERIAL.md.
+    config.init_from = ml_collections.config_dict.placeholder(str)
+
     config.driver = "pmap"  # or "mesh" (jax.jit + shard_map over a device Mesh)
     config.seed = 0
 
