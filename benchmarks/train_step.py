@@ -52,6 +52,7 @@ class JaxBench(bc.Bench):
         self.spec = spec
         features, bridge = bc.parse_widths(spec["widths"])
         config = default.get_config()
+        config.num_classes = 13  # the data set declares it; the PyTorch model has 13 too
         config.image_size = (spec["size"], spec["size"])
         config.model.features = features
         config.model.bridge_features = bridge
