@@ -4,19 +4,19 @@ Run:
   python train.py --config unet_jax/configs/aerial.py --workdir runs/aerial
   python eval.py --workdir runs/aerial
   python train.py --config unet_jax/configs/aerial.py --workdir runs/aerial_ft \\
-      --config.init_from=runs/demo_full   # fine-tune from another run (docs/AERIAL.md)
+      --config.init_from=runs/reference   # start from another run's weights (docs/AERIAL.md)
 
 Needs the Kaggle archive (docs/AERIAL.md) in the manual directory; it is prepared on first
 use. The full U-Net (64..512, bridge 1024) trains on random 256x256 crops of the images at
 their native scale (509x544 to 2149x1480) with flips, 90-degree rotations and 0.75..1.25
 scale jitter, Adam 1e-3, Dice + cross-entropy, batch 16. The set has only 40 training
 images (5 of each of the 8 tiles), so "epochs" mean little: training runs 8000 steps
-(128k crops, about 260 times the training pixels), what Kaggle notebooks on this set train
-with 256x256 patches (about 1300 patches for 100 epochs of batch 16) before validation
-stops improving. Not measured here (this machine has no GPU): the step count, Dice + CE
-against the alternatives, and class weights (none: Unlabeled is 0.5% of the pixels, but
-weighting it up is untested). The best checkpoint by validation mIoU is kept, so too many
-steps cost time, not quality.
+(128k crops, about 260 times the training pixels), about what a common recipe for this set
+trains (~1300 256x256 patches, 100 epochs of batch 16; recalled from public notebooks, not
+re-checked). Not measured here (no GPU): the step count, Dice + CE against the
+alternatives, and class weights (none: Unlabeled is 0.5% of the pixels, but weighting it
+up is untested). The best checkpoint by validation mIoU is kept, so too many steps cost
+time, not quality.
 """
 
 import ml_collections
