@@ -11,6 +11,7 @@
 """
 
 import importlib.util
+import re
 import sys
 
 import jax
@@ -26,6 +27,7 @@ from unet_jax.conv_fast import (
     PATCHES_MIN_CHANNELS,
     PATCHES_MIN_PIXELS,
     patches_conv_general_dilated,
+    resolve_conv_impl,
 )
 from unet_jax.model import UNet, count_params, expected_param_count
 from unet_jax.train import make_loss_fn
@@ -175,6 +177,120 @@ def test_unet_with_patches_is_the_same_function_with_the_same_gradients():
         jax.grad(lambda p: loss(reference, p)[0]), variables["params"]
     )
     assert extra == 3 * 9
+
+
+# ------------------------------------------------------------ conv_impl="auto"
+
+
+def _no_locations(mlir_text: str) -> str:
+    """StableHLO text without source locations (they name this file's lines)."""
+    lines = (re.sub(r"\s*loc\(.*$", "", line) for line in mlir_text.splitlines())
+    return "\n".join(line for line in lines if line.strip() and not line.startswith("#loc"))
+
+
+@pytest.mark.parametrize(
+    "backend, expected", [("cpu", "patches"), ("gpu", "xla"), ("cuda", "xla"), ("tpu", "xla")]
+)
+def test_auto_conv_impl_resolves_per_backend(monkeypatch, backend, expected):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert resolve_conv_impl("auto") == expected
+    assert resolve_conv_impl("auto", backend="cpu") == "patches"  # an explicit backend wins
+    assert resolve_conv_impl("auto", backend="gpu") == "xla"
+    for explicit in ("xla", "patches"):  # still overridable on every backend
+        assert resolve_conv_impl(explicit) == explicit
+    # The configs' default is "auto", resolved once when the model is built.
+    config = tiny.get_config()
+    assert config.model.conv_impl == "auto"
+    assert create_model(config).conv_impl == expected
+    config.model.conv_impl = "xla"
+    assert create_model(config).conv_impl == "xla"
+    # Workdirs written before the option existed keep the gradient they trained with.
+    del config.model["conv_impl"]
+    assert create_model(config).conv_impl == "xla"
+    with pytest.raises(ValueError, match="conv_impl.*'cudnn'"):
+        resolve_conv_impl("cudnn")
+
+
+def test_auto_on_cpu_is_patches_with_the_same_parameters_and_forward_as_xla():
+    # One 64-channel level at 64x64, so that "patches" really changes three gradients.
+    config = tiny.get_config()
+    config.image_size = (64, 64)
+    config.model.features = (64,)
+    config.model.bridge_features = 64
+    states, models = {}, {}
+    for impl in ("auto", "xla"):
+        config.model.conv_impl = impl
+        states[impl] = create_train_state(config, rng=jax.random.key(0), total_steps=10)
+        models[impl] = create_model(config)
+    assert jax.default_backend() == "cpu" and models["auto"].conv_impl == "patches"
+    # Same parameter tree, same initial values: checkpoints do not depend on the choice.
+    variables = {}
+    for impl, state in states.items():
+        variables[impl] = {"params": state.params, "batch_stats": state.batch_stats}
+    assert jax.tree_util.tree_structure(variables["auto"]) == jax.tree_util.tree_structure(
+        variables["xla"]
+    )
+    for a, b in zip(*(jax.tree_util.tree_leaves(v) for v in variables.values()), strict=True):
+        np.testing.assert_array_equal(a, b)
+    images = jax.random.randint(jax.random.key(1), (2, 64, 64, 3), 0, 256).astype(jnp.uint8)
+    outputs = {
+        impl: jax.jit(lambda v, x, m=model: m.apply(v, x, train=False))(variables["xla"], images)
+        for impl, model in models.items()
+    }
+    np.testing.assert_array_equal(outputs["auto"], outputs["xla"])
+    # The inference program itself is the same (the custom_vjp only adds a gradient rule).
+    lowered = {
+        impl: jax.jit(lambda x, m=model: m.apply(variables["xla"], x, train=False))
+        .lower(images)
+        .as_text()
+        for impl, model in models.items()
+    }
+    assert _no_locations(lowered["auto"]) == _no_locations(lowered["xla"])
+
+    # ... and its gradient really takes the per-tap matmuls (3 convolutions x 9 taps).
+    def grad_dots(model):
+        def loss(params):
+            logits, _ = model.apply(
+                {"params": params, "batch_stats": variables["xla"]["batch_stats"]},
+                images,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return jnp.mean(logits**2)
+
+        return _num_dots(jax.grad(loss), variables["xla"]["params"])
+
+    assert grad_dots(models["auto"]) - grad_dots(models["xla"]) == 3 * 9
+
+
+@pytest.mark.parametrize("conv_impl", ["patches", "auto"])
+def test_export_of_a_patches_model_is_the_xla_program_for_cpu_and_cuda(conv_impl):
+    # jax.export lowers with symbolic height and width: the size rule of the patches path
+    # cannot be decided there, and the artefact (cpu and cuda) must not carry a CPU choice.
+    from unet_jax.export import export_model
+
+    kwargs = dict(num_classes=3, features=(64,), bridge_features=64)
+    images = jax.random.randint(jax.random.key(1), (2, 64, 64, 3), 0, 256).astype(jnp.uint8)
+    reference = UNet(**kwargs)
+    variables = reference.init(jax.random.key(0), images, train=False)
+    exported = export_model(UNet(**kwargs, conv_impl=conv_impl), variables)
+    assert exported.platforms == ("cpu", "cuda")
+    expected = export_model(reference, variables)
+    assert _no_locations(exported.mlir_module()) == _no_locations(expected.mlir_module())
+    np.testing.assert_allclose(
+        exported.call(images),
+        reference.apply(variables, images, train=False),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # Also without export_model's switch to "xla": symbolic sizes fall back to XLA's
+    # convolution instead of failing on the undecidable size comparison.
+    shape = jax.export.symbolic_shape("b, 16*h, 16*w, 3")
+    patches = UNet(**kwargs, conv_impl="patches")
+    direct = jax.export.export(
+        jax.jit(lambda x: patches.apply(variables, x, train=False)), platforms=("cpu", "cuda")
+    )(jax.ShapeDtypeStruct(shape, jnp.uint8))
+    np.testing.assert_allclose(direct.call(images), exported.call(images), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------- bfloat16 training

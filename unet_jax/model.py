@@ -168,8 +168,8 @@ class UNet(nn.Module):
         the returned logits are float32.
       mean, std: per-channel normalisation in 0..1 units; the input is 0..255.
       conv_impl: how the 3x3 convolutions compute their weight gradient: "xla" (default)
-        or "patches" (one matmul per kernel tap, see ``unet_jax.conv_fast``);
-        same function, same parameters.
+        or "patches" (one matmul per kernel tap, see ``unet_jax.conv_fast``), or "auto"
+        ("patches" on the CPU backend, else "xla"); same function, same parameters.
     """
 
     num_classes: int = 13

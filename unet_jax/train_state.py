@@ -9,6 +9,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from unet_jax.conv_fast import resolve_conv_impl
 from unet_jax.model import UNet
 from unet_jax.outputs import num_outputs
 
@@ -34,7 +35,8 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
       bn_axis_name: device axis for cross-device BatchNorm statistics, or None.
 
     Returns:
-      An (unbound) UNet module.
+      An (unbound) UNet module whose ``conv_impl`` is "xla" or "patches" ("auto" resolved
+      for this process's default backend, see ``conv_fast.resolve_conv_impl``).
     """
     m = config.model
     if m.dtype not in DTYPES:
@@ -47,7 +49,10 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
         dropout_rate=m.dropout_rate,
         bn_axis_name=bn_axis_name,
         upsample=m.upsample,
-        conv_impl=m.get("conv_impl", "xla"),  # workdirs written before the option existed
+        # "auto" becomes "patches" on CPU and "xla" elsewhere, here once, so the model (and
+        # whatever logs it) carries the concrete choice. Workdirs written before the option
+        # existed trained with "xla"; they keep it so that a resumed run stays bit-identical.
+        conv_impl=resolve_conv_impl(m.get("conv_impl", "xla")),
         dtype=DTYPES[m.dtype],
     )
 
