@@ -215,7 +215,6 @@ class OnnxModel:
         Returns:
           The Segmenter.
         """
-        kwargs.pop("devices", None)
         return Segmenter(
             self.apply_fn(),
             {},
