@@ -17,7 +17,9 @@ import argparse
 import gc
 import io
 import os
+import pathlib
 import platform
+import sys
 import tempfile
 import time
 
@@ -25,8 +27,12 @@ import numpy as np
 import psutil  # a dependency of tensorflow-datasets
 from PIL import Image
 
-from datasets.lyft_udacity.classes import PALETTE
-from unet_jax import input_pipeline
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # datasets/ is imported from the root, never installed
+    sys.path.insert(0, str(REPO_ROOT))
+
+from datasets.lyft_udacity.classes import PALETTE  # noqa: E402
+from unet_jax import input_pipeline  # noqa: E402
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
