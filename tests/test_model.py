@@ -51,11 +51,56 @@ def test_bad_input_shape_is_a_clear_error(shape):
         model.init(jax.random.key(0), jnp.zeros(shape), train=False)
 
 
+def _primitive_dtypes(jaxpr, names):
+    """(primitive, input dtypes, output dtypes) of every ``names`` equation, sub-jaxprs too."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in names:
+            found.append(
+                (
+                    eqn.primitive.name,
+                    tuple(str(v.aval.dtype) for v in eqn.invars),
+                    tuple(str(v.aval.dtype) for v in eqn.outvars),
+                )
+            )
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    found += _primitive_dtypes(sub.jaxpr, names)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    found += _primitive_dtypes(sub, names)
+    return found
+
+
+# TINY (2 encoder levels): 2 convolutions in each of 2 encoder, 1 bridge and 2 decoder
+# blocks, plus the 1x1 head; one einsum (dot_general) per decoder up-convolution.
+TINY_CONVS, TINY_UPSAMPLES = 2 * 5 + 1, 2
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_every_convolution_computes_in_the_model_dtype(dtype):
+    model = UNet(num_classes=4, dtype=dtype, **TINY)
+    variables = _init(model, (2, 32, 32, 3))
+    images = jnp.zeros((2, 32, 32, 3), jnp.uint8)
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images).jaxpr
+    want = str(jnp.dtype(dtype))
+    convs = _primitive_dtypes(jaxpr, {"conv_general_dilated"})
+    assert len(convs) == TINY_CONVS
+    for name, ins, outs in convs:
+        assert ins == (want, want) and outs == (want,), (name, ins, outs)
+    upsamples = _primitive_dtypes(jaxpr, {"dot_general"})
+    assert len(upsamples) == TINY_UPSAMPLES
+    for name, ins, outs in upsamples:
+        assert ins == (want, want) and outs == (want,), (name, ins, outs)
+    # The returned logits are float32 whatever the compute dtype.
+    assert [str(v.aval.dtype) for v in jaxpr.outvars] == ["float32"]
+
+
 def test_bfloat16_compute_keeps_float32_params_and_output():
     model = UNet(num_classes=4, dtype=jnp.bfloat16, **TINY)
     variables = _init(model, (2, 32, 32, 3))
     leaves = jax.tree_util.tree_leaves(variables)
-    assert all(x.dtype == jnp.float32 for x in leaves)
+    assert leaves and all(x.dtype == jnp.float32 for x in leaves)
     images = jax.random.randint(jax.random.key(1), (2, 32, 32, 3), 0, 256).astype(jnp.uint8)
     out_bf16 = model.apply(variables, images, train=False)
     out_f32 = UNet(num_classes=4, **TINY).apply(variables, images, train=False)
@@ -64,18 +109,55 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
     np.testing.assert_allclose(out_bf16, out_f32, rtol=0.1, atol=0.1)
     assert not np.array_equal(np.asarray(out_bf16), np.asarray(out_f32))
 
-    # Under jit the convolutions really run in bfloat16.
-    hlo = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, images).as_text()
-    assert "bf16" in hlo
+    # Training keeps float32 parameters and BatchNorm statistics too.
+    _, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    stats = jax.tree_util.tree_leaves(updates["batch_stats"])
+    assert stats and all(x.dtype == jnp.float32 for x in stats)
+    grads = jax.grad(
+        lambda p: model.apply(
+            {**variables, "params": p}, images, train=True, mutable=["batch_stats"]
+        )[0].sum()
+    )(variables["params"])
+    assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
 
 
-def test_normalisation_is_the_first_op():
-    model = UNet(num_classes=3, use_batchnorm=False, **TINY)
-    variables = _init(model, (1, 16, 16, 3))
-    images = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3)).astype(np.uint8)
-    from_uint8 = model.apply(variables, images, train=False)
+# ImageNet statistics in 0..1 units, written out here as the oracle (not imported).
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+
+
+@pytest.mark.parametrize("use_batchnorm", [False, True])
+def test_normalisation_is_the_first_op(use_batchnorm):
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    model = UNet(num_classes=3, use_batchnorm=use_batchnorm, **TINY)
+    variables = _init(model, (2, 16, 16, 3))
+    # Random (not freshly initialised) BatchNorm statistics, so nothing is an identity.
+    if use_batchnorm:
+        keys = iter(jax.random.split(jax.random.key(7), 64))
+
+        def random_stat(path, x):
+            low, high = (
+                (0.5, 1.5) if jax.tree_util.keystr(path).endswith("['var']") else (-0.2, 0.2)
+            )
+            return jax.random.uniform(next(keys), x.shape, minval=low, maxval=high)
+
+        stats = jax.tree_util.tree_map_with_path(random_stat, variables["batch_stats"])
+        variables = {"params": variables["params"], "batch_stats": stats}
+    # Oracle: normalise by hand in float64, then the same network with an identity
+    # normalisation (mean 0, std 1/255 in 0..1 units: x -> x).
+    by_hand = ((images / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+    identity = UNet(
+        num_classes=3, use_batchnorm=use_batchnorm, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3, **TINY
+    )
+    want = identity.apply(variables, by_hand, train=False)
+    got = model.apply(variables, images, train=False)
+    assert np.abs(np.asarray(got)).max() > 0.1  # not a dead (all-zero) network
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # uint8 and float input in 0..255 are the same thing.
     from_float = model.apply(variables, images.astype(np.float32), train=False)
-    np.testing.assert_allclose(from_uint8, from_float, rtol=1e-6)
+    np.testing.assert_allclose(got, from_float, rtol=1e-6)
+    # The oracle can tell: the un-normalised image gives another output.
+    assert not np.allclose(got, identity.apply(variables, images, train=False), atol=1e-3)
 
 
 def test_dropout_only_in_training():
