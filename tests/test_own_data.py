@@ -24,6 +24,7 @@ from unet_jax import train as train_lib
 from unet_jax.classes import IGNORE_LABEL, read_run_classes
 from unet_jax.configs import folder as folder_config
 from unet_jax.metric_writers import read_metrics
+from unet_jax.run_data import DataConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -216,7 +217,7 @@ def test_binary_folder_end_to_end(tmp_path, monkeypatch, activation):
 def test_num_classes_override_is_checked_against_the_data(tmp_path):
     make_binary_folder(tmp_path / "bin")
     config = _config(tmp_path / "bin", tmp_path / "tfds", num_classes=20)
-    with pytest.raises(train_lib.DataConfigError, match=r"config.num_classes=20.*2 classes"):
+    with pytest.raises(DataConfigError, match=r"config.num_classes=20.*2 classes"):
         train_lib.train_and_evaluate(config, tmp_path / "run", prepare_fn=datasets.prepare_dataset)
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -5,6 +5,7 @@ the end, on SIGTERM (preemption) and whenever validation improves the best metri
 Only process 0 logs and writes files other than checkpoints (orbax coordinates those).
 """
 
+import dataclasses
 import math
 import pathlib
 import signal
@@ -33,6 +34,10 @@ from unet_jax import (
 )
 from unet_jax.classes import ClassSet, write_run_classes
 from unet_jax.outputs import class_logits
+from unet_jax.run_data import (
+    check_resumed_classes,
+    open_training_data,
+)
 from unet_jax.train_state import create_learning_rate_schedule, create_model, create_train_state
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
@@ -188,75 +193,160 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-class DataConfigError(ValueError):
-    """The config disagrees with the data set (e.g. ``num_classes``); names field and value."""
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When the loop does what, in steps."""
 
+    steps_per_epoch: int
+    total_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
 
-def with_data_classes(
-    config: ml_collections.ConfigDict, classes: ClassSet
-) -> ml_collections.ConfigDict:
-    """A copy of ``config`` whose ``num_classes`` is the data set's.
-
-    Raises:
-      DataConfigError: ``config.num_classes`` is set and differs from the data set's.
-    """
-    if config.num_classes is not None and int(config.num_classes) != classes.num_classes:
-        raise DataConfigError(
-            f"config.num_classes={config.num_classes}, but the data set declares "
-            f"{classes.num_classes} classes ({', '.join(classes.names)}); drop the override "
-            "(the data set decides) or use another data set"
-        )
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        config.num_classes = classes.num_classes
-    return config
-
-
-def check_resumed_classes(
-    meta: dict[str, Any], classes: ClassSet, *, workdir: pathlib.Path
-) -> None:
-    """Refuses to resume a run whose checkpoint was trained on other classes.
-
-    Raises:
-      DataConfigError: the checkpoint's class names differ from the data set's.
-    """
-    if "classes" not in meta:  # checkpoints from before classes were recorded
-        return
-    stored = ClassSet.from_json(meta["classes"]).names
-    if stored != classes.names:
-        raise DataConfigError(
-            f"{workdir}: its checkpoints were trained on the classes {list(stored)}, but the "
-            f"data set now declares {list(classes.names)}; train in a new workdir (or use "
-            "--config.init_from to start from this run)"
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, *, num_examples: int) -> "Schedule":
+        """Raises ValueError when the batch is larger than the training split."""
+        steps_per_epoch = num_examples // config.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"config.batch_size={config.batch_size} exceeds the {num_examples} training "
+                "examples"
+            )
+        total = config.num_train_steps
+        if total <= 0:
+            total = config.num_epochs * steps_per_epoch
+        return cls(
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            log_every=config.log_every_steps,
+            eval_every=_schedule_every(config.eval_every_steps, steps_per_epoch),
+            checkpoint_every=_schedule_every(config.checkpoint_every_steps, steps_per_epoch),
         )
 
+    def due(self, step: int, every: int) -> bool:
+        return step % every == 0 or step == self.total_steps
 
-def open_training_data(
+
+class MetricWindow:
+    """Step metrics kept on the device until a logging step (no host sync in between).
+
+    ``flush`` fetches them, stops on a non-finite step, writes the window's means and its
+    throughput, and advances the progress bar by the steps that have finished. ``restart``
+    starts a new timing window after validation or a checkpoint, so that throughput counts
+    training time only.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver: parallel.Driver,
+        writer: metric_writers.MetricWriter,
+        learning_rate: Any,
+        schedule: Schedule,
+        images_per_step: int,
+        progress: tqdm.tqdm,
+        last_good: Any,
+    ) -> None:
+        self._driver = driver
+        self._writer = writer
+        self._learning_rate = learning_rate
+        self._schedule = schedule
+        self._images_per_step = images_per_step
+        self._progress = progress
+        self._last_good = last_good  # () -> description of the last good checkpoint
+        self._pending: list[dict[str, Any]] = []
+        self.restart()
+
+    def restart(self) -> None:
+        self._start = time.perf_counter()
+
+    def add(self, step_metrics: dict[str, Any]) -> None:
+        self._pending.append(step_metrics)
+
+    def flush(self, step: int) -> None:
+        """Fetches the pending metrics of the steps up to ``step`` and logs them.
+
+        Raises:
+          FloatingPointError: one of them was not finite (the step was not applied).
+        """
+        if not self._pending:
+            return
+        fetched = [self._driver.get_metrics(m) for m in self._pending]
+        self._pending = []
+        for offset, m in enumerate(fetched):
+            if not int(m["finite"]):
+                bad_step = step - len(fetched) + offset + 1
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at step {bad_step} (loss={float(m['loss'])}, "
+                    f"grad_norm={float(m['grad_norm'])}); training stopped. The last good "
+                    f"checkpoint is {self._last_good()}; lower config.learning_rate or check "
+                    "the data before resuming"
+                )
+        elapsed = time.perf_counter() - self._start
+        scalars = {
+            "loss": float(np.mean([float(m["loss"]) for m in fetched])),
+            "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
+            "learning_rate": float(self._learning_rate(step)),
+            "images_per_sec": len(fetched) * self._images_per_step / max(elapsed, 1e-9),
+            "epoch": step / self._schedule.steps_per_epoch,
+        }
+        self._writer.write(step, "train", scalars)
+        self._progress.update(len(fetched))
+        self._progress.set_postfix(
+            loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.1f}"
+        )
+        self.restart()
+
+
+def restore_or_initialise(
     config: ml_collections.ConfigDict,
+    state: Any,
     *,
-    prepare_fn: data_sources.PrepareFn | None,
-    sources: dict[str, Any] | None,
-    classes: ClassSet | None,
-) -> tuple[ml_collections.ConfigDict, dict[str, Any], ClassSet, dict[str, Any] | None]:
-    """Opens (preparing if needed) the train and validation splits and their classes.
+    checkpointer: checkpointing.Checkpointer,
+    classes: ClassSet,
+    workdir: pathlib.Path,
+    log: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The state to start from: the newest checkpoint, else ``init_from``, else fresh.
 
     Returns:
-      ``(config with num_classes from the data, sources, classes, train pixel stats)``.
+      ``(state, meta)``: meta tracks the best metric and carries the classes (and the
+      fine-tuning source) into every checkpoint.
     """
-    stats = None
-    if sources is None:
-        dataset = data_sources.open_dataset(
-            config, splits=("train", "validation"), prepare_fn=prepare_fn
+    meta: dict[str, Any] = {"best_value": None, "best_step": None, "classes": classes.to_json()}
+    if checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state)
+        check_resumed_classes(meta, classes, workdir=workdir)
+        meta["classes"] = classes.to_json()
+        log(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
+    elif config.get("init_from"):
+        # Only before this run has a checkpoint: a restart resumes from its own weights.
+        state, meta["init_from"] = init_from.initialise(
+            state, config.init_from, classes=classes, log=log
         )
-        sources, classes, stats = dataset.sources, dataset.classes, dataset.train_stats
-    elif classes is None:
-        if config.num_classes is None:
-            raise DataConfigError("config.num_classes is needed with in-memory sources")
-        classes = ClassSet.from_names([f"class{i}" for i in range(config.num_classes)])
-    config = with_data_classes(config, classes)
-    if isinstance(config.class_weights, str) and stats is None:
-        stats = data_sources.scan_class_stats(sources["train"], classes.num_classes)
-    return config, sources, classes, stats
+    return state, meta
+
+
+def validate_and_track_best(
+    driver: parallel.Driver,
+    device_state: Any,
+    *,
+    source: Any,
+    config: ml_collections.ConfigDict,
+    classes: ClassSet,
+    meta: dict[str, Any],
+    step: int,
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Validates and updates the best-metric tracker.
+
+    Returns:
+      ``(validation results, meta, improved)``.
+    """
+    validation = evaluate(driver, device_state, source, config, class_names=classes.names)
+    improved = _is_better(validation.get(config.best_metric), meta["best_value"], config.best_mode)
+    if improved:
+        meta = {**meta, "best_value": validation[config.best_metric], "best_step": step}
+    return validation, meta, improved
 
 
 def train_and_evaluate(
@@ -282,35 +372,28 @@ def train_and_evaluate(
       "best": {"step", "value"}}``.
 
     Raises:
+      ConfigError, DataConfigError: the config cannot work (checked before any work).
       FloatingPointError: a non-finite loss or gradient; the last good checkpoint stays.
     """
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+    log = print if is_main else (lambda *_: None)
     config_checks.validate_config(
         config, process_count=jax.process_count(), local_device_count=jax.local_device_count()
     )
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # 1. Data, classes and the schedule.
     config, sources, classes, stats = open_training_data(
         config, prepare_fn=prepare_fn, sources=sources, classes=classes
     )
     config_checks.validate_against_data(config, classes)
     if is_main:
         write_run_classes(workdir, classes)
-    steps_per_epoch = len(sources["train"]) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} exceeds the {len(sources['train'])} "
-            "training examples"
-        )
-    total_steps = (
-        config.num_train_steps
-        if config.num_train_steps > 0
-        else config.num_epochs * steps_per_epoch
-    )
-    eval_every = _schedule_every(config.eval_every_steps, steps_per_epoch)
-    checkpoint_every = _schedule_every(config.checkpoint_every_steps, steps_per_epoch)
+    schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
 
+    # 2. Model, steps and state (restored, fine-tuned from another run, or fresh).
     loss_fn = make_loss_fn(
         config,
         pixel_counts=None if stats is None else np.asarray(stats["pixel_counts"]),
@@ -320,25 +403,16 @@ def train_and_evaluate(
     driver = parallel.make_driver(
         config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
     )
-    state = create_train_state(config, rng=jax.random.key(config.seed), total_steps=total_steps)
-    learning_rate = create_learning_rate_schedule(config, total_steps=total_steps)
-
+    state = create_train_state(
+        config, rng=jax.random.key(config.seed), total_steps=schedule.total_steps
+    )
     checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-    # The classes travel with every checkpoint (eval/predict read them from the workdir).
-    meta: dict[str, Any] = {"best_value": None, "best_step": None, "classes": classes.to_json()}
-    if checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(state)
-        check_resumed_classes(meta, classes, workdir=workdir)
-        meta["classes"] = classes.to_json()
-        if is_main:
-            print(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
-    elif config.get("init_from"):
-        # Only before this run has a checkpoint: a restart resumes from its own weights.
-        state, meta["init_from"] = init_from.initialise(
-            state, config.init_from, classes=classes, log=print if is_main else lambda _: None
-        )
+    state, meta = restore_or_initialise(
+        config, state, checkpointer=checkpointer, classes=classes, workdir=workdir, log=log
+    )
     start_step = int(state.step)
-    # Batch k depends only on the seed, the data and k, so resuming needs only the step.
+
+    # 3. Input: batch k depends only on the seed, the data and k (resume needs only k).
     data_iterator = iter(
         input_pipeline.create_train_loader(
             sources["train"],
@@ -358,104 +432,78 @@ def train_and_evaluate(
     if is_main:
         # The checkpoints' meta carries init_from, so a resumed run still names its source.
         run_info.write(workdir, config, extra={"init_from": meta.get("init_from")})
-
-    device_state = driver.put_state(state)
-    del state  # the device copy is donated at every step
-    # prefetch's tag: the step each batch is for.
-    batches = parallel.prefetch(enumerate(data_iterator, start_step + 1), driver.put_batch)
-    pending: list[dict[str, Any]] = []  # device metrics not yet looked at (no host sync)
-    validation = None
-    preempted = False
-    images_per_step = config.batch_size
-    window_start, window_steps = time.perf_counter(), 0
     progress = tqdm.tqdm(
-        total=total_steps,
+        total=schedule.total_steps,
         initial=start_step,
         unit="step",
         dynamic_ncols=True,
         disable=not (is_main and config.progress_bar),
     )
+    window = MetricWindow(
+        driver=driver,
+        writer=writer,
+        learning_rate=create_learning_rate_schedule(config, total_steps=schedule.total_steps),
+        schedule=schedule,
+        images_per_step=config.batch_size,
+        progress=progress,
+        last_good=lambda: f"step {checkpointer.latest_step()} in {workdir}",
+    )
 
-    def flush_metrics(step: int) -> None:
-        """Fetches pending step metrics, stops on non-finite values, logs the window."""
-        nonlocal pending, window_start, window_steps
-        if not pending:
-            return
-        fetched = [driver.get_metrics(m) for m in pending]
-        for offset, m in enumerate(fetched):
-            if not int(m["finite"]):
-                bad_step = step - len(fetched) + offset + 1
-                raise FloatingPointError(
-                    f"non-finite loss or gradient at step {bad_step} (loss={float(m['loss'])}, "
-                    f"grad_norm={float(m['grad_norm'])}); training stopped. The last good "
-                    f"checkpoint is step {checkpointer.latest_step()} in {workdir}; lower "
-                    "config.learning_rate or check the data before resuming"
-                )
-        elapsed = time.perf_counter() - window_start
-        scalars = {
-            "loss": float(np.mean([float(m["loss"]) for m in fetched])),
-            "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
-            "learning_rate": float(learning_rate(step)),
-            "images_per_sec": window_steps * images_per_step / max(elapsed, 1e-9),
-            "epoch": step / steps_per_epoch,
-        }
-        writer.write(step, "train", scalars)
-        progress.set_postfix(
-            loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.1f}"
-        )
-        pending = []
-        window_start, window_steps = time.perf_counter(), 0
+    # 4. The loop.
+    device_state = driver.put_state(state)
+    del state  # the device copy is donated at every step
+    batches = parallel.prefetch(enumerate(data_iterator, start_step + 1), driver.put_batch)
+    validation, preempted = None, False
 
-    def save(step: int, *, best: bool = False) -> None:
-        checkpointer.save(
-            driver.get_state(device_state),
-            meta=meta,
-            best=best,
-        )
+    def save(*, best: bool = False) -> None:
+        checkpointer.save(driver.get_state(device_state), meta=meta, best=best)
 
-    with PreemptionGuard() as guard:
-        for step in range(start_step + 1, total_steps + 1):
-            _, batch = next(batches)
-            device_state, step_metrics = driver.train_step(device_state, batch)
-            pending.append(step_metrics)
-            window_steps += 1
-            progress.update(1)
-            last = step == total_steps
-            log_now = step % config.log_every_steps == 0 or last
-            if log_now:
-                flush_metrics(step)
-            if guard.should_stop(collective=log_now):
-                flush_metrics(step)
-                save(step)
-                preempted = True
-                if is_main:
-                    print(f"\nSIGTERM: saved step {step} to {workdir}; run again to resume")
-                break
-            if step % eval_every == 0 or last:
-                flush_metrics(step)
-                validation = evaluate(
-                    driver, device_state, sources["validation"], config, class_names=classes.names
-                )
-                writer.write(step, "validation", _flat_eval_scalars(validation))
-                improved = _is_better(
-                    validation.get(config.best_metric), meta["best_value"], config.best_mode
-                )
-                if improved:
-                    meta = {**meta, "best_value": validation[config.best_metric], "best_step": step}
-                if is_main:
-                    tqdm.tqdm.write(
-                        f"step {step}: validation loss {validation['loss']:.4f}, "
-                        f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
+    try:
+        with PreemptionGuard() as guard:
+            for step in range(start_step + 1, schedule.total_steps + 1):
+                _, batch = next(batches)
+                device_state, step_metrics = driver.train_step(device_state, batch)
+                window.add(step_metrics)
+                log_now = schedule.due(step, schedule.log_every)
+                if log_now:
+                    window.flush(step)
+                if guard.should_stop(collective=log_now):
+                    window.flush(step)
+                    save()
+                    preempted = True
+                    log(f"\nSIGTERM: saved step {step} to {workdir}; run again to resume")
+                    break
+                if schedule.due(step, schedule.eval_every):
+                    window.flush(step)
+                    validation, meta, improved = validate_and_track_best(
+                        driver,
+                        device_state,
+                        source=sources["validation"],
+                        config=config,
+                        classes=classes,
+                        meta=meta,
+                        step=step,
                     )
-                if improved:
-                    save(step, best=True)
-            if step % checkpoint_every == 0 or last:
-                flush_metrics(step)
-                save(step)
-    progress.close()
-    writer.close()
-    checkpointer.close()
-    data_iterator.close()
+                    writer.write(step, "validation", _flat_eval_scalars(validation))
+                    if is_main:
+                        tqdm.tqdm.write(
+                            f"step {step}: validation loss {validation['loss']:.4f}, "
+                            f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
+                        )
+                    if improved:
+                        save(best=True)
+                    window.restart()
+                if schedule.due(step, schedule.checkpoint_every):
+                    window.flush(step)
+                    save()
+                    window.restart()
+    finally:
+        # Also on errors: the grain workers, the TensorBoard writer and the orbax
+        # managers are released, and the progress bar line is ended.
+        progress.close()
+        writer.close()
+        checkpointer.close()
+        data_iterator.close()
     final_step = int(driver.get_state(device_state).step)
     return {
         "step": final_step,
