@@ -21,6 +21,37 @@ def test_reference_parameter_count():
     assert expected_param_count() == 31_038_413
 
 
+def test_reference_config_shapes_without_computing():
+    # The full recipe of unet_jax/configs/default.py, traced abstractly (no FLOPs): the
+    # model the config builds, its train state (Adam: two moments per parameter) and one
+    # training step's output at the configured image and batch size.
+    from unet_jax.configs import default
+    from unet_jax.train_state import create_model, create_train_state
+
+    config = default.get_config()
+    config.num_classes = 13
+    state = jax.eval_shape(
+        lambda key: create_train_state(config, rng=key, total_steps=10), jax.random.key(0)
+    )
+    assert count_params(state.params) == 31_038_413
+    # Adam's mu and nu, its step count and the schedule's.
+    assert count_params(state.opt_state) == 2 * 31_038_413 + 2
+    stats = jax.tree_util.tree_leaves(state.batch_stats)
+    assert sum(x.size for x in stats) == 2 * (2 * (64 + 128 + 256 + 512) * 2 + 2 * 1024)
+    model = create_model(config)
+    height, width = config.image_size
+    images = jax.ShapeDtypeStruct((config.batch_size, height, width, 3), jnp.uint8)
+    logits, _ = jax.eval_shape(
+        lambda p, b, x: model.apply(
+            {"params": p, "batch_stats": b}, x, train=True, mutable=["batch_stats"]
+        ),
+        state.params,
+        state.batch_stats,
+        images,
+    )
+    assert logits.shape == (16, 256, 256, 13) and logits.dtype == jnp.float32
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
