@@ -189,12 +189,46 @@ def test_workdir_contents_and_best_checkpoint(tmp_path, sources):
     assert list((tmp_path / "tensorboard").iterdir())
 
 
+def _records_of_each_step(source, config, steps):
+    """The source records in each of the first ``steps`` global batches (1-based steps).
+
+    Batch k is a function of the seed, the batch size and k only, so the trainer's loader
+    over a copy whose labels are the record indices shows which records each step reads.
+    """
+    from unet_jax import input_pipeline
+
+    indexed = [{**x, "label": np.full_like(x["label"], i)} for i, x in enumerate(source)]
+    loader = iter(
+        input_pipeline.create_train_loader(
+            indexed,
+            global_batch_size=config.batch_size,
+            image_size=tuple(config.image_size),
+            seed=config.seed,
+            augment={**config.augment.to_dict(), "input_mode": config.input_mode},
+            num_local_devices=jax.local_device_count(),
+            layout="mesh",
+        )
+    )
+    records = []
+    for _ in range(steps):
+        labels = next(loader)["label"]
+        records.append(set(np.unique(labels).tolist()) - {255})
+    loader.close()
+    return records
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sources, monkeypatch):
-    # The 254 marker (an out-of-range id, so otherwise ignored) poisons the loss of any batch
-    # that contains example 0.
+    config = _config(num_train_steps=10, checkpoint_every_steps=1, eval_every_steps=100)
+    # Poison one record that step 3 reads and steps 1 and 2 do not (an epoch is 5 steps of
+    # 8 of the 40 records, each read once), so two good checkpoints come before it.
+    per_step = _records_of_each_step(sources["train"], config, steps=5)
+    assert sorted(set().union(*per_step)) == list(range(40))
+    victim = min(per_step[2])
+    assert victim not in per_step[0] | per_step[1]
+    # Every label pixel of the victim becomes the 254 marker (an out-of-range id, so
+    # otherwise ignored): no augmentation can crop it away.
     poisoned = [dict(x) for x in sources["train"]]
-    poisoned[0]["label"] = poisoned[0]["label"].copy()
-    poisoned[0]["label"][0, 0] = 254
+    poisoned[victim]["label"] = np.full_like(poisoned[victim]["label"], 254)
     real_make_loss_fn = train_lib.make_loss_fn
 
     def make_poisoned_loss_fn(config, **counts):
@@ -207,16 +241,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sources,
         return poisoned_loss
 
     monkeypatch.setattr(train_lib, "make_loss_fn", make_poisoned_loss_fn)
-    config = _config(num_train_steps=10, checkpoint_every_steps=1, eval_every_steps=100)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss or gradient at step (\d+)") as e:
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss or gradient at step 3 .*last good checkpoint is step 2",
+    ):
         train_lib.train_and_evaluate(
             config, tmp_path, sources={"train": poisoned, "validation": sources["validation"]}
         )
-    bad_step = int(e.value.args[0].split("at step ")[1].split()[0])
-    if bad_step == 1:
-        assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-        return
+    # Steps 1 and 2 were saved, step 3 never was.
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [1, 2]
     state, _ = _params(tmp_path, config)
-    assert int(state.step) == bad_step - 1
-    for leaf in jax.tree_util.tree_leaves(state.params):
+    assert int(state.step) == 2
+    leaves = jax.tree_util.tree_leaves((state.params, state.batch_stats, state.opt_state))
+    for leaf in leaves:
         assert np.isfinite(leaf).all()
+    # The poison never reached the training log either: steps 1 and 2, finite losses.
+    logged = [r for r in read_metrics(tmp_path) if r["split"] == "train"]
+    assert [r["step"] for r in logged] == [1, 2]
+    assert all(np.isfinite(r["loss"]) for r in logged)
