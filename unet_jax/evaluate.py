@@ -17,7 +17,8 @@ Two resolutions:
 
 - **training resolution**: the split's examples resized to ``config.image_size`` exactly
   as the training loop's validation does (``create_eval_batches``: image bilinear, label
-  nearest), so the numbers are comparable with ``metrics.jsonl``. Runs trained on crops
+  nearest, the last batch padded and masked) and scored by the same loop
+  (``unet_jax.validation.score_batches``), so the numbers are those of ``metrics.jsonl``. Runs trained on crops
   (``config.input_mode="crop"``) are evaluated at native size instead: whole images,
   padded or tiled, scored against their native labels.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
@@ -43,7 +44,15 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from unet_jax import data_sources, inference, input_pipeline, metric_writers, metrics, reports
+from unet_jax import (
+    data_sources,
+    inference,
+    input_pipeline,
+    metric_writers,
+    metrics,
+    reports,
+    validation,
+)
 from unet_jax.augment import check_example
 from unet_jax.classes import IGNORE_LABEL, ClassSet, read_run_classes
 from unet_jax.inference import InferenceError, Segmenter
@@ -193,11 +202,9 @@ def evaluate_source(
     """
     total = len(source)
     num_classes = len(class_names)
-    cm = np.zeros((num_classes, num_classes), np.int64)
     samples: list[dict[str, Any]] = []
     sizes: collections.Counter = collections.Counter()
     modes: collections.Counter = collections.Counter()
-    seen = 0
     bar = tqdm.tqdm(total=total, desc=description, unit="img", disable=not progress, leave=False)
 
     def segment(images: np.ndarray) -> tuple[np.ndarray, str]:
@@ -208,10 +215,9 @@ def evaluate_source(
         predictions = segmenter.predict(small)[0]
         return np.stack([inference.resize_nearest(p, h, w) for p in predictions]), "resize"
 
-    def consume(images, labels, mask, names) -> None:
-        nonlocal cm, seen
+    def score(batch: dict[str, Any]) -> dict[str, Any]:
+        images, labels, mask = batch["image"], batch["label"], batch["mask"]
         predictions, mode = segment(images)
-        cm += confusion_counts(predictions, labels, num_classes=num_classes, mask=mask)
         real = int(np.sum(mask))
         for k in range(images.shape[0]):
             if mask[k] and len(samples) < num_samples:
@@ -220,27 +226,25 @@ def evaluate_source(
                         "image": images[k],
                         "label": labels[k],
                         "prediction": predictions[k],
-                        "name": names[k],
+                        "name": batch["names"][k],
                     }
                 )
         sizes[f"{images.shape[1]}x{images.shape[2]}"] += real
         modes[mode] += real
-        seen += real
         bar.update(real)
+        confusion = confusion_counts(predictions, labels, num_classes=num_classes, mask=mask)
+        return {"confusion": confusion, "count": real}
 
-    if image_size is not None:
-        batches = input_pipeline.create_eval_batches(
-            source, global_batch_size=batch_size, image_size=tuple(image_size)
-        )
+    def named(batches):  # example names for the pictures' captions
         for b, batch in enumerate(batches):
             first = b * batch_size
             names = [
                 _name(source[first + k], first + k) if first + k < num_samples else ""
                 for k in range(batch["image"].shape[0])
             ]
-            consume(batch["image"], batch["label"], batch["mask"], names)
-    else:
+            yield {**batch, "names": names}
 
+    def whole_images():  # stored sizes: batches of equal-size images, nothing padded
         def load(index: int) -> tuple[np.ndarray, np.ndarray, str]:
             example = source[index]
             image, label = check_example(example)
@@ -251,18 +255,26 @@ def evaluate_source(
             batch_size=batch_size,
             shape_of=lambda item: item[0].shape,
         ):
-            consume(
-                np.stack([g[0] for g in group]),
-                np.stack([g[1] for g in group]),
-                np.ones(len(group), bool),
-                [g[2] for g in group],
+            yield {
+                "image": np.stack([g[0] for g in group]),
+                "label": np.stack([g[1] for g in group]),
+                "mask": np.ones(len(group), bool),
+                "names": [g[2] for g in group],
+            }
+
+    if image_size is not None:  # the training loop's batches: resized, the last one padded
+        batches = named(
+            input_pipeline.create_eval_batches(
+                source, global_batch_size=batch_size, image_size=tuple(image_size)
             )
+        )
+    else:
+        batches = whole_images()
+    results = validation.score_batches(batches, score, class_names=class_names)
+    seen = results["num_examples"]
     bar.close()
     if seen != total:  # a source whose __len__ disagrees with what it yields
         raise RuntimeError(f"evaluated {seen} examples but the split has {total}")
-    results = metrics.segmentation_metrics(cm, class_names)
-    results["confusion"] = cm
-    results["num_examples"] = seen
     results["sizes"] = dict(sizes)
     results["modes"] = dict(modes)
     return results, samples

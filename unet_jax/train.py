@@ -23,12 +23,10 @@ from unet_jax import (
     class_weights,
     config_checks,
     data_sources,
-    eval_tiles,
     init_from,
     input_pipeline,
     losses,
     metric_writers,
-    metrics,
     parallel,
     run_info,
 )
@@ -39,6 +37,7 @@ from unet_jax.run_data import (
     open_training_data,
 )
 from unet_jax.train_state import create_learning_rate_schedule, create_model, create_train_state
+from unet_jax.validation import evaluate, flat_scalars
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
 
@@ -122,63 +121,6 @@ def make_loss_fn(
     base = losses.get_loss_fn(config.loss, **kwargs)
     # A 1-channel sigmoid head (binary data) is scored as its two class logits [-z, z].
     return lambda logits, labels: base(class_logits(logits), labels)
-
-
-def evaluate(
-    driver: parallel.Driver,
-    device_state: Any,
-    source: Any,
-    config: ml_collections.ConfigDict,
-    *,
-    class_names: tuple[str, ...],
-) -> dict[str, Any]:
-    """Evaluates every example of ``source`` exactly once.
-
-    Args:
-      driver: the device driver.
-      device_state: the driver's replicated state.
-      source: random-access examples.
-      config: uses ``eval_batch_size``, ``image_size``, ``num_classes``.
-      class_names: the data set's class names (metric keys).
-
-    Returns:
-      ``segmentation_metrics`` plus ``loss`` (mean per-example loss) and ``confusion``
-      (int64 numpy matrix).
-    """
-    accumulator = metrics.ConfusionMatrix(config.num_classes)
-    loss_sum, count = 0.0, 0
-    if config.input_mode == "crop":  # native scale, in training-size tiles
-        source = eval_tiles.TiledSource(source, tuple(config.image_size))
-    batches = input_pipeline.create_eval_batches(
-        source,
-        global_batch_size=config.eval_batch_size,
-        image_size=tuple(config.image_size),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        num_local_devices=jax.local_device_count(),
-        layout=driver.layout,
-    )
-    for batch in batches:
-        out = driver.get_metrics(driver.eval_step(device_state, driver.put_batch(batch)))
-        accumulator.update(out["confusion"])
-        loss_sum += float(out["loss_sum"])
-        count += int(out["count"])
-    results = metrics.segmentation_metrics(accumulator.matrix, class_names)
-    results["loss"] = loss_sum / max(count, 1)
-    results["num_examples"] = count
-    results["confusion"] = accumulator.matrix
-    return results
-
-
-def _flat_eval_scalars(results: dict[str, Any]) -> dict[str, Any]:
-    scalars = {
-        k: results[k]
-        for k in ("loss", "mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy")
-    }
-    scalars.update({k: v for k, v in results.items() if k.startswith("foreground_")})
-    for name, per_class in results["per_class"].items():
-        scalars[f"iou/{name}"] = per_class["iou"]
-    return scalars
 
 
 def _schedule_every(value: int, steps_per_epoch: int) -> int:
@@ -484,7 +426,7 @@ def train_and_evaluate(
                         meta=meta,
                         step=step,
                     )
-                    writer.write(step, "validation", _flat_eval_scalars(validation))
+                    writer.write(step, "validation", flat_scalars(validation))
                     if is_main:
                         tqdm.tqdm.write(
                             f"step {step}: validation loss {validation['loss']:.4f}, "
