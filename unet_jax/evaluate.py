@@ -18,9 +18,9 @@ Two resolutions:
 - **training resolution**: the split's examples resized to ``config.image_size`` exactly
   as the training loop's validation does (``create_eval_batches``: image bilinear, label
   nearest, the last batch padded and masked) and scored by the same loop
-  (``unet_jax.validation.score_batches``), so the numbers are those of ``metrics.jsonl``. Runs trained on crops
-  (``config.input_mode="crop"``) are evaluated at native size instead: whole images,
-  padded or tiled, scored against their native labels.
+  (``unet_jax.validation.score_batches``), so the numbers are those of ``metrics.jsonl``.
+  Runs trained on crops (``config.input_mode="crop"``) are evaluated at native size
+  instead: whole images, padded or tiled, scored against their native labels.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a

@@ -24,6 +24,7 @@ from datasets.aerial import sources, splits
 from datasets.aerial.classes import MASK_RULE, NUM_CLASSES
 from datasets.class_stats import ClassStats, label_counts
 from datasets.errors import DataError
+from datasets.features import segmentation_features
 from datasets.folder import decode
 from datasets.lyft_udacity.decode import encode_png
 from datasets.lyft_udacity.errors import ManualDownloadMissingError
@@ -110,13 +111,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                    "name": tfds.features.Text(),
-                }
-            ),
+            features=segmentation_features(),
             supervised_keys=("image", "label"),
             homepage=KAGGLE_URL,
             # The classes travel with the prepared data; the training split's pixel

@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from datasets.class_stats import ClassStats, label_counts
 from datasets.errors import DataError
+from datasets.features import segmentation_features
 from datasets.folder import decode, layout
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
@@ -131,13 +132,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                    "name": tfds.features.Text(),
-                }
-            ),
+            features=segmentation_features(),
             supervised_keys=("image", "label"),
             metadata=tfds.core.MetadataDict(),
         )

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from datasets.class_stats import ClassStats, label_counts
+from datasets.features import segmentation_features
 from datasets.lyft_udacity import decode, sources, splits
 from datasets.lyft_udacity.classes import CARLA_CLASSES, NUM_CLASSES
 from datasets.lyft_udacity.errors import (
@@ -126,13 +127,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                    "label": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                    "name": tfds.features.Text(),
-                }
-            ),
+            features=segmentation_features(),
             supervised_keys=("image", "label"),
             homepage=KAGGLE_URL,
             # The class declaration travels with the prepared data; the training split's

@@ -15,12 +15,12 @@ on a CPU; for the full U-Net add --config.model.features="(64,128,256,512)"
 
 import ml_collections
 
-from unet_jax.configs import default
+from unet_jax.configs import demo
 
 
 def get_config() -> ml_collections.ConfigDict:
     """Returns the folder configuration."""
-    config = default.get_config()
+    config = demo.get_config()  # small U-Net, Dice + CE, warmup-cosine, augmentation
     config.dataset = "folder"
     config.folder = ml_collections.config_dict.placeholder(str)  # the folder (required)
     # Regex on file names: names giving the same match (its first group, if any) stay in
@@ -28,18 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.folder_group = ml_collections.config_dict.placeholder(str)
     config.input_mode = "crop"
     config.image_size = (256, 256)
-    config.worker_count = 0  # small data sets: the training step needs the cores
-    config.augment.enabled = True
     config.augment.min_scale = 0.75
     config.augment.max_scale = 1.25
-    config.model.features = (16, 32, 64, 128)
-    config.model.bridge_features = 256
-    config.loss = "dice_ce"
-    config.learning_rate = 3e-3
-    config.schedule = "warmup_cosine"
-    config.warmup_steps = 50
-    config.batch_size = 8
     config.eval_batch_size = 8
     config.num_epochs = 50
-    config.log_every_steps = 25
     return config
