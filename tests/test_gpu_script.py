@@ -19,6 +19,16 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def _run(*args: str, env_extra: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Runs ``bash benchmarks/gpu.sh ARGS`` with this interpreter as its PYTHON.
+
+    Args:
+      *args: the script's arguments.
+      env_extra: environment variables set on top of this process's.
+      timeout: seconds before the run is killed (a hang fails the test).
+
+    Returns:
+      The completed process, output captured as text.
+    """
     env = dict(os.environ)
     env.update(
         PYTHON=sys.executable,
