@@ -463,7 +463,7 @@ def scores_of(report: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 def results_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(column title, results) for each resolution in an evaluation report."""
     first = report["resolution"]
-    columns = [("native size" if first == "native" else f"training resolution {first}", report)]
+    columns = [("whole images" if first == "native" else f"training resolution {first}", report)]
     if report.get("full_resolution"):
         full = report["full_resolution"]
         how = report["options"].get("full_resolution_input", "native")
