@@ -110,11 +110,6 @@ def test_best_checkpoint_after_falling_back_past_a_damaged_latest(
     _assert_same_params(best.batch_stats, at_best_step.batch_stats)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Checkpointer.save skips a best step that already exists, so a damaged best/<step> "
-    "from before the fallback is kept although the resumed run re-saves that step as the best",
-)
 def test_damaged_best_of_the_damaged_step_is_rewritten_by_the_resumed_run(
     tmp_path, scripted_scores
 ):

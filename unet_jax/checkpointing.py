@@ -144,7 +144,11 @@ class Checkpointer:
         managers = [self.latest, self.best] if best else [self.latest]
         for manager in managers:
             if manager.latest_step() == step:
-                continue
+                if manager is self.latest:
+                    continue  # e.g. the final step, saved as best a moment ago
+                # A best checkpoint of this step written before a fallback may be the
+                # damaged copy; the resumed run re-trained the step: write it anew.
+                manager.delete(step)
             previous = manager.latest_step()
             try:
                 manager.save(step, args=args, force=True)
