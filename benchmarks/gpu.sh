@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/gpu.sh                 # writes benchmarks/results/gpu-<date>.md
 #   STEPS=50 BATCHES="64 128" bash benchmarks/gpu.sh
-#   bash benchmarks/gpu.sh --dry-run       # the same code path on the CPU, tiny (~30 s)
+#   bash benchmarks/gpu.sh --dry-run       # the same code path on the CPU, tiny (~35 s)
 #
 # Needs a CUDA build of jax (pip install -U "jax[cuda12]") and of torch in the active
 # environment, and this project installed (pip install -e .); nothing else (ONNX Runtime
