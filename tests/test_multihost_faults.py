@@ -12,7 +12,7 @@ STEPS = 24
 EXIT_WITHIN_S = 60  # heartbeat timeout 10 s plus slack for a loaded 2-core machine
 
 
-def _start_pair(tmp_path, port):
+def _start_pair(tmp_path, port, *extra):
     return [
         worker_utils.start(
             tmp_path / "out",
@@ -23,6 +23,7 @@ def _start_pair(tmp_path, port):
             "--local_devices=2",
             f"--steps={STEPS}",
             "--heartbeat_timeout_seconds=10",
+            *extra,
         )
         for pid in range(2)
     ]
@@ -66,5 +67,38 @@ def test_survivor_exits_when_a_peer_dies_and_a_restart_resumes(tmp_path):
             pytest.fail("the restarted pair hung")
     assert [p.returncode for p in restarted] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "Resuming from step" in outputs[0]
+    _, result = worker_utils.load_params(tmp_path / "out")
+    assert result["step"] == STEPS
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_stops_both_at_the_same_step_and_a_restart_resumes(tmp_path):
+    workdir = tmp_path / "workdir"
+    # No logging step before the end: the hosts can agree on stopping only through JAX's
+    # preemption sync point, which every host checks at every step.
+    procs = _start_pair(tmp_path, worker_utils.free_port(), f"--log_every={STEPS}")
+    deadline = time.monotonic() + 180
+    while not (workdir / "checkpoints" / "2").is_dir():
+        assert time.monotonic() < deadline, "training never started"
+        assert all(p.poll() is None for p in procs), "a process ended early"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # only one host is told, as on a real preemption
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=EXIT_WITHIN_S)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("a process did not stop after SIGTERM")
+    assert [p.returncode for p in procs] == [143, 143], outputs[0][-2000:] + outputs[1][-2000:]
+    saved = sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
+    assert saved and saved[-1] < STEPS
+    assert f"SIGTERM: saved step {saved[-1]}" in outputs[0]  # process 0 saved the same step
+
+    restarted = _start_pair(tmp_path, worker_utils.free_port())
+    outputs = [p.communicate(timeout=240)[0] for p in restarted]
+    assert [p.returncode for p in restarted] == [0, 0], outputs[0][-3000:]
+    assert f"Resuming from step {saved[-1]}" in outputs[0]
     _, result = worker_utils.load_params(tmp_path / "out")
     assert result["step"] == STEPS

@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--worker_count", type=int, default=0, help="grain worker processes")
     parser.add_argument("--heartbeat_timeout_seconds", type=int, default=100)
+    parser.add_argument("--log_every", type=int, default=1, help="config.log_every_steps")
     args = parser.parse_args()
 
     jax.config.update("jax_platforms", "cpu")
@@ -66,7 +67,7 @@ def main() -> int:
     config.num_train_steps = args.steps
     config.eval_every_steps = args.steps
     config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
+    config.log_every_steps = args.log_every
     config.augment.enabled = True
     config.model.dropout_rate = 0.1
     config.worker_count = args.worker_count

@@ -43,13 +43,23 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run aga
 
 
 class PreemptionGuard:
-    """Turns SIGTERM into a flag that the loop polls, so it can save before exiting."""
+    """Decides when to save and stop because of SIGTERM (preemption).
+
+    One process: a SIGTERM handler sets a flag that the loop polls at every step. Several
+    processes: JAX's preemption service (started by ``jax.distributed.initialize``) catches
+    SIGTERM on any host and ``multihost_utils.reached_preemption_sync_point`` returns True
+    on every host at the same step, so all save that step together however short the grace
+    period. Where that service is unavailable, the flags are exchanged at logging steps.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._sync_point = jax.process_count() > 1
 
     def __enter__(self) -> "PreemptionGuard":
+        if self._sync_point:
+            return self  # JAX's own handler must see SIGTERM: do not replace it
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: no signal handling
@@ -64,15 +74,21 @@ class PreemptionGuard:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
-    def should_stop(self, *, collective: bool) -> bool:
-        """Whether to save and stop now.
+    def should_stop(self, step: int, *, collective: bool) -> bool:
+        """Whether to save and stop at ``step`` (every process calls this at every step).
 
-        With one process the local flag is read at every step. With several, all must agree
-        (or a collective would hang), so the flags are exchanged only when ``collective`` is
-        True, which the loop passes at logging steps; every process calls it there.
+        Args:
+          step: the step just dispatched.
+          collective: a logging step, where all processes may exchange flags (fallback).
         """
         if jax.process_count() == 1:
             return self.requested
+        if self._sync_point:
+            try:
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+            except RuntimeError:  # no preemption service: exchange flags instead
+                self._sync_point = False
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
         if not collective:
             return False
         flags = multihost_utils.process_allgather(np.array(self.requested, np.int32))
@@ -409,7 +425,7 @@ def train_and_evaluate(
                 log_now = schedule.due(step, schedule.log_every)
                 if log_now:
                     window.flush(step)
-                if guard.should_stop(collective=log_now):
+                if guard.should_stop(step, collective=log_now):
                     window.flush(step)
                     save()
                     preempted = True
