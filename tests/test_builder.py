@@ -934,10 +934,10 @@ def test_decode_png_label_is_red_channel():
     np.testing.assert_array_equal(decode.decode_png(png(rgb), name="i", kind="image"), rgb)
 
 
-def test_ordered_parallel_map_keeps_order_and_raises():
-    from datasets.lyft_udacity.lyft_udacity_dataset_builder import ordered_parallel_map
+def test_ordered_thread_map_keeps_order_and_raises():
+    from unet_jax.image_ops import ordered_thread_map
 
-    assert list(ordered_parallel_map(lambda x: x * x, range(50), workers=3)) == [
+    assert list(ordered_thread_map(lambda x: x * x, range(50), workers=3)) == [
         x * x for x in range(50)
     ]
 
@@ -948,7 +948,7 @@ def test_ordered_parallel_map_keeps_order_and_raises():
 
     out = []
     with pytest.raises(lyft.DataError, match="seven"):
-        for x in ordered_parallel_map(fail_at_7, range(50), workers=2, window=4):
+        for x in ordered_thread_map(fail_at_7, range(50), workers=2, depth=4):
             out.append(x)
     assert out == list(range(7))
 

@@ -406,16 +406,6 @@ def test_jit_matches_eager():
 # ---------------------------------------------------------------- batch reduction, devices
 
 
-def test_mean_over_batch_with_mask_skips_padding_even_nan():
-    x = jnp.array([1.0, 2.0, jnp.nan, 6.0])
-    mask = jnp.array([True, True, False, True])
-    np.testing.assert_allclose(losses.mean_over_batch(x, mask), 3.0)
-    np.testing.assert_allclose(losses.mean_over_batch(x[:2]), 1.5)
-    assert float(losses.mean_over_batch(x, jnp.zeros(4, bool))) == 0.0
-    with pytest.raises(ValueError, match="mask shape"):
-        losses.mean_over_batch(x, jnp.ones(3, bool))
-
-
 def test_same_value_and_gradient_on_one_and_four_devices():
     n_dev = 4
     assert jax.local_device_count() >= n_dev, "conftest should provide 4 CPU devices"
@@ -424,7 +414,7 @@ def test_same_value_and_gradient_on_one_and_four_devices():
 
     def objective(temperature, lg, lb):
         # A shared scalar parameter so the gradient is comparable across devices.
-        return losses.mean_over_batch(loss_fn(lg * temperature, lb))
+        return jnp.mean(loss_fn(lg * temperature, lb))
 
     value, grad = jax.value_and_grad(objective)(1.3, logits, labels)
 
@@ -443,19 +433,6 @@ def test_same_value_and_gradient_on_one_and_four_devices():
         float(objective(1.3, a, b)) for a, b in zip(shard(logits), shard(labels), strict=True)
     ]
     assert np.ptp(shard_means) > 1e-4
-
-
-def test_mean_over_batch_axis_name_is_exact_with_uneven_padding():
-    n_dev = 4
-    per_example = np.random.default_rng(12).random(8).astype(np.float32)
-    # Devices hold 2, 1, 0 and 2 real examples: a pmean of local means would be wrong.
-    mask = np.array([1, 1, 1, 0, 0, 0, 1, 1], bool)
-    want = per_example[mask].mean()
-    got = jax.pmap(lambda x, m: losses.mean_over_batch(x, m, axis_name="d"), axis_name="d")(
-        per_example.reshape(n_dev, 2), mask.reshape(n_dev, 2)
-    )
-    np.testing.assert_allclose(got, np.full(n_dev, want), rtol=1e-6)
-    np.testing.assert_allclose(losses.mean_over_batch(per_example, mask), want, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- API and errors

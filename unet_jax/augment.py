@@ -30,6 +30,7 @@ import grain.python as grain
 import numpy as np
 from PIL import Image
 
+from unet_jax import image_ops
 from unet_jax.classes import IGNORE_LABEL
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
@@ -138,13 +139,11 @@ def resize_pair(
       resampled with NEAREST.
     """
     _check_method(method)
-    size = (int(width), int(height))
-    pil_image, pil_label = Image.fromarray(image), Image.fromarray(label)
     if box is None:
         box = (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
-    new_image = pil_image.resize(size, _IMAGE_RESAMPLE[method], box=box)
-    new_label = pil_label.resize(size, Image.Resampling.NEAREST, box=box)
-    return np.asarray(new_image), np.asarray(new_label)
+    new_image = image_ops.resize(image, height=height, width=width, method=method, box=box)
+    new_label = image_ops.resize(label, height=height, width=width, method="nearest", box=box)
+    return new_image, new_label
 
 
 def adjust_color(

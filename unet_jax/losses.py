@@ -12,11 +12,10 @@ prediction sums, not to the target sums, not to the cross-entropy average, and t
 gradient w.r.t. their logits is exactly zero (their logits are replaced by zeros before the
 activation, so even ``inf``/``NaN`` logits there cannot leak in).
 
-Every loss returns a **per-example** float32 vector ``[B]``; callers reduce it. The trainer
-takes :func:`mean_over_batch` (then ``pmean`` over devices), so the loss of a global batch
-is the same on 1 or on N devices as long as every device holds the same number of examples;
-for padded batches pass ``mask`` and ``axis_name`` to :func:`mean_over_batch`, which then
-divides the global sum by the global count of real examples.
+Every loss returns a **per-example** float32 vector ``[B]``; callers reduce it. The
+training step takes its mean (then ``pmean`` over devices), so the loss of a global batch
+is the same on 1 or on N devices, every device holding the same number of examples; the
+evaluation step sums it over the real examples of a padded batch (``mask``).
 
 Exactly how the soft Dice loss is reduced
 -----------------------------------------
@@ -31,7 +30,7 @@ For each image ``b`` and class ``c`` (sums over the valid pixels ``i`` of that i
 
 1. per image (pixels are summed within one image, never across the batch),
 2. then a (weighted) mean over classes, the weights normalised by their sum,
-3. then the caller's mean over the batch (:func:`mean_over_batch`).
+3. then the caller's mean over the batch.
 
 A class absent from both the target and the prediction of an image (``I = P = T = 0``) gets
 ``dice = smooth / smooth = 1``: the image is "perfect" for that class, contributing zero
@@ -418,46 +417,6 @@ def dice_focal_loss(
     dice = soft_dice_loss(logits, labels, smooth=smooth, **common)
     focal = focal_loss(logits, labels, gamma=gamma, **common)
     return dice + focal_weight * focal
-
-
-def mean_over_batch(
-    per_example: jax.Array,
-    mask: jax.Array | None = None,
-    *,
-    axis_name: str | None = None,
-) -> jax.Array:
-    """Mean of a per-example loss over the real examples of a (possibly padded) batch.
-
-    Args:
-        per_example: ``[B]`` per-example values (e.g. from :func:`soft_dice_loss`).
-        mask: Optional ``[B]`` bool, False for padding examples (excluded).
-        axis_name: Optional ``pmap``/``shard_map`` axis name. When given, the sum and the
-            count of real examples are ``psum``-ed over that axis before dividing, so the
-            result is the exact mean of the global batch even when devices hold different
-            numbers of real examples (a ``pmean`` of per-device means is only exact when
-            the counts are equal).
-
-    Returns:
-        float32 scalar; 0 when there is no real example.
-    """
-    per_example = jnp.asarray(per_example, jnp.float32)
-    if per_example.ndim != 1:
-        raise ValueError(f"per_example must be [B], got shape {per_example.shape}")
-    if mask is None:
-        weight = jnp.ones_like(per_example)
-    else:
-        if jnp.shape(mask) != per_example.shape:
-            raise ValueError(
-                f"mask shape {jnp.shape(mask)} does not match per_example {per_example.shape}"
-            )
-        weight = jnp.asarray(mask).astype(jnp.float32)
-    # where() rather than a product: a NaN loss of a padding example must not leak in.
-    total = jnp.sum(jnp.where(weight > 0, per_example, 0.0))
-    count = jnp.sum(weight)
-    if axis_name is not None:
-        total = jax.lax.psum(total, axis_name)
-        count = jax.lax.psum(count, axis_name)
-    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
 
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]

@@ -28,7 +28,7 @@ from datasets.features import segmentation_features
 from datasets.folder import decode
 from datasets.lyft_udacity.decode import encode_png
 from datasets.lyft_udacity.errors import ManualDownloadMissingError
-from datasets.lyft_udacity.lyft_udacity_dataset_builder import _num_workers, ordered_parallel_map
+from datasets.threads import threaded_map
 
 KAGGLE_URL = (
     "https://www.kaggle.com/datasets/humansintheloop/semantic-segmentation-of-aerial-imagery"
@@ -160,7 +160,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         stats = ClassStats()
         encode = functools.partial(encode_example, source)
         try:
-            for key, example, counts in ordered_parallel_map(encode, pairs, workers=_num_workers()):
+            for key, example, counts in threaded_map(encode, pairs):
                 stats.add(counts)
                 yield key, example
         finally:

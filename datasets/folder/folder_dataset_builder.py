@@ -26,7 +26,7 @@ from datasets.features import segmentation_features
 from datasets.folder import decode, layout
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
-from datasets.lyft_udacity.lyft_udacity_dataset_builder import _num_workers, ordered_parallel_map
+from datasets.threads import threaded_map
 from unet_jax.classes import ClassSet
 
 FILE_FORMAT = "array_record"
@@ -104,7 +104,7 @@ def make_plan(folder: pathlib.Path, *, group_pattern: str | None) -> Plan:
     rule = read_classes_file(found.classes_file) if found.classes_file else None
     check = functools.partial(_check_pair, rule=rule)
     values: set[int] = set()
-    for _, present in ordered_parallel_map(check, found.pairs(), workers=_num_workers()):
+    for _, present in threaded_map(check, found.pairs()):
         values |= present
     if rule is None:
         rule = infer_rule(values, root=found.root)
@@ -159,7 +159,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         stats = ClassStats()
         encode = functools.partial(encode_example, rule=self._plan.rule)
-        for key, example, counts in ordered_parallel_map(encode, pairs, workers=_num_workers()):
+        for key, example, counts in threaded_map(encode, pairs):
             stats.add(counts)
             yield key, example
         if split == "train":

@@ -24,12 +24,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from datasets.lyft_udacity.lyft_udacity_dataset_builder import (
-    WORKERS_ENV,
-    Builder,
-    LyftUdacityConfig,
-    _num_workers,
-)
+from datasets.lyft_udacity.lyft_udacity_dataset_builder import Builder, LyftUdacityConfig
+from datasets.threads import WORKERS_ENV, num_workers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REAL_SAMPLES = os.environ.get(
@@ -91,7 +87,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=1000, help="synthetic frames")
     args = parser.parse_args()
     tfds.disable_progress_bar()
-    cores = _num_workers()
+    cores = num_workers()
     # Registered configs by name (TFDS refuses a custom config with a registered name).
     configs: list[tuple[str | LyftUdacityConfig, int]] = [
         ("full", args.frames),

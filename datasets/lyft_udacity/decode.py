@@ -29,6 +29,7 @@ from scipy import ndimage
 from datasets.class_stats import label_counts
 from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
 from datasets.lyft_udacity.errors import DataError
+from unet_jax.augment import resize_pair
 from unet_jax.classes import IGNORE_LABEL
 
 # Decompression-bomb guard, checked on the PNG header before any decoding.
@@ -249,28 +250,6 @@ def apply_hood_rule(label: np.ndarray, rule: HoodRule) -> np.ndarray:
     return np.where(hood_mask(label), np.uint8(IGNORE_LABEL), label)
 
 
-def resize_pair(
-    image: np.ndarray, label: np.ndarray, *, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resizes an image (area averaging, PIL BOX) and its label (nearest neighbour).
-
-    Labels are never interpolated: every output id is one of the input ids.
-
-    Args:
-      image: uint8 [H, W, 3].
-      label: uint8 [H, W].
-      height: output height.
-      width: output width.
-
-    Returns:
-      (image uint8 [height, width, 3], label uint8 [height, width]).
-    """
-    size = (width, height)  # PIL sizes are (width, height)
-    out_image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-    out_label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
-    return out_image, out_label
-
-
 def encode_png(array: np.ndarray, *, compress_level: int = 1) -> bytes:
     """Encodes a uint8 [H, W] (greyscale) or [H, W, 3] (RGB) array as PNG.
 
@@ -338,7 +317,7 @@ def process_pair(
     label = map_high_ids(label, rule=high_ids, name=label_name)
     label = apply_hood_rule(label, hood)
     if size is not None:
-        image, label = resize_pair(image, label, height=size[0], width=size[1])
+        image, label = resize_pair(image, label, height=size[0], width=size[1], method="area")
         image_png = encode_png(image)
     elif image_header.color_type == _RGB:
         image_png = image_data  # already an 8-bit RGB PNG: no need to re-encode

@@ -11,13 +11,11 @@ written as array_record (prepare with `datasets.lyft_udacity.prepare`).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import importlib
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,6 +31,7 @@ from datasets.lyft_udacity.errors import (
     ManualDownloadMissingError,
     manual_download_message,
 )
+from datasets.threads import threaded_map
 
 SYNTHETIC_MODULE = f"{__package__}.synthetic"
 
@@ -199,7 +198,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
         stats = ClassStats()
         try:
-            for key, example, counts in ordered_parallel_map(fn, items, workers=_num_workers()):
+            for key, example, counts in threaded_map(fn, items):
                 stats.add(counts)
                 yield key, example
         finally:
@@ -292,55 +291,3 @@ def synthetic_example(
         },
         label_counts(label),
     )
-
-
-WORKERS_ENV = "LYFT_UDACITY_WORKERS"
-
-
-def _num_workers() -> int:
-    """Threads preparing frames: ``$LYFT_UDACITY_WORKERS``, else the usable cores."""
-    if value := os.environ.get(WORKERS_ENV):
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"{WORKERS_ENV} must be an integer, not {value!r}") from None
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def ordered_parallel_map(
-    fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int | None = None
-) -> Iterator[R]:
-    """`map` on a thread pool, in order, with at most ``window`` results pending.
-
-    PNG decoding/encoding (zlib) and numpy release the GIL, so threads use
-    several cores without the start-up cost and fork-safety issues of processes.
-
-    Args:
-      fn: the function.
-      items: its inputs.
-      workers: threads; 1 runs in the calling thread.
-      window: tasks in flight (default 4 per worker), bounding memory.
-
-    Returns:
-      An iterator over ``fn(item)`` in input order. An exception in ``fn``
-      is raised when its result is reached; later tasks are cancelled.
-    """
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    window = window or 4 * workers
-    pending: collections.deque[Future[R]] = collections.deque()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
