@@ -127,6 +127,22 @@ def _masked_float32_logits(logits: jax.Array, valid: jax.Array) -> jax.Array:
     return jnp.where(valid[..., None], logits.astype(jnp.float32), 0.0)
 
 
+def _mean_over_classes(per_class: jax.Array, class_weights: jax.Array | None) -> jax.Array:
+    """[..., C] -> [...]: the (class-weighted) mean over the last axis."""
+    if class_weights is None:
+        return jnp.mean(per_class, axis=-1)
+    w = jnp.asarray(class_weights, jnp.float32)
+    return jnp.sum(per_class * w, axis=-1) / jnp.sum(w)
+
+
+def _mean_over_pixels(per_pixel: jax.Array, pixel_weight: jax.Array) -> jax.Array:
+    """[B, *spatial] -> [B]: the weighted mean over each image's pixels (0 without any)."""
+    axes = tuple(range(1, per_pixel.ndim))
+    total = jnp.sum(per_pixel * pixel_weight, axis=axes)
+    count = jnp.sum(pixel_weight, axis=axes)
+    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
+
+
 def soft_dice_loss(
     logits: jax.Array,
     labels: jax.Array,
@@ -228,17 +244,10 @@ def cross_entropy_loss(
     else:
         targets = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.float32)
         bce = optax.sigmoid_binary_cross_entropy(x, targets)  # [B, *spatial, C]
-        if class_weights is None:
-            per_pixel = jnp.mean(bce, axis=-1)
-        else:
-            w = jnp.asarray(class_weights, jnp.float32)
-            per_pixel = jnp.sum(bce * w, axis=-1) / jnp.sum(w)
+        per_pixel = _mean_over_classes(bce, class_weights)
         pixel_weight = validf
 
-    axes = tuple(range(1, per_pixel.ndim))
-    total = jnp.sum(per_pixel * pixel_weight, axis=axes)
-    count = jnp.sum(pixel_weight, axis=axes)
-    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
+    return _mean_over_pixels(per_pixel, pixel_weight)
 
 
 def dice_ce_loss(
@@ -365,17 +374,10 @@ def focal_loss(
         log_pt = jnp.where(onehot, log_p, log_q)
         log_one_minus_pt = jnp.where(onehot, log_q, log_p)
         per_class = -_focal_modulation(log_one_minus_pt, gamma) * log_pt  # [B, *sp, C]
-        if class_weights is None:
-            per_pixel = jnp.mean(per_class, axis=-1)
-        else:
-            w = jnp.asarray(class_weights, jnp.float32)
-            per_pixel = jnp.sum(per_class * w, axis=-1) / jnp.sum(w)
+        per_pixel = _mean_over_classes(per_class, class_weights)
         pixel_weight = validf
 
-    axes = tuple(range(1, per_pixel.ndim))
-    total = jnp.sum(per_pixel * pixel_weight, axis=axes)
-    count = jnp.sum(pixel_weight, axis=axes)
-    return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
+    return _mean_over_pixels(per_pixel, pixel_weight)
 
 
 def dice_focal_loss(
