@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import manual
 from datasets.aerial import sources, splits
 from datasets.aerial.classes import MASK_RULE, NUM_CLASSES
 from datasets.class_stats import ClassStats, label_counts
@@ -135,18 +136,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
 
     def _find_source(self, dl_manager: tfds.download.DownloadManager) -> sources.Source:
-        # DownloadManager.manual_dir raises a bare AssertionError when the directory is
-        # missing, so read the configured path itself.
-        manual_dir = getattr(dl_manager, "_manual_dir", None) or (
-            self.data_dir_root / "downloads" / "manual"
-        )
-        manual_dir = os.path.abspath(os.fspath(manual_dir))
+        manual_dir = manual.manual_dir(self, dl_manager)
         source = sources.find_source(manual_dir)
         if source is None:
-            found = ""
-            if os.path.isdir(manual_dir) and (entries := sorted(os.listdir(manual_dir))):
-                found = f"It holds no zip archive and no 'Tile N' folder: {', '.join(entries[:5])}"
-                found += " ..." if len(entries) > 5 else ""
+            found = manual.what_is_there(manual_dir, expected="'Tile N' folder")
             raise ManualDownloadMissingError(
                 manual_download_message(
                     manual_dir, data_dir=os.fspath(self.data_dir_root), found=found
