@@ -168,7 +168,8 @@ class Schedule:
         if steps_per_epoch == 0:
             raise ValueError(
                 f"config.batch_size={config.batch_size} exceeds the {num_examples} training "
-                "examples"
+                f"examples; pass --config.batch_size={num_examples} or less (a multiple of "
+                "the device count), or add images"
             )
         total = config.num_train_steps
         if total <= 0:
