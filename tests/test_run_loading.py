@@ -45,6 +45,19 @@ def test_loading_writes_nothing_and_reads_only_the_model_variables(tiny, tmp_pat
         assert a == b
 
 
+def test_a_workdir_given_relative_to_the_current_directory_loads(tiny, tmp_path, monkeypatch):
+    # As users type it: `python eval.py --workdir runs/mine` (orbax misreads relative paths).
+    shutil.copytree(tiny.workdir, tmp_path / "runs" / "mine")
+    monkeypatch.chdir(tmp_path)
+    for checkpoint in ("best", "latest"):
+        run = load_run("runs/mine", checkpoint=checkpoint)
+        reference = load_run(tiny.workdir, checkpoint=checkpoint)
+        np.testing.assert_array_equal(
+            run.variables["params"]["Conv_0"]["kernel"],
+            reference.variables["params"]["Conv_0"]["kernel"],
+        )
+
+
 def test_a_damaged_variable_is_caught_by_its_digest(tiny, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(tiny.workdir, workdir)

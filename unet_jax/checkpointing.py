@@ -277,7 +277,7 @@ def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[s
       IncompatibleCheckpointError: the checkpoint holds a model of another configuration.
       CheckpointError: the checkpoint is damaged (its files or its digest).
     """
-    step_dir = pathlib.Path(step_dir)
+    step_dir = pathlib.Path(step_dir).absolute()  # orbax misreads relative paths
     where = f"checkpoint {step_dir}"
     template_dict = serialization.to_state_dict(template)
     try:
