@@ -30,9 +30,9 @@ from datasets.lyft_udacity.sources import (
     FramePair,
     TreeSource,
     ZipSource,
-    _walk_files,
-    _zips_in,
-    check_member_name,
+    walk_files,
+    zip_members,
+    zips_in,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -108,16 +108,7 @@ def pair_files(
 
 
 def _open_zip(path: str) -> ZipSource:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: unreadable zip archive ({e})") from e
-    members = {}
-    for info in infos:
-        name = check_member_name(info.filename, archive=path)
-        if not name.endswith("/"):  # not a folder entry
-            members[name] = info
+    members = zip_members(path)
     pairs = pair_files(members, where=path, describe=lambda member: f"{path}:{member}")
     return ZipSource(path, pairs, members)
 
@@ -145,13 +136,13 @@ def find_source(manual_dir: str) -> Source | None:
         return None
     else:
         pairs = pair_files(
-            _walk_files(manual_dir),
+            walk_files(manual_dir),
             where=manual_dir,
             describe=lambda rel: os.path.join(manual_dir, *rel.split("/")),
         )
         if pairs:
             return TreeSource(manual_dir, pairs)
-        archives = _zips_in(manual_dir)
+        archives = zips_in(manual_dir)
     if not archives:
         return None
     source = _open_zip(archives[0])

@@ -242,7 +242,7 @@ class ZipSource:
 Source = TreeSource | ZipSource
 
 
-def _walk_files(root: str) -> list[str]:
+def walk_files(root: str) -> list[str]:
     """Relative POSIX paths of all files below root, following directory symlinks once."""
     out = []
     seen = set()
@@ -258,7 +258,12 @@ def _walk_files(root: str) -> list[str]:
     return out
 
 
-def _open_zip(path: str) -> ZipSource:
+def zip_members(path: str) -> dict[str, zipfile.ZipInfo]:
+    """The file members of a zip archive by checked name (folder entries left out).
+
+    Raises:
+      DataError: an unreadable archive, or a hostile member name (see `check_member_name`).
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -269,6 +274,11 @@ def _open_zip(path: str) -> ZipSource:
         name = check_member_name(info.filename, archive=path)
         if not name.endswith("/"):  # not a folder entry
             members[name] = info
+    return members
+
+
+def _open_zip(path: str) -> ZipSource:
+    members = zip_members(path)
     return ZipSource(path, pair_frames(members, where=path), members)
 
 
@@ -295,10 +305,10 @@ def find_source(manual_dir: str) -> Source | None:
     elif not os.path.isdir(manual_dir):
         return None
     else:
-        pairs = pair_frames(_walk_files(manual_dir), where=manual_dir)
+        pairs = pair_frames(walk_files(manual_dir), where=manual_dir)
         if pairs:
             return TreeSource(manual_dir, pairs)
-        archives = _zips_in(manual_dir)
+        archives = zips_in(manual_dir)
     if not archives:
         return None
     source = _open_zip(archives[0])
@@ -310,7 +320,7 @@ def find_source(manual_dir: str) -> Source | None:
     return source
 
 
-def _zips_in(manual_dir: str) -> list[str]:
+def zips_in(manual_dir: str) -> list[str]:
     """The zip archive directly in manual_dir, as a list of 0 or 1 paths.
 
     Raises:
