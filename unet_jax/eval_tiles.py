@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from unet_jax import image_ops
 from unet_jax.augment import check_example
 from unet_jax.classes import IGNORE_LABEL
 
 
 def tile_starts(length: int, tile: int) -> list[int]:
     """Tile offsets covering ``[0, length)``, the last ending at ``length`` when it fits."""
-    if length <= tile:
-        return [0]
-    return sorted(set(range(0, length - tile, tile)) | {length - tile})
+    return image_ops.tile_origins(length, tile, tile) if length > tile else [0]
 
 
 class TiledSource:

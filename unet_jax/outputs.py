@@ -25,12 +25,6 @@ def class_logits(logits: jax.Array) -> jax.Array:
     return logits
 
 
-def class_probabilities(logits: jax.Array, activation: str) -> jax.Array:
-    """float32 [..., C] per-class probabilities (softmax, or per-class sigmoid)."""
-    logits = class_logits(logits.astype(jnp.float32))
-    return jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
-
-
 def predict_labels(logits: jax.Array) -> jax.Array:
     """int32 [...] class ids: the argmax of the class logits."""
     return jnp.argmax(class_logits(logits), axis=-1).astype(jnp.int32)
