@@ -37,7 +37,7 @@ from unet_jax.run_data import (
     open_training_data,
 )
 from unet_jax.train_state import create_learning_rate_schedule, create_model, create_train_state
-from unet_jax.validation import evaluate, flat_scalars
+from unet_jax.validation import evaluate, flat_scalars, validation_source
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
 
@@ -351,6 +351,7 @@ def train_and_evaluate(
     if is_main:
         write_run_classes(workdir, classes)
     schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
+    validation_examples = validation_source(sources["validation"], config)
 
     # 2. Model, steps and state (restored, fine-tuned from another run, or fresh).
     loss_fn = make_loss_fn(
@@ -437,7 +438,7 @@ def train_and_evaluate(
                     validation, meta, improved = validate_and_track_best(
                         driver,
                         device_state,
-                        source=sources["validation"],
+                        source=validation_examples,
                         config=config,
                         classes=classes,
                         meta=meta,

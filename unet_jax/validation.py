@@ -31,7 +31,7 @@ def evaluate(
     Args:
       driver: the device driver.
       device_state: the driver's replicated state.
-      source: random-access examples.
+      source: random-access examples (for crop-trained runs, `validation_source`'s tiles).
       config: uses ``eval_batch_size``, ``image_size``, ``num_classes``.
       class_names: the data set's class names (metric keys).
 
@@ -39,8 +39,6 @@ def evaluate(
       ``segmentation_metrics`` plus ``loss`` (mean per-example loss) and ``confusion``
       (int64 numpy matrix).
     """
-    if config.input_mode == "crop":  # native scale, in training-size tiles
-        source = eval_tiles.TiledSource(source, tuple(config.image_size))
     batches = input_pipeline.create_eval_batches(
         source,
         global_batch_size=config.eval_batch_size,
@@ -55,6 +53,17 @@ def evaluate(
         return driver.get_metrics(driver.eval_step(device_state, driver.put_batch(batch)))
 
     return score_batches(batches, score_on_devices, class_names=class_names)
+
+
+def validation_source(source: Any, config: ml_collections.ConfigDict) -> Any:
+    """What `evaluate` scores for a run: the examples resized to ``image_size`` (by the
+    eval batches), or for crop-trained runs their training-size tiles at native scale.
+
+    Indexing the tiles reads every example once, so the training loop builds this once.
+    """
+    if config.input_mode == "crop":
+        return eval_tiles.TiledSource(source, tuple(config.image_size))
+    return source
 
 
 def score_batches(
