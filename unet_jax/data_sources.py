@@ -8,10 +8,10 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from jax.experimental import multihost_utils
 
-from unet_jax.classes import IGNORE_LABEL, ClassSet
+from unet_jax.class_stats import ClassStats, label_counts
+from unet_jax.classes import ClassSet
 
 # prepare_fn(config, *, prepare) -> tfds builder: with prepare=True it prepares the data
 # set when needed; with False it only opens it. train.py passes datasets.prepare_dataset
@@ -103,14 +103,8 @@ def open_dataset(
 
 def scan_class_stats(source: Any, num_classes: int) -> dict[str, Any]:
     """Per-class pixel statistics of a split by reading every label (for data sets
-    prepared without them); the same fields as ``Dataset.train_stats``."""
-    pixels = np.zeros(256, np.int64)
-    present = np.zeros(256, np.int64)
+    prepared without them); the fields of ``Dataset.train_stats``."""
+    stats = ClassStats()
     for i in range(len(source)):
-        counts = np.bincount(np.asarray(source[i]["label"], np.uint8).ravel(), minlength=256)
-        pixels += counts
-        present += (counts > 0) * int(counts.sum() - counts[IGNORE_LABEL])
-    return {
-        "pixel_counts": pixels[:num_classes].tolist(),
-        "present_pixel_counts": present[:num_classes].tolist(),
-    }
+        stats.add(label_counts(source[i]["label"]))
+    return stats.to_metadata(num_classes)

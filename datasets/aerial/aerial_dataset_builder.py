@@ -23,13 +23,13 @@ import tensorflow_datasets as tfds
 from datasets import manual
 from datasets.aerial import sources, splits
 from datasets.aerial.classes import MASK_RULE, NUM_CLASSES
-from datasets.class_stats import ClassStats, label_counts
 from datasets.errors import DataError
 from datasets.features import segmentation_features
 from datasets.folder import decode
 from datasets.lyft_udacity.decode import encode_png
 from datasets.lyft_udacity.errors import ManualDownloadMissingError
 from datasets.threads import threaded_map
+from unet_jax.class_stats import ClassStats, label_counts
 
 KAGGLE_URL = (
     "https://www.kaggle.com/datasets/humansintheloop/semantic-segmentation-of-aerial-imagery"

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets.class_stats import ClassStats, label_counts
 from datasets.errors import DataError
 from datasets.features import segmentation_features
 from datasets.folder import decode, layout
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
 from datasets.threads import threaded_map
+from unet_jax.class_stats import ClassStats, label_counts
 from unet_jax.classes import ClassSet
 
 FILE_FORMAT = "array_record"
@@ -73,7 +73,7 @@ def infer_rule(values: set[int], *, root: pathlib.Path) -> MaskRule:
         return MaskRule(classes, "binary", source=source)
     ignore = (255,) if 255 in values else ()
     ids = values - set(ignore)
-    classes = ClassSet.from_names([f"class{i}" for i in range(max(ids) + 1)])
+    classes = ClassSet.numbered(max(ids) + 1)
     return MaskRule(classes, "id", ignore_ids=ignore, source=source)
 
 

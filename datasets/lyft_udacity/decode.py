@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from datasets.class_stats import label_counts
 from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
 from datasets.lyft_udacity.errors import DataError
 from unet_jax.augment import resize_pair
+from unet_jax.class_stats import label_counts
 from unet_jax.classes import IGNORE_LABEL
 
 # Decompression-bomb guard, checked on the PNG header before any decoding.

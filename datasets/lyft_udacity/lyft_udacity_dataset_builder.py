@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from datasets import manual
-from datasets.class_stats import ClassStats, label_counts
 from datasets.features import segmentation_features
 from datasets.lyft_udacity import decode, sources, splits
 from datasets.lyft_udacity.classes import CARLA_CLASSES, NUM_CLASSES
@@ -33,6 +32,7 @@ from datasets.lyft_udacity.errors import (
     manual_download_message,
 )
 from datasets.threads import threaded_map
+from unet_jax.class_stats import ClassStats, label_counts
 
 SYNTHETIC_MODULE = f"{__package__}.synthetic"
 

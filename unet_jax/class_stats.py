@@ -1,4 +1,5 @@
-"""Per-class pixel statistics of a split, gathered while a data set is prepared.
+"""Per-class pixel statistics of a split, gathered while a data set is prepared (or, for
+data sets prepared before they existed, by reading the split once).
 
 They are stored in the prepared data set's metadata (``pixel_counts``,
 ``present_pixel_counts``) and feed ``config.class_weights="inverse_frequency"`` or
