@@ -135,6 +135,11 @@ class ClassSet:
         colors = tuple(colors) if colors is not None else default_colors(len(names))
         return cls(tuple(names), colors, label_format)
 
+    @classmethod
+    def numbered(cls, num_classes: int) -> ClassSet:
+        """``class0`` .. ``class<C-1>``: for data that declares no names."""
+        return cls.from_names([f"class{i}" for i in range(num_classes)])
+
     @property
     def num_classes(self) -> int:
         return len(self.names)
@@ -239,7 +244,7 @@ def read_run_classes(workdir: str | pathlib.Path, *, num_classes: int | None = N
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise ClassSetError(f"{path.parent}: no readable config.json ({e})") from None
     if not path.is_file():
-        return ClassSet.from_names([f"class{i}" for i in range(num_classes)])
+        return ClassSet.numbered(num_classes)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -79,7 +79,7 @@ def open_training_data(
     elif classes is None:
         if config.num_classes is None:
             raise DataConfigError("config.num_classes is needed with in-memory sources")
-        classes = ClassSet.from_names([f"class{i}" for i in range(config.num_classes)])
+        classes = ClassSet.numbered(config.num_classes)
     config = with_data_classes(config, classes)
     if isinstance(config.class_weights, str) and stats is None:
         stats = data_sources.scan_class_stats(sources["train"], classes.num_classes)
