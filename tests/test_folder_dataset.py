@@ -248,7 +248,12 @@ def _break(kind: str, root: pathlib.Path) -> str:
     if kind == "truncated_image":
         data = (root / "images" / "im2.jpg").read_bytes()
         (root / "images" / "im2.jpg").write_bytes(data[: len(data) // 2])
-        return r"im2.jpg: not a readable image file, or truncated"
+        return r"im2.jpg: unreadable or truncated image"
+    if kind == "sixteen_bit_image":  # Pillow would silently keep only the high byte
+        rgb16 = np.full((21, 29, 3), 40000, np.uint16)
+        Image.fromarray(rgb16[..., 0]).save(root / "images" / "im4.png")  # I;16 PNG
+        (root / "images" / "im4.jpg").unlink()
+        return r"im4.png: 16-bit PNG; only 8-bit images are accepted"
     if kind == "truncated_mask":
         data = (root / "masks" / "im3.png").read_bytes()
         (root / "masks" / "im3.png").write_bytes(data[: len(data) // 2])
@@ -285,6 +290,7 @@ BAD_INPUTS = [
     "size_mismatch",
     "undeclared_colour",
     "truncated_image",
+    "sixteen_bit_image",
     "truncated_mask",
     "jpeg_mask",
     "empty",

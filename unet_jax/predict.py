@@ -34,28 +34,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import io
 import json
 import pathlib
-import struct
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from unet_jax.classes import ClassSet, read_run_classes
+from unet_jax.image_files import ImageFileError as ImageError
+from unet_jax.image_files import decode_image as decode_image  # public, as before
+from unet_jax.image_files import read_image
 from unet_jax.inference import InferenceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 OVERLAY_ALPHA = 0.5
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GLOB_CHARS = "*?["
-
-
-class ImageError(InferenceError, ValueError):
-    """An input image that cannot be used; the message names the file."""
 
 
 class InputError(InferenceError, FileNotFoundError):
@@ -65,89 +61,6 @@ class InputError(InferenceError, FileNotFoundError):
 # ----------------------------------------------------------------------------
 # Reading images.
 # ----------------------------------------------------------------------------
-
-
-def _png_bit_depth(data: bytes) -> int | None:
-    """The bit depth in a PNG's IHDR (Pillow silently reduces 16-bit RGB to 8 bits)."""
-    if data.startswith(_PNG_SIGNATURE) and len(data) >= 26 and data[12:16] == b"IHDR":
-        return data[24]
-    return None
-
-
-def decode_image(data: bytes, *, name: str) -> np.ndarray:
-    """Decodes image bytes to uint8 RGB by the input rules of the module docstring.
-
-    Args:
-      data: the file's bytes.
-      name: the file's name, for error messages.
-
-    Returns:
-      uint8 [H, W, 3].
-
-    Raises:
-      ImageError: unreadable, truncated, transparent, 16-bit or floating-point images.
-    """
-    depth = _png_bit_depth(data)
-    if depth is not None and depth > 8:
-        raise ImageError(
-            f"{name}: {depth}-bit PNG; only 8-bit images are accepted (convert it to 8-bit "
-            "RGB first, choosing how to scale its values)"
-        )
-    try:
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()
-            bits = getattr(pil, "tag_v2", {}).get(258) if pil.format == "TIFF" else None
-            if bits is not None and max(np.atleast_1d(bits)) > 8:
-                raise ImageError(f"{name}: {max(np.atleast_1d(bits))}-bit TIFF; only 8-bit images")
-            pil = ImageOps.exif_transpose(pil)
-            mode = pil.mode
-            if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                raise ImageError(
-                    f"{name}: {mode} image (16-bit or floating point); only 8-bit images are "
-                    "accepted (convert it to 8-bit RGB first, choosing how to scale its values)"
-                )
-            if mode == "P":
-                pil = pil.convert("RGBA")  # a palette may carry transparency
-                mode = "RGBA"
-            if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-                alpha = np.asarray(pil.getchannel("A"))
-                if not (alpha == 255).all():
-                    raise ImageError(
-                        f"{name}: {mode} image with transparent pixels; expected an opaque "
-                        "image (flatten it onto a background first)"
-                    )
-            array = np.asarray(pil.convert("RGB"))
-    except ImageError:
-        raise
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not an image file (or an unsupported format)") from e
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: image too large ({e})") from e
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
-        raise ImageError(f"{name}: unreadable or truncated image ({type(e).__name__}: {e})") from e
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3 or 0 in array.shape:
-        raise ImageError(f"{name}: decoded to {array.dtype} {array.shape}, expected RGB")
-    return np.ascontiguousarray(array)
-
-
-def read_image(path: str | pathlib.Path) -> np.ndarray:
-    """Reads an image file as uint8 RGB [H, W, 3] (see :func:`decode_image`).
-
-    Args:
-      path: the file.
-
-    Returns:
-      uint8 [H, W, 3].
-
-    Raises:
-      ImageError: the file cannot be read or is not an acceptable image.
-    """
-    path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    return decode_image(data, name=str(path))
 
 
 # ----------------------------------------------------------------------------

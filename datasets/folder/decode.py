@@ -16,6 +16,7 @@ from PIL import Image
 
 from datasets.errors import DataError
 from datasets.folder.classes_file import MaskRule
+from unet_jax import image_files
 from unet_jax.classes import IGNORE_LABEL
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -46,23 +47,24 @@ def _open(path: pathlib.Path, *, what: str) -> Image.Image:
 
 
 def read_image(path: pathlib.Path) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of an image file.
+    """uint8 RGB [H, W, 3] of an image file, by the rules of `unet_jax.image_files`
+    (predict's), pixels as stored: masks carry no EXIF orientation.
+
+    Args:
+      path: the file (anything with ``read_bytes()`` whose ``str()`` names it).
 
     Raises:
-      DataError: unreadable, truncated, 16-bit, or RGBA with transparent pixels.
+      DataError: unreadable, truncated, 16-bit or floating-point, or with transparent
+        pixels.
     """
-    image = _open(path, what="image")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise DataError(
-            f"{path}: {image.mode} (16/32-bit) images are not supported; save 8-bit RGB"
-        )
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"))
-        transparent = int((rgba[..., 3] < 255).sum())
-        if transparent:
-            raise DataError(f"{path}: {transparent} transparent pixels; images must be opaque RGB")
-        return np.ascontiguousarray(rgba[..., :3])
-    return np.asarray(image.convert("RGB"))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the image ({e.strerror or e})") from None
+    try:
+        return image_files.decode_image(data, name=str(path), exif_transpose=False)
+    except image_files.ImageFileError as e:
+        raise DataError(str(e)) from None
 
 
 def _hex(rgb: int) -> str:
