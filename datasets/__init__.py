@@ -13,7 +13,8 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
 
     Args:
       config: a run config: ``dataset`` is ``lyft_udacity/<builder config>``,
-        ``aerial`` or ``folder`` (with ``folder`` and ``folder_group``); ``data_dir`` and
+        ``aerial`` or ``folder`` (with ``folder`` and ``folder_group``); ``split_group``
+        for ``lyft_udacity``; ``data_dir`` and
         ``manual_dir`` as in TFDS.
       prepare: prepare the data set when it is not prepared (or, for a folder, stale).
 
@@ -33,6 +34,7 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
             data_dir=config.data_dir,
             manual_dir=config.manual_dir,
             prepare=prepare,
+            split_group=config.get("split_group"),
         )
     if name == "aerial":
         from datasets import aerial

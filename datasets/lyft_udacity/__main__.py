@@ -38,9 +38,20 @@ def main(argv: list[str] | None = None) -> int:
         help="folder holding the Kaggle zip or its extracted tree "
         "(default: <data_dir>/downloads/manual)",
     )
+    parser.add_argument(
+        "--split_group",
+        default=None,
+        help="regex on frame names: names giving the same match stay in one split "
+        "(default: Kaggle episodes together, own recordings in contiguous blocks)",
+    )
     args = parser.parse_args(argv)
     try:
-        builder = prepare(args.config, data_dir=args.data_dir, manual_dir=args.manual_dir)
+        builder = prepare(
+            args.config,
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            split_group=args.split_group,
+        )
     except (ManualDownloadMissingError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

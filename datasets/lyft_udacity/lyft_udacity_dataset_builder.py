@@ -125,6 +125,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     The `synthetic` config needs no download.
     """
 
+    def __init__(self, *, split_group: str | None = None, log=print, **kwargs: Any) -> None:
+        """As a tfds builder; ``split_group`` is ``config.split_group`` (`splits.split_frames`)
+        and ``log`` says how the frames were split."""
+        self._split_group = split_group
+        self._log = log
+        super().__init__(**kwargs)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=segmentation_features(),
@@ -145,9 +152,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
             where, count = f"config {config.name!r}", len(seeds)
         else:
-            source = self._find_source(dl_manager)
-            parts = splits.split_items(source.pairs, lambda p: splits.episode_key(p.name))
+            source = self.find_source(manual.manual_dir(self, dl_manager))
+            parts, summary = splits.split_frames(
+                source.pairs, lambda p: p.name, group_pattern=self._split_group
+            )
             where, count = source.location, len(source.pairs)
+            self._log(f"Split of {where} ({count} frames):\n  " + "\n  ".join(summary))
+            self.info.metadata.update(
+                split_group=self._split_group,
+                source_fingerprint=sources.fingerprint(source, split_group=self._split_group),
+            )
         # TFDS cannot write an empty split; say why instead of its bare assertion.
         if empty := [name for name, items in parts.items() if not items]:
             raise DataError(
@@ -159,8 +173,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for name, items in parts.items()
         }
 
-    def _find_source(self, dl_manager: tfds.download.DownloadManager) -> sources.Source:
-        manual_dir = manual.manual_dir(self, dl_manager)
+    def find_source(self, manual_dir: str) -> sources.Source:
+        """The frames in ``manual_dir``; a `ManualDownloadMissingError` when there are none."""
         source = sources.find_source(manual_dir)
         if source is None:
             found = manual.what_is_there(manual_dir, expected="CameraRGB folder")

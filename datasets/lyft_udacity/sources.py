@@ -18,6 +18,7 @@ e.g. ``dataA/02_00_000.png``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import threading
@@ -153,6 +154,11 @@ class TreeSource:
         """Returns the full path of a file, for messages."""
         return os.path.join(self.root, *path.split("/"))
 
+    def stamp(self, path: str) -> str:
+        """Size and modification time of a file (for `fingerprint`)."""
+        st = os.stat(self.describe(path))
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
     def read(self, path: str) -> bytes:
         """Reads one file (at most `MAX_FILE_BYTES`).
 
@@ -207,6 +213,11 @@ class ZipSource:
         """Returns ``archive:member``, for messages."""
         return f"{self.path}:{path}"
 
+    def stamp(self, path: str) -> str:
+        """Size and CRC of a member (for `fingerprint`)."""
+        info = self._members[path]
+        return f"{info.file_size}:{info.CRC}"
+
     def read(self, path: str) -> bytes:
         """Reads one member (at most `MAX_FILE_BYTES`), checking its CRC.
 
@@ -240,6 +251,15 @@ class ZipSource:
 
 
 Source = TreeSource | ZipSource
+
+
+def fingerprint(source: Source, *, split_group: str | None) -> str:
+    """A digest of what preparation reads: where the frames are, their names, sizes and
+    modification times (CRCs in a zip) and the grouping; it changes when the data does."""
+    h = hashlib.sha256(f"{os.path.abspath(source.location)}|group={split_group or ''}\n".encode())
+    for pair in source.pairs:
+        h.update(f"{pair.name}|{source.stamp(pair.image)}|{source.stamp(pair.label)}\n".encode())
+    return h.hexdigest()
 
 
 def walk_files(root: str) -> list[str]:

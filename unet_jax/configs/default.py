@@ -20,6 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.manual_dir = ml_collections.config_dict.placeholder(
         str
     )  # None: <data_dir>/downloads/manual
+    # lyft_udacity: a regex on frame names; names giving the same match (its first group,
+    # if any) stay in one split. None: episodes of Kaggle names stay together, and a
+    # recording of numbered frames is cut into contiguous 60/20/20 blocks (docs/DATA.md).
+    config.split_group = ml_collections.config_dict.placeholder(str)
     config.image_size = (256, 256)
     # "resize": whole images resized to image_size; "crop": random image_size crops at the
     # images' native scale (images of any size; evaluation and predict then run at native
