@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from jax.experimental import multihost_utils
 
 from unet_jax.class_stats import ClassStats, label_counts
@@ -108,3 +111,60 @@ def scan_class_stats(source: Any, num_classes: int) -> dict[str, Any]:
     for i in range(len(source)):
         stats.add(label_counts(source[i]["label"]))
     return stats.to_metadata(num_classes)
+
+
+class InMemorySource:
+    """A split's decoded examples held in memory: random access without decoding.
+
+    The arrays are read-only, so a transform that wrote into them in place (and would
+    change every later epoch) fails loudly instead.
+    """
+
+    def __init__(self, examples: list[dict[str, Any]]):
+        self._examples = examples
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return dict(self._examples[index])
+
+
+def _read_only(example: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in example.items():
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+        out[key] = value
+    return out
+
+
+def decoded_bytes(example: dict[str, Any]) -> int:
+    """The decoded size of one example (its arrays)."""
+    return sum(v.nbytes for v in example.values() if isinstance(v, np.ndarray))
+
+
+def in_memory(source: Any, *, budget_mb: float) -> Any:
+    """The split decoded into memory when it fits ``budget_mb``, else ``source`` as it is.
+
+    The size is estimated from the first example times the number of examples, so a large
+    data set is never read twice. Examples are decoded by a few threads (PNG decoding
+    releases the GIL).
+
+    Args:
+      source: a random-access source of example dicts (a TFDS data source).
+      budget_mb: the largest decoded size, in MiB, to hold (0 or less: never).
+
+    Returns:
+      An `InMemorySource` with the same examples in the same order, or ``source``.
+    """
+    n = len(source)
+    if n == 0 or budget_mb <= 0 or isinstance(source, InMemorySource):
+        return source
+    first = source[0]
+    if decoded_bytes(first) * n > budget_mb * 2**20:
+        return source
+    threads = min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        rest = list(pool.map(source.__getitem__, range(1, n)))
+    return InMemorySource([_read_only(e) for e in [first, *rest]])

@@ -76,6 +76,9 @@ def open_training_data(
             config, splits=("train", "validation"), prepare_fn=prepare_fn
         )
         sources, classes, stats = dataset.sources, dataset.classes, dataset.train_stats
+        # Small data sets are decoded once: a crop then costs the crop, not its whole image.
+        budget = config.get("in_memory_mb", 0)
+        sources = {s: data_sources.in_memory(src, budget_mb=budget) for s, src in sources.items()}
     elif classes is None:
         if config.num_classes is None:
             raise DataConfigError("config.num_classes is needed with in-memory sources")

@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
     # a value is checked against it at start-up.
     config.num_classes = ml_collections.config_dict.placeholder(int)
     config.worker_count = 2  # grain worker processes per host (0: in-process)
+    # Splits whose decoded examples fit in this many MiB (per host) are decoded once and
+    # held in memory (0: always read from disk); batches are the same either way.
+    config.in_memory_mb = 2048
 
     config.augment = ml_collections.ConfigDict()
     config.augment.enabled = False  # the reference recipe trains on plain resized frames
