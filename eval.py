@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     # Imported here so that --help stays fast.
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
     import datasets  # the TFDS builders of this project
-    from unet_jax import evaluate, reports
+    from unet_jax.evaluation import evaluate, reports
 
     options = evaluate.EvalOptions(
         split=FLAGS.split,

@@ -35,8 +35,8 @@ def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     # Imported here so that --help stays fast and flags parse before JAX starts.
-    from unet_jax import parallel
-    from unet_jax.train import PREEMPTED_EXIT_CODE, train_and_evaluate
+    from unet_jax.train import parallel
+    from unet_jax.train.loop import PREEMPTED_EXIT_CODE, train_and_evaluate
 
     parallel.initialize_distributed(
         coordinator_address=FLAGS.coordinator_address,

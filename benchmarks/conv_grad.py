@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from unet_jax.conv_fast import kernel_grad_by_shifts
+from unet_jax.model.conv_fast import kernel_grad_by_shifts
 
 DN = ("NHWC", "HWIO", "NHWC")
 SAME = ((1, 1), (1, 1))

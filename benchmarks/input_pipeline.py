@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:  # datasets/ is imported from the root, never
     sys.path.insert(0, str(REPO_ROOT))
 
 from datasets.lyft_udacity.classes import PALETTE  # noqa: E402
-from unet_jax import input_pipeline  # noqa: E402
+from unet_jax.data import pipeline as input_pipeline  # noqa: E402
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,9 @@
-"""ONNX Runtime inference of the U-Net that ``unet_jax.onnx_export`` writes: a benchmark worker.
+"""ONNX Runtime inference of the U-Net from ``unet_jax.deploy.onnx_export``: a benchmark worker.
 
 compare.py runs it as one more worker kind, interleaved with the XLA and PyTorch workers
 (inference only: ONNX Runtime does not train). The graph is built from a freshly
 initialised U-Net of the requested widths (weights do not change the speed), the session
-is the product's (``unet_jax.onnx_inference.session_options``: no thread spinning).
+is the product's (``unet_jax.deploy.onnx_inference.session_options``: no thread spinning).
 
     python benchmarks/compare.py --mode infer --widths demo --size 128 --batch 8 \\
         --ort-threads 2 --ort-opt all extended
@@ -37,9 +37,9 @@ class OrtBench(bc.Bench):
         import onnxruntime as ort
 
         from unet_jax.configs import default
-        from unet_jax.onnx_export import build_model
-        from unet_jax.onnx_inference import session_options
-        from unet_jax.train_state import create_model
+        from unet_jax.deploy.onnx_export import build_model
+        from unet_jax.deploy.onnx_inference import session_options
+        from unet_jax.train.state import create_model
 
         self.spec = spec
         features, bridge = bc.parse_widths(spec["widths"])

@@ -4,7 +4,7 @@
 
 How far does a model trained on the rendered demo scenes carry to real CARLA frames? Every
 frame is read and validated by the Lyft-Udacity builder's own decoder (class id in the red
-channel) and scored with eval.py's code (`unet_jax.evaluate.run_evaluation` on in-memory
+channel) and scored with eval.py's code (`unet_jax.evaluation.evaluate.run_evaluation` on in-memory
 sources), twice: with the ego car's hood labelled Vehicles as stored, and with the hood
 ignored (docs/DATA.md: the hood inflates the Vehicles IoU). The frames are only scored,
 never trained or tuned on. Prints per-class IoU tables; the reports land in
@@ -25,7 +25,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 
 from datasets.lyft_udacity import decode  # noqa: E402
-from unet_jax import evaluate, metrics  # noqa: E402
+from unet_jax.evaluation import evaluate, metrics  # noqa: E402
 
 
 def load_frames(folder: pathlib.Path, *, hood: str) -> list[dict]:

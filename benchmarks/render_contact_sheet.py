@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:  # datasets/ is imported from the root, never
     sys.path.insert(0, str(REPO_ROOT))
 
 from datasets.lyft_udacity.classes import CARLA_CLASSES, CLASS_NAMES, NUM_CLASSES, PALETTE  # noqa: E402
-from datasets.lyft_udacity.synthetic import render_scene  # noqa: E402
+from datasets.synthetic.scenes import render_scene  # noqa: E402
 
 # Real pixel shares (%, hood included) over 15 real frames, from
 # ../shared/real_samples/README.md.

@@ -1,13 +1,13 @@
 """The same U-Net in PyTorch, with Adam and the same soft Dice: the speed reference.
 
 PyTorch is not a project dependency: ``pip install torch`` (a CPU wheel is enough here).
-The module mirrors ``unet_jax.model.UNet`` layer for layer (3x3 conv without bias ->
+The module mirrors ``unet_jax.model.unet.UNet`` layer for layer (3x3 conv without bias ->
 BatchNorm(eps 1e-5, momentum 0.1 = Flax's 0.9) -> ReLU, twice; 2x2 max-pool; 2x2 stride-2
 transposed convolution with bias; concatenation [up, skip]; 1x1 head), normalises the
 uint8 input inside the model like the JAX one, and has the same 31,038,413 parameters
-(checked at every start against ``unet_jax.model.expected_param_count``).
+(checked at every start against ``unet_jax.model.unet.expected_param_count``).
 ``load_flax_variables`` copies a Flax UNet's variables in, which is how the tests show that
-both compute the same function (tests/test_fast_paths.py).
+both compute the same function (tests/model/test_fast_paths.py).
 
     python benchmarks/torch_unet.py --batch 4 --size 256                  # eager, channels_last
     python benchmarks/torch_unet.py --compile no yes --amp no yes         # 4 variants
@@ -56,7 +56,7 @@ class ConvBlock(nn.Sequential):
 
 
 class TorchUNet(nn.Module):
-    """``unet_jax.model.UNet`` (BatchNorm, no dropout, softmax logits) in PyTorch.
+    """``unet_jax.model.unet.UNet`` (BatchNorm, no dropout, softmax logits) in PyTorch.
 
     Args:
       num_classes: logit channels.
@@ -113,7 +113,7 @@ def soft_dice_loss(
     smooth: float = 1.0,
     ignore_label: int = IGNORE_LABEL,
 ) -> torch.Tensor:
-    """Per-image soft Dice of ``unet_jax.losses.soft_dice_loss`` (softmax), float32 [B].
+    """Per-image soft Dice of ``unet_jax.train.losses.soft_dice_loss`` (softmax), float32 [B].
 
     Args:
       logits: [B, C, H, W].
@@ -187,7 +187,7 @@ class TorchBench(bc.Bench):
     """Eager or compiled, float32 or bf16 autocast, channels_last or contiguous."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        from unet_jax.model import expected_param_count
+        from unet_jax.model.unet import expected_param_count
 
         self.spec = spec
         if spec["threads"]:

@@ -43,10 +43,10 @@ class JaxBench(bc.Bench):
     def __init__(self, spec: dict[str, Any]) -> None:
         import jax
 
-        from unet_jax import parallel
         from unet_jax.configs import default
-        from unet_jax.train import make_loss_fn
-        from unet_jax.train_state import create_model, create_train_state
+        from unet_jax.train import parallel
+        from unet_jax.train.loop import make_loss_fn
+        from unet_jax.train.state import create_model, create_train_state
 
         self.jax = jax
         self.spec = spec

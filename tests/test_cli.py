@@ -7,12 +7,12 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from unet_jax import cli
-from unet_jax.checkpointing import (
+from unet_jax.inference import WorkdirError
+from unet_jax.run.checkpointing import (
     CheckpointError,
     IncompatibleCheckpointError,
     NoUsableCheckpointError,
 )
-from unet_jax.inference import WorkdirError
 
 
 def _train(*args: str, tmp_path) -> subprocess.CompletedProcess:

@@ -51,13 +51,13 @@ def main() -> int:
             heartbeat_timeout_seconds=args.heartbeat_timeout_seconds,
         )
     from tests.fake_data import make_examples
-    from unet_jax.checkpointing import Checkpointer
     from unet_jax.configs import tiny
-    from unet_jax.train import PREEMPTED_EXIT_CODE, train_and_evaluate
-    from unet_jax.train_state import create_train_state
+    from unet_jax.run.checkpointing import Checkpointer
+    from unet_jax.train.loop import PREEMPTED_EXIT_CODE, train_and_evaluate
+    from unet_jax.train.state import create_train_state
 
     config = tiny.get_config()
-    config.optimizer = "sgd"  # compared tightly: see tests/test_training.py
+    config.optimizer = "sgd"  # compared tightly: see tests/train/test_training.py
     config.learning_rate = 1e-2
     config.schedule = "constant"
     config.warmup_steps = 0

@@ -48,8 +48,8 @@ def exit_code(error: BaseException) -> int:
       1 for anything else.
     """
     # Imported here: orbax and grain are heavy, and --help must stay fast.
-    from unet_jax.checkpointing import CheckpointError, IncompatibleCheckpointError
-    from unet_jax.run_loading import InferenceError
+    from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
+    from unet_jax.run.loading import InferenceError
 
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED

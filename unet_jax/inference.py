@@ -3,15 +3,15 @@
 Kept stable for user code and the README's example; the implementation lives in modules
 with one job each:
 
-- ``unet_jax.run_loading``: load a run, read-only and params-only (``load``,
+- ``unet_jax.run.loading``: load a run, read-only and params-only (``load``,
   ``load_run``, ``make_apply_fn``, ``LoadedRun``, the errors).
-- ``unet_jax.segmenter``: segment images of any size (``Segmenter``, immutable options).
-- ``unet_jax.image_ops``: padding/tiling geometry, ``resize``, ``ordered_thread_map``.
+- ``unet_jax.deploy.segmenter``: segment images of any size (``Segmenter``, immutable options).
+- ``unet_jax.data.image_ops``: padding/tiling geometry, ``resize``, ``ordered_thread_map``.
 """
 
 import functools
 
-from unet_jax.image_ops import (
+from unet_jax.data.image_ops import (
     blend_window,
     ordered_thread_map,
     pad_widths,
@@ -20,7 +20,8 @@ from unet_jax.image_ops import (
     same_size_batches,
     tile_origins,
 )
-from unet_jax.run_loading import (
+from unet_jax.deploy.segmenter import OptionError, Segmenter, SegmenterOptions
+from unet_jax.run.loading import (
     CHECKPOINT_CHOICES,
     CheckpointSpecError,
     InferenceError,
@@ -32,7 +33,6 @@ from unet_jax.run_loading import (
     make_apply_fn,
     parse_checkpoint,
 )
-from unet_jax.segmenter import OptionError, Segmenter, SegmenterOptions
 
 
 def resize_image(image, height: int, width: int):

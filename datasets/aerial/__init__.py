@@ -15,7 +15,7 @@ from datasets.aerial.aerial_dataset_builder import (
     Builder,
 )
 from datasets.aerial.classes import AERIAL_CLASSES, MASK_RULE
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 from datasets.lyft_udacity.errors import ManualDownloadMissingError
 
 FILE_FORMAT = "array_record"

@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets import manual
 from datasets.aerial import sources, splits
 from datasets.aerial.classes import MASK_RULE, NUM_CLASSES
-from datasets.errors import DataError
-from datasets.features import segmentation_features
+from datasets.common import manual
+from datasets.common.errors import DataError
+from datasets.common.features import segmentation_features
+from datasets.common.threads import threaded_map
 from datasets.folder import decode
 from datasets.lyft_udacity.decode import encode_png
 from datasets.lyft_udacity.errors import ManualDownloadMissingError
-from datasets.threads import threaded_map
-from unet_jax.class_stats import ClassStats, label_counts
+from unet_jax.data.class_stats import ClassStats, label_counts
 
 KAGGLE_URL = (
     "https://www.kaggle.com/datasets/humansintheloop/semantic-segmentation-of-aerial-imagery"

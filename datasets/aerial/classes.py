@@ -7,7 +7,7 @@ left unlabelled (0.56% of all pixels) and is ignored.
 """
 
 from datasets.folder.classes_file import MaskRule
-from unet_jax.classes import ClassSet, parse_hex
+from unet_jax.data.classes import ClassSet, parse_hex
 
 # Class id order: the order of the issue's table (and of the reference article).
 COLORS = {

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.aerial.classes import AERIAL_CLASSES
-from unet_jax.classes import IGNORE_LABEL
+from unet_jax.data.classes import IGNORE_LABEL
 
 DUMMY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dummy_data")
 ROOT = "Semantic segmentation dataset"

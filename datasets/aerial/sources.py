@@ -25,7 +25,7 @@ import re
 import zipfile
 from collections.abc import Callable, Iterable
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 from datasets.lyft_udacity.sources import (
     FramePair,
     TreeSource,

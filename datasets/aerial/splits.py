@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 MIN_PER_TILE = 3

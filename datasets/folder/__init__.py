@@ -4,7 +4,7 @@
 prepares ``DIR`` on first use; ``python -m datasets.folder DIR`` prepares it alone.
 """
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.folder.folder_dataset_builder import Builder, FolderConfig, open_builder
 

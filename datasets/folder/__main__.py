@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 from datasets.folder import open_builder
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.preview:
         from datasets.folder.preview import write_preview
-        from unet_jax.data_sources import builder_classes
+        from unet_jax.data.sources import builder_classes
 
         source = builder.as_data_source()["train"]
         print(f"Preview: {write_preview(source, builder_classes(builder), args.preview)}")

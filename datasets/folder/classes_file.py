@@ -17,8 +17,8 @@ import json
 import pathlib
 from typing import Any
 
-from datasets.errors import DataError
-from unet_jax.classes import ClassSet, ClassSetError, parse_hex
+from datasets.common.errors import DataError
+from unet_jax.data.classes import ClassSet, ClassSetError, parse_hex
 
 MASK_MODES = ("color", "id", "binary")
 

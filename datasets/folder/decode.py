@@ -14,10 +14,10 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 from datasets.folder.classes_file import MaskRule
-from unet_jax import image_files
-from unet_jax.classes import IGNORE_LABEL
+from unet_jax.data import image_files
+from unet_jax.data.classes import IGNORE_LABEL
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -47,7 +47,7 @@ def _open(path: pathlib.Path, *, what: str) -> Image.Image:
 
 
 def read_image(path: pathlib.Path) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of an image file, by the rules of `unet_jax.image_files`
+    """uint8 RGB [H, W, 3] of an image file, by the rules of `unet_jax.data.image_files`
     (predict's), pixels as stored: masks carry no EXIF orientation.
 
     Args:

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets.errors import DataError
-from datasets.features import segmentation_features
+from datasets.common.errors import DataError
+from datasets.common.features import segmentation_features
+from datasets.common.threads import threaded_map
 from datasets.folder import decode, layout
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
-from datasets.threads import threaded_map
-from unet_jax.class_stats import ClassStats, label_counts
-from unet_jax.classes import ClassSet
+from unet_jax.data.class_stats import ClassStats, label_counts
+from unet_jax.data.classes import ClassSet
 
 FILE_FORMAT = "array_record"
 

@@ -12,7 +12,7 @@ import hashlib
 import pathlib
 import re
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 from datasets.folder.decode import IMAGE_SUFFIXES, MASK_SUFFIXES
 from datasets.lyft_udacity import splits as splitting
 

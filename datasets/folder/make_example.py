@@ -3,7 +3,7 @@
 ``python -m datasets.folder.make_example DIR [--count 300]`` writes ``DIR/images/*.jpg``
 (scenes of several sizes), ``DIR/masks/*.png`` (RGB colour masks, every third one a
 palette-mode PNG, as image editors save them) and ``DIR/classes.json`` with 6 classes, made
-from the 13 CARLA classes of the demo renderer (``datasets/lyft_udacity/synthetic.py``).
+from the 13 CARLA classes of the demo renderer (``datasets/synthetic/scenes.py``).
 It is the layout docs/YOUR_DATA.md describes, for trying the folder workflow without data.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.lyft_udacity.classes import CLASS_NAMES
-from datasets.lyft_udacity.synthetic import render_scene
+from datasets.synthetic.scenes import render_scene
 
 # Example classes and the CARLA classes each is made of.
 CLASSES = {

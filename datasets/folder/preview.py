@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from unet_jax.classes import ClassSet
+from unet_jax.data.classes import ClassSet
 
 ROW_HEIGHT = 160
 

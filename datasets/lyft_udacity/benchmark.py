@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from datasets.common.threads import WORKERS_ENV, num_workers
 from datasets.lyft_udacity.lyft_udacity_dataset_builder import Builder, LyftUdacityConfig
-from datasets.threads import WORKERS_ENV, num_workers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REAL_SAMPLES = os.environ.get(
@@ -58,7 +58,7 @@ def make_tree(root: str, frames: int) -> str:
             for sub, path in zip(("CameraRGB", "CameraSeg"), paths, strict=True):
                 os.symlink(os.path.join(REAL_SAMPLES, sub, f"{n}.png"), path)
         else:
-            synthetic = importlib.import_module(f"{__package__}.synthetic")
+            synthetic = importlib.import_module("datasets.synthetic.scenes")
             image, label = synthetic.render_scene(i, height=600, width=800)
             rgb = np.zeros((*label.shape, 3), np.uint8)
             rgb[..., 0] = label

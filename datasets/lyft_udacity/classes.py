@@ -4,7 +4,7 @@ Label maps store the class id (0..12) in the red channel; ids above 12 are ignor
 default (see `decode`). The colours are CARLA 0.8's semantic-segmentation palette.
 """
 
-from unet_jax.classes import ClassSet
+from unet_jax.data.classes import ClassSet
 
 CARLA_CLASSES = ClassSet(
     names=(

@@ -28,9 +28,9 @@ from scipy import ndimage
 
 from datasets.lyft_udacity.classes import CLASS_NAMES, NUM_CLASSES
 from datasets.lyft_udacity.errors import DataError
-from unet_jax.augment import resize_pair
-from unet_jax.class_stats import label_counts
-from unet_jax.classes import IGNORE_LABEL
+from unet_jax.data.augment import resize_pair
+from unet_jax.data.class_stats import label_counts
+from unet_jax.data.classes import IGNORE_LABEL
 
 # Decompression-bomb guard, checked on the PNG header before any decoding.
 # A real frame is 800 x 600 = 0.48 Mpx; 4096 x 4096 leaves room for larger

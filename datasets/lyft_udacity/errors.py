@@ -1,6 +1,6 @@
 """Exception types of the lyft_udacity data set builder."""
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 
 KAGGLE_URL = "https://www.kaggle.com/datasets/kumaresanmanickavelu/lyft-udacity-challenge"
 DEMO_COMMAND = "python train.py --config unet_jax/configs/demo.py --workdir runs/demo"

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from datasets import manual
-from datasets.features import segmentation_features
+from datasets.common import manual
+from datasets.common.features import segmentation_features
+from datasets.common.threads import threaded_map
 from datasets.lyft_udacity import decode, sources, splits
 from datasets.lyft_udacity.classes import CARLA_CLASSES, NUM_CLASSES
 from datasets.lyft_udacity.errors import (
@@ -31,10 +32,9 @@ from datasets.lyft_udacity.errors import (
     ManualDownloadMissingError,
     manual_download_message,
 )
-from datasets.threads import threaded_map
-from unet_jax.class_stats import ClassStats, label_counts
+from unet_jax.data.class_stats import ClassStats, label_counts
 
-SYNTHETIC_MODULE = f"{__package__}.synthetic"
+SYNTHETIC_MODULE = "datasets.synthetic.scenes"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,7 +47,7 @@ class LyftUdacityConfig(tfds.core.BuilderConfig):
     Attributes:
       size: (height, width) to resize to; None keeps each frame's stored size.
       source: ``"archive"`` (the Kaggle data in the manual directory) or
-        ``"synthetic"`` (frames from `datasets.lyft_udacity.synthetic`).
+        ``"synthetic"`` (frames from `datasets.synthetic.scenes`).
       hood: ``"keep"`` labels the ego car's hood Vehicles (10) as stored;
         ``"ignore"`` sets it to 255 (see `decode.hood_mask`).
       high_ids: ``"ignore"`` maps label ids > 12 to 255; ``"error"`` fails.

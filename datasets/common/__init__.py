@@ -1,0 +1,1 @@
+"""Pieces shared by the data set builders: errors, example format, manual directory, threads."""

@@ -1,0 +1,1 @@
+"""Rendered CARLA-like scenes: the demo data set (``lyft_udacity/synthetic``)."""

@@ -1,0 +1,1 @@
+"""Tests of the data layer and the data set builders' shared rules."""

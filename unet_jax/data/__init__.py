@@ -1,0 +1,1 @@
+"""Data: classes, prepared data sets, input pipelines, augmentations, image files (bottom layer)."""

@@ -1,0 +1,1 @@
+"""Using a trained run: segmenting images, predict, jax.export and ONNX artefacts."""

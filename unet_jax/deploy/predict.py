@@ -1,0 +1,413 @@
+"""Segments image files: ``python -m unet_jax.predict --workdir DIR INPUTS... --out OUT``.
+
+INPUTS are files, glob patterns and folders (searched recursively for .png, .jpg, .jpeg,
+.bmp, .tif, .tiff, .webp, .ppm). For every image it writes, mirroring the input's path
+relative to its folder (or its bare file name):
+
+- ``OUT/labels/<name>.png``: the class ids in the training data set's own mask format
+  (``ClassSet.label_format``): for Lyft-Udacity an RGB PNG with the id in the RED channel
+  (CameraSeg), for a folder data set its class colours, its ids, or 0/255 for binary masks;
+- ``OUT/overlays/<name>.png``: the image blended 50/50 with the class colours;
+- ``OUT/probabilities/<name>.npy`` (``--probabilities``): float16 [H, W, C] per-class
+  probabilities, whose argmax is the label;
+- ``OUT/predictions.json``: the checkpoint, options and one record per image.
+
+Scale. By default images are segmented at the scale the model was trained at: at their
+own size (``--native``) for runs trained on crops (``config.input_mode="crop"``), else
+resized (bilinear) to the training size
+``config.image_size``, segmented there, and the prediction (and probabilities) resized
+back to the image's own size with nearest-neighbour sampling: the model sees objects at
+the scale it was trained on, and every output pixel holds one of the predicted classes.
+``--native`` segments the image at its own size instead, padded or tiled by the rules of
+``unet_jax.inference`` (better for images already at the training data's scale, e.g.
+the 800x600 frames of the full data set).
+
+Input rules. 8-bit RGB is used as it is; greyscale (L, LA, 1-bit) is replicated to RGB;
+palette images are expanded to RGB; an alpha channel is dropped when it is fully opaque;
+EXIF orientation is applied. Rejected with an :class:`ImageError` naming the file:
+unreadable, truncated or non-image files, images with transparent pixels, 16-bit or
+floating-point images (their scaling to 0..255 is ambiguous: convert them explicitly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from unet_jax.data.classes import ClassSet, read_run_classes
+from unet_jax.data.image_files import ImageFileError as ImageError
+from unet_jax.data.image_files import decode_image as decode_image  # public, as before
+from unet_jax.data.image_files import read_image
+from unet_jax.inference import InferenceError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+OVERLAY_ALPHA = 0.5
+_GLOB_CHARS = "*?["
+
+
+class InputError(InferenceError, FileNotFoundError):
+    """An input path or pattern that names no image."""
+
+
+# ----------------------------------------------------------------------------
+# Reading images.
+# ----------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------
+# Inputs and outputs.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InputImage:
+    """One image to segment: its path and the relative name its outputs get."""
+
+    path: pathlib.Path
+    name: pathlib.PurePath  # relative, without suffix
+
+
+def _is_image(path: pathlib.Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
+    """Expands files, glob patterns and folders into a sorted list of images.
+
+    A folder contributes its images recursively, named by their path relative to it; a
+    file or a glob match is named by its file name.
+
+    Args:
+      inputs: paths or patterns.
+
+    Returns:
+      The images, each once.
+
+    Raises:
+      InputError: an input matches nothing, or two inputs would write the same outputs.
+    """
+    found: list[InputImage] = []
+    for item in inputs:
+        text = str(item)
+        path = pathlib.Path(text)
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if _is_image(p))
+            if not images:
+                raise InputError(f"folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            found += [InputImage(p, p.relative_to(path).with_suffix("")) for p in images]
+        elif path.is_file():
+            found.append(InputImage(path, pathlib.PurePath(path.stem)))
+        elif any(c in text for c in _GLOB_CHARS):
+            matches = sorted(pathlib.Path(p) for p in glob.glob(text, recursive=True))
+            images = [p for p in matches if _is_image(p)]
+            if not images:
+                raise InputError(f"pattern {text!r} matches no image file")
+            found += [InputImage(p, pathlib.PurePath(p.stem)) for p in images]
+        else:
+            raise InputError(f"input {text} does not exist")
+    unique: dict[pathlib.Path, InputImage] = {}
+    names: dict[pathlib.PurePath, pathlib.Path] = {}
+    for image in found:
+        key = image.path.resolve()
+        if key in unique:
+            continue
+        if image.name in names:
+            raise InputError(
+                f"{image.path} and {names[image.name]} would both be written as "
+                f"{image.name}.png; pass their folder instead, or rename one"
+            )
+        unique[key] = image
+        names[image.name] = image.path
+    return list(unique.values())
+
+
+def overlay(
+    image: np.ndarray, label: np.ndarray, classes: ClassSet, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
+    """The image blended with the colour of each pixel's class.
+
+    Args:
+      image: uint8 [H, W, 3].
+      label: [H, W] class ids.
+      classes: the run's classes (colours).
+      alpha: weight of the class colours.
+
+    Returns:
+      uint8 [H, W, 3] = round((1 - alpha) * image + alpha * colour).
+    """
+    colors = classes.colorize(label).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colors
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Prediction.
+# ----------------------------------------------------------------------------
+
+
+def predict_files(
+    workdir: str | pathlib.Path | None,
+    inputs: Sequence[str | pathlib.Path],
+    out: str | pathlib.Path,
+    *,
+    checkpoint: str | int = "best",
+    probabilities: bool = False,
+    batch_size: int | None = None,
+    native: bool | None = None,
+    tta_flip: bool = False,
+    max_side: int = 1024,
+    tile_size: int = 512,
+    tile_overlap: int = 128,
+    skip_bad: bool = False,
+    progress: bool = True,
+    onnx_model: str | pathlib.Path | None = None,
+    onnx_threads: int = 2,
+) -> dict[str, Any]:
+    """Segments image files with a trained run and writes labels, overlays, probabilities.
+
+    Args:
+      workdir: the training run directory (None with ``onnx_model``).
+      inputs: files, glob patterns and folders.
+      out: output directory.
+      checkpoint: "best", "latest" or a step number.
+      probabilities: also write float16 per-class probabilities (.npy).
+      batch_size: images per forward pass (default: the run's eval_batch_size).
+      native: segment at each image's own size (pad/tile) instead of at the training size;
+        None: native for runs trained on crops.
+      tta_flip: average the probabilities of each image and its mirror image.
+      max_side: with ``native``, largest padded side segmented whole; larger ones are tiled.
+      tile_size: tile side for tiled images.
+      tile_overlap: overlap (and blending ramp) between tiles.
+      skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
+      progress: show a progress bar.
+      onnx_model: segment with this exported ONNX model (ONNX Runtime) instead of the
+        run's checkpoint; classes, training size and options come from its sidecar.
+      onnx_threads: ONNX Runtime intra-op threads.
+
+    Returns:
+      The content of ``predictions.json``: ``checkpoint``, ``options``, ``images`` (one
+      record per written image) and ``errors`` (messages of skipped images).
+
+    Raises:
+      InputError: an input names no image.
+      ImageError: an image cannot be used (unless ``skip_bad``).
+      WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
+        ``unet_jax.inference.load_run``.
+    """
+    import jax
+    import tqdm
+
+    from unet_jax import inference
+
+    images = expand_inputs(inputs)
+    options = dict(tta_flip=tta_flip, max_side=max_side, tile_size=tile_size)
+    options["tile_overlap"] = tile_overlap
+    if onnx_model is not None:
+        from unet_jax.deploy.onnx_inference import load_onnx_model
+
+        model = load_onnx_model(onnx_model, threads=onnx_threads)
+        config = model.config
+        segmenter = model.segmenter(
+            batch_size=batch_size or int(config.get("eval_batch_size", 8)), **options
+        )
+        train_h, train_w = model.training_size
+        classes = model.classes
+        checkpoint_info = model.checkpoint
+    else:
+        run = inference.load_run(workdir, checkpoint=checkpoint)
+        config = run.config
+        segmenter = inference.Segmenter.from_run(
+            run,
+            batch_size=batch_size or int(run.config.eval_batch_size),
+            devices=jax.local_devices(),
+            **options,
+        )
+        train_h, train_w = (int(v) for v in run.config.image_size)
+        classes = read_run_classes(run.workdir, num_classes=int(run.config.num_classes))
+        checkpoint_info = {"requested": run.checkpoint, "step": run.step}
+    if native is None:  # the scale the model was trained at (docs/YOUR_DATA.md)
+        native = config.get("input_mode", "resize") == "crop"
+    out = pathlib.Path(out)
+    folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
+    for folder in folders:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
+
+    def load(item: InputImage) -> tuple[InputImage, np.ndarray | None, np.ndarray | None]:
+        try:
+            image = read_image(item.path)
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            errors.append(str(e))
+            return item, None, None
+        model_input = image if native else inference.resize_image(image, train_h, train_w)
+        return item, image, model_input
+
+    bar = tqdm.tqdm(total=len(images), unit="img", disable=not progress, desc="predict")
+
+    def readable():
+        for item in inference.prefetch_map(load, images):
+            if item[1] is None:
+                bar.update(1)  # skipped; its error is in `errors`
+            else:
+                yield item
+
+    loaded = readable()
+    for group in inference.same_size_batches(
+        loaded, batch_size=segmenter.batch_size, shape_of=lambda x: x[2].shape
+    ):
+        batch = np.stack([x[2] for x in group])
+        labels, probs = segmenter.predict(batch, with_probabilities=probabilities)
+        mode = "resize" if not native else segmenter.mode_for(*batch.shape[1:3])
+        for k, (item, image, _) in enumerate(group):
+            h, w = image.shape[:2]
+            label = inference.resize_nearest(labels[k], h, w)
+            paths = {
+                "label": out / "labels" / f"{item.name}.png",
+                "overlay": out / "overlays" / f"{item.name}.png",
+            }
+            for path in paths.values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(classes.label_image(label)).save(paths["label"], compress_level=1)
+            Image.fromarray(overlay(image, label, classes)).save(paths["overlay"], compress_level=1)
+            if probabilities:
+                paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
+                paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
+                np.save(
+                    paths["probabilities"],
+                    inference.resize_nearest(probs[k], h, w).astype(np.float16),
+                )
+            records.append(
+                {
+                    "input": str(item.path),
+                    "height": h,
+                    "width": w,
+                    "mode": mode,
+                    **{k2: str(v) for k2, v in paths.items()},
+                }
+            )
+        bar.update(len(group))
+    bar.close()
+    result = {
+        "workdir": None if workdir is None else str(workdir),
+        "onnx_model": None if onnx_model is None else str(onnx_model),
+        "checkpoint": checkpoint_info,
+        "options": {
+            "native": native,
+            "training_size": [train_h, train_w],
+            "tta_flip": tta_flip,
+            "batch_size": segmenter.batch_size,
+            "max_side": max_side,
+            "tile_size": tile_size,
+            "tile_overlap": tile_overlap,
+            "probabilities": probabilities,
+        },
+        "class_names": list(classes.names),
+        "label_format": classes.label_format,
+        "images": records,
+        "errors": errors,
+    }
+    (out / "predictions.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m unet_jax.predict",
+        description="Segment images with a trained run (see docs/EVALUATION.md).",
+    )
+    parser.add_argument("inputs", nargs="+", help="image files, glob patterns or folders")
+    parser.add_argument("--workdir", help="training run directory (--backend jax)")
+    parser.add_argument(
+        "--backend",
+        choices=("jax", "onnx"),
+        default="jax",
+        help="jax: the run's checkpoint; onnx: an exported --model with ONNX Runtime",
+    )
+    parser.add_argument("--model", help="--backend onnx: the .onnx file (with its .json)")
+    parser.add_argument("--threads", type=int, default=2, help="--backend onnx: CPU threads")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+    parser.add_argument(
+        "--probabilities", action="store_true", help="also write float16 probabilities (.npy)"
+    )
+    parser.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
+    parser.add_argument(
+        "--native",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="segment at each image's own size (pad/tile) instead of resizing to the training "
+        "size (default: native for runs trained on crops, resized otherwise)",
+    )
+    parser.add_argument("--tta_flip", action="store_true", help="horizontal-flip averaging")
+    parser.add_argument("--max_side", type=int, default=1024, help="--native: tile above this")
+    parser.add_argument("--tile_size", type=int, default=512, help="tile side")
+    parser.add_argument("--tile_overlap", type=int, default=128, help="tile overlap")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint)."""
+    args = _parser().parse_args(argv)
+    from unet_jax import cli
+
+    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    return cli.run(lambda: _predict_command(args))
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    from unet_jax.inference import OptionError
+
+    if args.backend == "onnx" and not args.model:
+        raise OptionError("--backend onnx needs --model FILE.onnx")
+    if args.backend == "jax" and not args.workdir:
+        raise OptionError("--workdir is required (or --backend onnx --model FILE.onnx)")
+    if args.backend == "jax" and args.model:
+        raise OptionError("--model is for --backend onnx; the jax backend reads --workdir")
+    result = predict_files(
+        args.workdir,
+        args.inputs,
+        args.out,
+        checkpoint=args.checkpoint,
+        probabilities=args.probabilities,
+        batch_size=args.batch_size,
+        native=args.native,
+        tta_flip=args.tta_flip,
+        max_side=args.max_side,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        skip_bad=True,
+        progress=not args.no_progress,
+        onnx_model=args.model if args.backend == "onnx" else None,
+        onnx_threads=args.threads,
+    )
+    step = result["checkpoint"].get("step")
+    source = args.model if args.backend == "onnx" else args.workdir
+    print(
+        f"Segmented {len(result['images'])} image(s) with {source} step {step}: "
+        f"{args.out}/labels, {args.out}/overlays"
+        + (f", {args.out}/probabilities" if args.probabilities else "")
+        + f", {args.out}/predictions.json"
+    )
+    if result["errors"]:
+        print(f"error: {len(result['errors'])} input(s) skipped:", file=sys.stderr)
+        for message in result["errors"]:
+            print(f"  {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

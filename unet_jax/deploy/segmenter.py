@@ -1,0 +1,316 @@
+"""Segmenting images of any size with a model: pad, or tile and blend, then predict.
+
+:class:`Segmenter` lifts the model's size restriction with one rule per size:
+
+- **pad** (both padded sides <= ``max_side``, default 1024): the image is padded to the
+  next multiple of ``size_multiple`` by reflection (edge replication when a side is too
+  small to reflect), segmented whole, and the logits are cropped back. Reflection keeps
+  the border statistics natural; the padded pixels never reach the output.
+- **tile** (a padded side > ``max_side``): overlapping ``tile_size`` squares (default 512,
+  stride ``tile_size - tile_overlap``, the last tile flush with the border) are segmented
+  separately and their probabilities blended with a separable ramp window that falls
+  linearly over the ``tile_overlap`` pixels at each tile edge (weight never 0), divided by
+  the summed weights. Tile seams therefore fade instead of cutting.
+
+Optional horizontal-flip test-time augmentation averages the probabilities of the image
+and of its mirror image (mirrored back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from unet_jax.data.image_ops import blend_window, pad_mode, pad_widths, round_up, tile_origins
+from unet_jax.model.outputs import predict_labels
+from unet_jax.model.unet import OUTPUT_ACTIVATIONS, probabilities
+from unet_jax.run.loading import InferenceError, LoadedRun, make_apply_fn
+
+
+class OptionError(InferenceError, ValueError):
+    """An invalid inference setting (batch size, tile size, activation...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterOptions:
+    """How a Segmenter segments; validated on construction, immutable afterwards.
+
+    Attributes:
+      size_multiple: H and W the model accepts must be multiples of this.
+      activation: "softmax" or "sigmoid".
+      tta_flip: average each image's probabilities with its mirror image's.
+      batch_size: images (or tiles) per forward pass, rounded up to a multiple of
+        ``num_devices``.
+      max_side: largest padded side segmented whole; larger images are tiled.
+      tile_size: tile side (a multiple of ``size_multiple``).
+      tile_overlap: overlap between neighbouring tiles, also the blending ramp length.
+      num_devices: devices a batch is sharded over.
+    """
+
+    size_multiple: int
+    activation: str = "softmax"
+    tta_flip: bool = False
+    batch_size: int = 8
+    max_side: int = 1024
+    tile_size: int = 512
+    tile_overlap: int = 128
+    num_devices: int = 1
+
+    def __post_init__(self) -> None:
+        m = self.size_multiple
+        if m < 1:
+            raise OptionError(f"size_multiple must be >= 1, got {m}")
+        if self.batch_size < 1:
+            raise OptionError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tile_size < m or self.tile_size % m:
+            raise OptionError(f"tile_size must be a positive multiple of {m}, got {self.tile_size}")
+        if not 0 <= self.tile_overlap < self.tile_size:
+            raise OptionError(
+                f"tile_overlap must be in [0, tile_size={self.tile_size}), got {self.tile_overlap}"
+            )
+        if self.max_side < m:
+            raise OptionError(f"max_side must be >= {m}, got {self.max_side}")
+        if self.activation not in OUTPUT_ACTIVATIONS:
+            raise OptionError(
+                f"activation must be one of {OUTPUT_ACTIVATIONS}, got {self.activation!r}"
+            )
+        # Frozen: the rounded batch size is set once, here.
+        object.__setattr__(self, "batch_size", round_up(self.batch_size, self.num_devices))
+
+
+def _probabilities(
+    variables: Any, images: jax.Array, *, apply_fn: Callable, options: SegmenterOptions
+) -> jax.Array:
+    probs = probabilities(apply_fn(variables, images), options.activation)
+    if options.tta_flip:
+        mirrored = probabilities(apply_fn(variables, images[:, :, ::-1]), options.activation)
+        probs = 0.5 * (probs + mirrored[:, :, ::-1])
+    return probs
+
+
+def _segment_whole(
+    variables: Any,
+    images: jax.Array,
+    *,
+    apply_fn: Callable,
+    options: SegmenterOptions,
+    with_probabilities: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    _, h, w, _ = images.shape
+    ph, pw = pad_widths(h, w, options.size_multiple)
+    padded = images
+    if ph or pw:
+        padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=pad_mode(h, w, ph, pw))
+    if options.tta_flip:
+        probs = _probabilities(variables, padded, apply_fn=apply_fn, options=options)[:, :h, :w]
+        labels = jnp.argmax(probs, axis=-1)
+    else:
+        # Without TTA the argmax of the logits, exactly as the training evaluation.
+        logits = apply_fn(variables, padded)[:, :h, :w]
+        labels = predict_labels(logits)
+        probs = probabilities(logits, options.activation) if with_probabilities else None
+    return labels.astype(jnp.uint8), probs if with_probabilities else None
+
+
+class Segmenter:
+    """Predicts per-pixel classes (and probabilities) for batches of images of any size.
+
+    Pads or tiles each batch by the size rule of the module docstring, batches to a fixed
+    ``batch_size`` (compiles once per image size) and shards batches over ``devices``.
+
+    Args:
+      apply_fn: ``(variables, images) -> logits`` (e.g. :func:`make_apply_fn`).
+      variables: the model variables.
+      size_multiple: H and W the model accepts must be multiples of this.
+      activation: "softmax" or "sigmoid" (the run's ``config.model.output_activation``).
+      tta_flip: average the probabilities of each image and of its horizontal mirror.
+      batch_size: images (or tiles) per forward pass; rounded up to a multiple of the
+        number of devices.
+      max_side: largest padded side segmented whole; larger images are tiled.
+      tile_size: tile side (a multiple of ``size_multiple``).
+      tile_overlap: overlap between neighbouring tiles, also the blending ramp length.
+      devices: devices to shard batches over (default: the first local device).
+
+    The options are fixed at construction (read-only properties, see SegmenterOptions).
+    """
+
+    def __init__(
+        self,
+        apply_fn: Callable[[Any, Any], jax.Array],
+        variables: Any,
+        *,
+        size_multiple: int,
+        activation: str = "softmax",
+        tta_flip: bool = False,
+        batch_size: int = 8,
+        max_side: int = 1024,
+        tile_size: int = 512,
+        tile_overlap: int = 128,
+        devices: Sequence[jax.Device] | None = None,
+    ):
+        devices = list(devices or jax.local_devices()[:1])
+        self._options = SegmenterOptions(
+            size_multiple=size_multiple,
+            activation=activation,
+            tta_flip=tta_flip,
+            batch_size=batch_size,
+            max_side=max_side,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            num_devices=len(devices),
+        )
+        mesh = Mesh(np.array(devices), ("batch",))
+        self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        self._variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
+        # The options are baked into the compiled functions: they cannot change later.
+        bound = dict(apply_fn=apply_fn, options=self._options)
+        self._whole = jax.jit(
+            functools.partial(_segment_whole, **bound), static_argnames=("with_probabilities",)
+        )
+        self._tiles = jax.jit(functools.partial(_probabilities, **bound))
+
+    @property
+    def options(self) -> SegmenterOptions:
+        """The (immutable) options."""
+        return self._options
+
+    @property
+    def size_multiple(self) -> int:
+        return self._options.size_multiple
+
+    @property
+    def activation(self) -> str:
+        return self._options.activation
+
+    @property
+    def tta_flip(self) -> bool:
+        return self._options.tta_flip
+
+    @property
+    def batch_size(self) -> int:
+        """Images per forward pass (rounded up to a multiple of the device count)."""
+        return self._options.batch_size
+
+    @property
+    def max_side(self) -> int:
+        return self._options.max_side
+
+    @property
+    def tile_size(self) -> int:
+        return self._options.tile_size
+
+    @property
+    def tile_overlap(self) -> int:
+        return self._options.tile_overlap
+
+    @classmethod
+    def from_run(cls, run: LoadedRun, **kwargs: Any) -> Segmenter:
+        """A Segmenter for a :class:`LoadedRun` (keyword arguments as for the constructor)."""
+        return cls(
+            make_apply_fn(run.model),
+            run.variables,
+            size_multiple=run.model.size_multiple,
+            activation=run.activation,
+            **kwargs,
+        )
+
+    # -- host API -------------------------------------------------------------------
+
+    def mode_for(self, height: int, width: int) -> str:
+        """Returns "pad" or "tile": how an image of this size is segmented (module doc)."""
+        m = self.size_multiple
+        return "pad" if max(round_up(height, m), round_up(width, m)) <= self.max_side else "tile"
+
+    def _chunks(self, n: int) -> Iterator[slice]:
+        for start in range(0, n, self.batch_size):
+            yield slice(start, min(start + self.batch_size, n))
+
+    def _full_batch(self, images: np.ndarray) -> jax.Array:
+        """Pads the batch axis to ``batch_size`` (one compile per image size) and shards it."""
+        n = images.shape[0]
+        if n < self.batch_size:
+            filler = np.zeros((self.batch_size - n,) + images.shape[1:], images.dtype)
+            images = np.concatenate([images, filler])
+        return jax.device_put(images, self._batch_sharding)
+
+    def predict(
+        self, images: np.ndarray, *, with_probabilities: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Segments a batch of same-size images.
+
+        Args:
+          images: uint8 [N, H, W, 3] RGB in 0..255 (any N, H, W).
+          with_probabilities: also return the per-class probabilities.
+
+        Returns:
+          ``(labels, probabilities)``: uint8 [N, H, W] class ids (argmax) and float32
+          [N, H, W, C] (None unless asked for).
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be [N, H, W, 3], got shape {images.shape}")
+        n, h, w, _ = images.shape
+        if n == 0 or h == 0 or w == 0:
+            raise ValueError(f"images must be non-empty, got shape {images.shape}")
+        if self.mode_for(h, w) == "tile":
+            return self._predict_tiled(images, with_probabilities)
+        labels, probs = [], []
+        for part in self._chunks(n):
+            out_labels, out_probs = self._whole(
+                self._variables,
+                self._full_batch(images[part]),
+                with_probabilities=with_probabilities,
+            )
+            count = part.stop - part.start
+            labels.append(np.asarray(out_labels)[:count])
+            if with_probabilities:
+                probs.append(np.asarray(out_probs)[:count])
+        return np.concatenate(labels), np.concatenate(probs) if with_probabilities else None
+
+    def _predict_tiled(
+        self, images: np.ndarray, with_probabilities: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        m = self.size_multiple
+        n, h, w, _ = images.shape
+        # Sides shorter than a tile are padded to a multiple and covered by one tile row/col.
+        tile_h = min(self.tile_size, round_up(h, m))
+        tile_w = min(self.tile_size, round_up(w, m))
+        padded = images
+        if h < tile_h or w < tile_w:
+            ph, pw = max(tile_h - h, 0), max(tile_w - w, 0)
+            padded = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=pad_mode(h, w, ph, pw))
+        big_h, big_w = padded.shape[1:3]
+        stride = self.tile_size - self.tile_overlap
+        boxes = [
+            (y, x)
+            for y in tile_origins(big_h, tile_h, stride)
+            for x in tile_origins(big_w, tile_w, stride)
+        ]
+        window = blend_window(tile_h, tile_w, self.tile_overlap)
+        all_labels, all_probs = [], []
+        for i in range(n):
+            acc = None
+            weight = np.zeros((big_h, big_w), np.float32)
+            for part in self._chunks(len(boxes)):
+                tiles = np.stack(
+                    [padded[i, y : y + tile_h, x : x + tile_w] for y, x in boxes[part]]
+                )
+                probs = np.asarray(self._tiles(self._variables, self._full_batch(tiles)))
+                if acc is None:
+                    acc = np.zeros((big_h, big_w, probs.shape[-1]), np.float32)
+                for k, (y, x) in enumerate(boxes[part]):
+                    acc[y : y + tile_h, x : x + tile_w] += probs[k] * window[..., None]
+                    weight[y : y + tile_h, x : x + tile_w] += window
+            blended = (acc / weight[..., None])[:h, :w]
+            all_labels.append(np.argmax(blended, axis=-1).astype(np.uint8))
+            if with_probabilities:
+                all_probs.append(blended)
+        labels = np.stack(all_labels)
+        return labels, np.stack(all_probs) if with_probabilities else None

@@ -1,0 +1,1 @@
+"""Scoring: confusion matrices and metrics, validation, eval.py's evaluation and reports."""

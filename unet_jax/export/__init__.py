@@ -1,0 +1,1 @@
+"""``python -m unet_jax.export``: the command; the code is :mod:`unet_jax.deploy.export`."""

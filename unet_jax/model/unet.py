@@ -1,0 +1,307 @@
+"""The classic U-Net as pure-functional Flax linen modules.
+
+Layout (defaults, 3 -> 13 classes, 31,038,413 parameters):
+
+    input uint8/float [B, H, W, 3] in 0..255 -> normalise (first op, on device)
+    4 x EncoderBlock: ConvBlock(64, 128, 256, 512) keeps the skip, then 2x2 max-pool
+    bridge: ConvBlock(1024)
+    4 x DecoderBlock: 2x2 stride-2 up-convolution, concat skip, ConvBlock(512 ... 64)
+    head: 1x1 convolution to num_classes logits (float32)
+
+A ConvBlock is two (3x3 conv -> BatchNorm -> ReLU [-> Dropout]). Convolutions that feed a
+BatchNorm carry no bias (BatchNorm's shift makes it redundant); without BatchNorm they do.
+The model returns logits; the output activation (softmax or per-class sigmoid) is applied by
+the loss and by prediction, see ``probabilities``.
+"""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unet_jax.model import conv_fast
+from unet_jax.model.outputs import class_logits
+
+# ImageNet statistics in 0..1 units: the model normalises its uint8 input with them.
+DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
+UPSAMPLE_METHODS = ("transpose", "einsum")
+
+
+ModuleDef = Any  # a Flax module class, or a functools.partial of one
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions, each followed by the normalisation (optional), ReLU and dropout.
+
+    Attributes:
+      features: output channels of both convolutions.
+      conv: convolution factory, called as ``conv(features, (3, 3))`` (``nn.Conv`` with the
+        run's padding, bias rule, dtype and weight-gradient path bound, see UNet).
+      norm: normalisation factory called with no arguments (``nn.BatchNorm`` with its
+        mode and device axis bound), or None for none.
+      dropout_rate: dropout after each ReLU (0 disables it).
+    """
+
+    features: int
+    conv: ModuleDef
+    norm: ModuleDef | None = None
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        for _ in range(2):
+            x = self.conv(self.features, (3, 3))(x)
+            if self.norm is not None:
+                x = self.norm()(x)
+            x = nn.relu(x)
+            if self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return x
+
+
+class EncoderBlock(nn.Module):
+    """A ConvBlock whose output is kept as the skip connection, then 2x2 max-pooling.
+
+    Attributes are those of ConvBlock. Returns (pooled, skip).
+    """
+
+    features: int
+    conv: ModuleDef
+    norm: ModuleDef | None = None
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        skip = ConvBlock(self.features, self.conv, self.norm, self.dropout_rate)(x, train=train)
+        return nn.max_pool(skip, (2, 2), strides=(2, 2)), skip
+
+
+class Upsample2x(nn.Module):
+    """2x2 stride-2 transposed convolution ("up-convolution") with bias.
+
+    Both methods compute the same function from the same parameters, so checkpoints are
+    interchangeable with each other and with ``nn.ConvTranspose(features, (2, 2), strides=2)``:
+    ``out[2h+i, 2w+j, d] = sum_c x[h, w, c] * kernel[1-i, 1-j, c, d] + bias[d]`` (the
+    transposed convolution flips its kernel).
+    ``"transpose"`` calls ``lax.conv_transpose`` (what ``nn.ConvTranspose`` does);
+    ``"einsum"`` is one matmul plus a depth-to-space reshape, whose gradient XLA:CPU
+    computes several times faster than the transposed convolution's.
+
+    Attributes:
+      features: output channels.
+      method: "transpose" or "einsum".
+      dtype: computation dtype.
+    """
+
+    features: int
+    method: str = "einsum"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.method not in UPSAMPLE_METHODS:
+            raise ValueError(
+                f"upsample method must be one of {UPSAMPLE_METHODS}, got {self.method!r}"
+            )
+        in_features = x.shape[-1]
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (2, 2, in_features, self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if self.method == "transpose":
+            y = jax.lax.conv_transpose(
+                x,
+                kernel,
+                strides=(2, 2),
+                padding="VALID",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        else:
+            b, h, w, _ = x.shape
+            flipped = kernel[::-1, ::-1]  # lax.conv_transpose's convention
+            y = jnp.einsum("bhwc,ijcd->bhiwjd", x, flipped).reshape(b, 2 * h, 2 * w, self.features)
+        return y + bias
+
+
+class DecoderBlock(nn.Module):
+    """Up-convolution, concatenation with the encoder skip, then a ConvBlock.
+
+    Attributes:
+      features: output channels.
+      conv, norm, dropout_rate: as in ConvBlock.
+      upsample: the Upsample2x method.
+      dtype: computation dtype of the up-convolution.
+    """
+
+    features: int
+    conv: ModuleDef
+    norm: ModuleDef | None = None
+    dropout_rate: float = 0.0
+    upsample: str = "einsum"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, skip: jax.Array, *, train: bool) -> jax.Array:
+        x = Upsample2x(self.features, self.upsample, self.dtype)(x)
+        x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+        return ConvBlock(self.features, self.conv, self.norm, self.dropout_rate)(x, train=train)
+
+
+class UNet(nn.Module):
+    """The U-Net segmentation network.
+
+    Attributes:
+      num_classes: number of output classes (logit channels).
+      features: encoder widths; the decoder mirrors them.
+      bridge_features: width of the bottleneck block.
+      use_batchnorm: BatchNorm after every 3x3 convolution.
+      dropout_rate: dropout after every ReLU (0 disables it).
+      bn_axis_name: device axis over which BatchNorm averages its training statistics.
+      upsample: "einsum" (fast, default) or "transpose"; same function, same parameters.
+      dtype: computation dtype, e.g. jnp.bfloat16; parameters, BatchNorm statistics and
+        the returned logits are float32.
+      mean, std: per-channel normalisation in 0..1 units; the input is 0..255.
+      conv_impl: how the 3x3 convolutions compute their weight gradient: "xla" (default)
+        or "patches" (one matmul per kernel tap, see ``unet_jax.model.conv_fast``), or "auto"
+        ("patches" on the CPU backend, else "xla"); same function, same parameters.
+    """
+
+    num_classes: int = 13
+    features: Sequence[int] = (64, 128, 256, 512)
+    bridge_features: int = 1024
+    use_batchnorm: bool = True
+    dropout_rate: float = 0.0
+    bn_axis_name: str | None = None
+    upsample: str = "einsum"
+    dtype: Any = jnp.float32
+    mean: Sequence[float] = DEFAULT_MEAN
+    std: Sequence[float] = DEFAULT_STD
+    conv_impl: str = "xla"
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this (one halving per encoder)."""
+        return 2 ** len(self.features)
+
+    def check_input_shape(self, shape: Sequence[int]) -> None:
+        """Raises ValueError unless ``shape`` is [B, H, W, 3] with H, W multiples of 16."""
+        m = self.size_multiple
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(
+                f"UNet expects images of shape [batch, height, width, 3], got {tuple(shape)}"
+            )
+        if shape[1] % m or shape[2] % m or shape[1] == 0 or shape[2] == 0:
+            raise ValueError(
+                f"UNet input height and width must be positive multiples of {m} "
+                f"(one halving per encoder block), got {shape[1]}x{shape[2]}; "
+                "resize or pad the image first"
+            )
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+        """Computes per-pixel class logits.
+
+        Args:
+          images: [B, H, W, 3] uint8 or float in 0..255; H and W multiples of 16.
+          train: training mode (batch statistics, dropout) or inference mode.
+
+        Returns:
+          float32 logits [B, H, W, num_classes].
+        """
+        self.check_input_shape(images.shape)
+        mean = jnp.asarray(self.mean, jnp.float32) * 255.0
+        std = jnp.asarray(self.std, jnp.float32) * 255.0
+        x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        # Convolutions feeding a BatchNorm need no bias (its shift makes it redundant).
+        conv = functools.partial(
+            nn.Conv,
+            padding="SAME",
+            use_bias=not self.use_batchnorm,
+            dtype=self.dtype,
+            conv_general_dilated=conv_fast.conv_general_dilated_for(self.conv_impl),
+        )
+        norm = None
+        if self.use_batchnorm:
+            norm = functools.partial(
+                nn.BatchNorm,
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                # Statistics averaged over the device axis only when they are computed.
+                axis_name=self.bn_axis_name if train else None,
+            )
+        blocks = dict(conv=conv, norm=norm, dropout_rate=self.dropout_rate)
+        skips = []
+        for width in self.features:
+            x, skip = EncoderBlock(width, **blocks)(x, train=train)
+            skips.append(skip)
+        x = ConvBlock(self.bridge_features, **blocks)(x, train=train)
+        for width, skip in zip(reversed(self.features), reversed(skips), strict=True):
+            x = DecoderBlock(width, **blocks, upsample=self.upsample, dtype=self.dtype)(
+                x, skip, train=train
+            )
+        logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
+        return logits.astype(jnp.float32)
+
+
+def probabilities(logits: jax.Array, activation: str = "softmax") -> jax.Array:
+    """Applies the output activation to logits.
+
+    Args:
+      logits: [..., num_classes].
+      activation: "softmax" (mutually exclusive classes) or "sigmoid" (independent
+        per-class probabilities, as in the reference Keras article).
+
+    Returns:
+      Probabilities [..., num_classes] (a 1-channel binary head gives two, see
+      ``unet_jax.model.outputs``).
+    """
+    logits = class_logits(logits)
+    if activation == "softmax":
+        return jax.nn.softmax(logits, axis=-1)
+    if activation == "sigmoid":
+        return jax.nn.sigmoid(logits)
+    raise ValueError(f"output activation must be one of {OUTPUT_ACTIVATIONS}, got {activation!r}")
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a parameter pytree."""
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def expected_param_count(
+    *,
+    in_channels: int = 3,
+    num_classes: int = 13,
+    features: Sequence[int] = (64, 128, 256, 512),
+    bridge_features: int = 1024,
+    use_batchnorm: bool = True,
+) -> int:
+    """Closed-form parameter count of ``UNet`` (the test oracle and a docs aid).
+
+    Each 3x3 conv has 9*c_in*c_out weights (+c_out bias without BatchNorm), each BatchNorm
+    2*c_out (scale, shift; running statistics are not parameters), each up-convolution
+    4*c_in*c_out + c_out, the head c_in*num_classes + num_classes.
+    """
+
+    def conv_block(c_in: int, c_out: int) -> int:
+        per_layer_extra = 2 * c_out if use_batchnorm else c_out
+        return 9 * c_in * c_out + 9 * c_out * c_out + 2 * per_layer_extra
+
+    total, c_in = 0, in_channels
+    for width in features:
+        total += conv_block(c_in, width)
+        c_in = width
+    total += conv_block(c_in, bridge_features)
+    c_in = bridge_features
+    for width in reversed(features):
+        total += 4 * c_in * width + width + conv_block(2 * width, width)
+        c_in = width
+    return total + c_in * num_classes + num_classes

@@ -1,0 +1,1 @@
+"""A run's workdir: checkpoints, loading a run, run metadata, metric files."""

@@ -1,0 +1,359 @@
+"""Orbax checkpoints: the latest N for resuming, and the best by a validation metric.
+
+Layout in the workdir::
+
+    checkpoints/<step>/state           params, batch_stats, opt_state, step, rng
+    checkpoints/<step>/meta            best-metric tracker, epoch, etc. (JSON)
+    best/<step>/...                    the same items, for the best validation result
+
+The input pipeline's position is a function of the step (``input_pipeline``), so no data
+iterator state is stored; checkpoints written before that carry a ``data_iterator`` item,
+which restore ignores.
+
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
+process killed mid-save leaves the previous checkpoints intact and the partial one is
+ignored (and cleaned up) on the next start.
+
+Damage after the fact (a truncated file, flipped bits) is caught by a SHA-256 of the state
+recorded in ``meta`` at save time and checked on restore. A damaged checkpoint is renamed
+``<step>.damaged-<n>`` (kept for inspection, never deleted) and the next older one is used,
+with a warning. With several processes, all of them must call ``restore`` together: every
+process verifies the same files, process 0 alone renames, and host barriers before and
+after the rename make every process see the same directory.
+
+Preemption (SIGTERM) is handled by the training loop, which saves through
+:meth:`Checkpointer.save` at a step all processes agree on; this module has no signal
+handling of its own.
+"""
+
+import hashlib
+import json
+import pathlib
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+from jax.experimental import multihost_utils
+
+from unet_jax.train.state import TrainState
+
+ITEMS = ("state", "meta")
+DIGEST_KEY = "state_sha256"
+# A second digest over the model variables alone lets inference read and verify only them.
+VARIABLES_DIGEST_KEY = "variables_sha256"
+VARIABLE_COLLECTIONS = ("params", "batch_stats")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one could not be written; the message says which and why."""
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoint was written by a model of another configuration (classes, widths...)."""
+
+
+class NoUsableCheckpointError(CheckpointError, FileNotFoundError):
+    """The requested checkpoint does not exist, or every candidate was damaged."""
+
+
+def state_digest(state_dict: Any) -> str:
+    """SHA-256 over the dtype, shape and bytes of every leaf, in tree order."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state_dict)[0]:
+        array = np.asarray(leaf)
+        if array.ndim == 0 and np.issubdtype(array.dtype, np.integer):
+            # orbax gives integer scalars (the step) back as Python ints.
+            array = array.astype(np.int64)
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape};".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _manager(
+    directory: pathlib.Path, options: ocp.CheckpointManagerOptions
+) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        directory,
+        options=options,
+        item_names=ITEMS,
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        },
+    )
+
+
+class Checkpointer:
+    """Saves and restores training checkpoints in a workdir.
+
+    Which checkpoint is the best is decided by the caller (``save(..., best=True)``).
+
+    Args:
+      workdir: the run directory.
+      keep: how many of the latest checkpoints to keep.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int):
+        workdir = pathlib.Path(workdir).absolute()
+        self.latest = _manager(
+            workdir / "checkpoints",
+            ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+        self.best = _manager(
+            workdir / "best",
+            ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        """Step of the newest complete checkpoint, or None."""
+        return self.latest.latest_step()
+
+    def save(
+        self,
+        state: TrainState,
+        *,
+        meta: dict[str, Any],
+        best: bool = False,
+    ) -> None:
+        """Writes a checkpoint (all processes must call this together).
+
+        Args:
+          state: host (unreplicated) train state.
+          meta: JSON-serialisable bookkeeping (best-metric tracker, epoch, metrics).
+          best: also (re)write the best checkpoint.
+        """
+        step = int(state.step)
+        state_dict = serialization.to_state_dict(state)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state_dict),
+            meta=ocp.args.JsonSave(
+                {
+                    **meta,
+                    DIGEST_KEY: state_digest(state_dict),
+                    VARIABLES_DIGEST_KEY: state_digest(_variables_of(state_dict)),
+                }
+            ),
+        )
+        managers = [self.latest, self.best] if best else [self.latest]
+        for manager in managers:
+            if manager.latest_step() == step:
+                if manager is self.latest:
+                    continue  # e.g. the final step, saved as best a moment ago
+                # A best checkpoint of this step written before a fallback may be the
+                # damaged copy; the resumed run re-trained the step: write it anew.
+                manager.delete(step)
+            previous = manager.latest_step()
+            try:
+                manager.save(step, args=args, force=True)
+                manager.wait_until_finished()
+                manager.check_for_errors()
+                error = None
+            except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's ValueError
+                error = e
+            # Orbax can log a failed write (e.g. a full disk) from its writer thread and
+            # return normally: only a finalised step directory counts as saved.
+            manager.reload()
+            if error is not None or step not in manager.all_steps():
+                cause = error or "the write did not complete (see the log above)"
+                raise CheckpointError(
+                    f"could not write checkpoint step {step} to {manager.directory}: {cause}. "
+                    f"The previous checkpoint (step {previous}) is intact; fix the cause "
+                    "(e.g. free disk space) and run again to resume from it"
+                ) from error
+
+    def restore(
+        self, template: TrainState, *, step: int | None = None, which: str = "latest"
+    ) -> tuple[TrainState, dict[str, Any]]:
+        """Restores a checkpoint into the structure of ``template``.
+
+        Args:
+          template: a host TrainState with the right structure (e.g. freshly initialised).
+          step: which step; None for the newest.
+          which: "latest" (the resume directory) or "best".
+
+        Returns:
+          (state, meta).
+        """
+        manager = self.latest if which == "latest" else self.best
+        if step is not None:
+            return self._restore_step(manager, template, step)
+        for candidate in sorted(manager.all_steps(), reverse=True):
+            try:
+                return self._restore_step(manager, template, candidate)
+            except CheckpointError as e:
+                moved = self._set_aside(manager, candidate)
+                warnings.warn(
+                    f"{e}; moved it to {moved.name} and trying the previous checkpoint",
+                    stacklevel=2,
+                )
+        raise NoUsableCheckpointError(f"no usable {which} checkpoint in {manager.directory}")
+
+    def _restore_step(
+        self, manager: ocp.CheckpointManager, template: TrainState, step: int
+    ) -> tuple[TrainState, dict[str, Any]]:
+        if step not in manager.all_steps():
+            raise NoUsableCheckpointError(
+                f"no checkpoint of step {step} in {manager.directory}; "
+                f"available: {sorted(manager.all_steps())}"
+            )
+        template_dict = serialization.to_state_dict(template)
+        _check_compatible(manager, step, template_dict)
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(template_dict),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+            meta = dict(restored["meta"])
+            recorded = meta.pop(DIGEST_KEY, None)
+            meta.pop(VARIABLES_DIGEST_KEY, None)
+            state_dict = restored["state"]
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} is damaged ({e})"
+            ) from e
+        if recorded is None or recorded != state_digest(state_dict):
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} is damaged "
+                "(its contents do not match the SHA-256 recorded when it was saved)"
+            )
+        state = serialization.from_state_dict(template, state_dict)
+        return state, meta
+
+    @staticmethod
+    def _set_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+        """Renames a damaged step directory so it is neither used nor overwritten.
+
+        Every process calls this together. Each computes the same target name before the
+        first barrier (no process renames before all have looked), process 0 renames, and
+        no process goes on before the rename is done (second barrier).
+        """
+        source = pathlib.Path(manager.directory) / str(step)
+        n = 0
+        while (target := source.with_name(f"{step}.damaged-{n}")).exists():
+            n += 1
+        _barrier(f"set aside {source}: before")
+        if jax.process_index() == 0:
+            source.rename(target)
+        _barrier(f"set aside {source}: after")
+        manager.reload()
+        return target
+
+    def close(self) -> None:
+        """Releases orbax resources."""
+        self.latest.close()
+        self.best.close()
+
+
+def _variables_of(state_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: state_dict[k] for k in VARIABLE_COLLECTIONS}
+
+
+def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[str, Any]:
+    """Reads only ``params`` and ``batch_stats`` of one checkpoint step, read-only.
+
+    Nothing in the workdir is created, renamed or deleted, and the optimizer state is never
+    read (for Adam, twice the parameters' size). The variables are verified against the
+    SHA-256 recorded for them; a checkpoint from before that digest existed is read whole
+    and verified against the state's digest.
+
+    Args:
+      step_dir: a step directory, e.g. ``<workdir>/best/<step>``.
+      template: a TrainState of the run's structure (abstract arrays are enough).
+
+    Returns:
+      ``{"params": ..., "batch_stats": ..., "step": int}`` of numpy arrays.
+
+    Raises:
+      IncompatibleCheckpointError: the checkpoint holds a model of another configuration.
+      CheckpointError: the checkpoint is damaged (its files or its digest).
+    """
+    step_dir = pathlib.Path(step_dir).absolute()  # orbax misreads relative paths
+    where = f"checkpoint {step_dir}"
+    template_dict = serialization.to_state_dict(template)
+    try:
+        meta = json.loads((step_dir / "meta" / "metadata").read_text())
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+            saved = _shapes(reader.metadata(step_dir / "state").item_metadata.tree)
+    except Exception as e:  # noqa: BLE001 - unreadable files or metadata are damage
+        raise CheckpointError(f"{where} is damaged ({e})") from e
+    _compare_shapes(saved, _shapes(template_dict), where=where)
+    recorded = meta.get(VARIABLES_DIGEST_KEY)
+    wanted = _variables_of(template_dict) if recorded else template_dict
+    try:
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+            restored = reader.restore(
+                step_dir / "state",
+                args=ocp.args.PyTreeRestore(
+                    item=wanted,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+                    partial_restore=bool(recorded),
+                ),
+            )
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
+        raise CheckpointError(f"{where} is damaged ({e})") from e
+    if recorded is None:
+        recorded = meta.get(DIGEST_KEY)
+    if recorded is None or recorded != state_digest(restored):
+        raise CheckpointError(
+            f"{where} is damaged (its contents do not match the SHA-256 recorded when it was saved)"
+        )
+    return {**_variables_of(restored), "step": int(step_dir.name)}
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process (a no-op with one process: nothing to wait for)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)) or ()) for p, x in leaves
+    }
+
+
+def _check_compatible(manager: ocp.CheckpointManager, step: int, template_dict: Any) -> None:
+    """Raises IncompatibleCheckpointError if the saved tree differs from the template's.
+
+    Checked on metadata before any array is read, so a checkpoint of another configuration
+    is reported as such and never mistaken for (and set aside as) a damaged one.
+    """
+    try:
+        saved = _shapes(manager.item_metadata(step)["state"])
+    except Exception as e:  # noqa: BLE001 - unreadable metadata is damage
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} is damaged ({e})"
+        ) from e
+    _compare_shapes(
+        saved, _shapes(template_dict), where=f"checkpoint step {step} in {manager.directory}"
+    )
+
+
+def _compare_shapes(
+    saved: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], *, where: str
+) -> None:
+    problems = [f"{k}: missing from the checkpoint" for k in expected.keys() - saved.keys()]
+    problems += [f"{k}: not in this model" for k in saved.keys() - expected.keys()]
+    problems += [
+        f"{k}: checkpoint {saved[k]} vs this config {expected[k]}"
+        for k in expected.keys() & saved.keys()
+        if saved[k] != expected[k]
+    ]
+    if problems:
+        shown = "; ".join(sorted(problems)[:5])
+        raise IncompatibleCheckpointError(
+            f"{where} was written by a model of another "
+            f"configuration (num_classes, model.features, ...): {shown}"
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        )

@@ -1,0 +1,285 @@
+"""Loading a trained run for reuse: read-only, and only the model's variables.
+
+Public API (also re-exported by ``unet_jax.inference``)::
+
+    model, variables = unet_jax.load("runs/demo", checkpoint="best")
+    apply_fn = make_apply_fn(model)           # jitted (variables, images) -> logits
+    logits = apply_fn(variables, images)      # images uint8 [B, H, W, 3] RGB in 0..255
+
+The model normalises its input itself (ImageNet mean/std on 0..255 RGB, its first op), so
+images go in as uint8 (or float) RGB in 0..255, never pre-scaled. H and W must be multiples
+of ``model.size_multiple`` (2 ** number of encoder levels: 16 for the 4-level U-Net);
+``unet_jax.deploy.segmenter.Segmenter`` handles any size.
+
+Loading never writes to the workdir (no ``checkpoints/`` or ``best/`` is created, a damaged
+checkpoint is reported, not set aside) and reads only ``params`` and ``batch_stats``, never
+the optimizer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from unet_jax.model.unet import UNet
+
+CHECKPOINT_CHOICES = ("best", "latest")
+
+
+class InferenceError(Exception):
+    """A workdir, checkpoint, split or input that cannot be used; the message says which."""
+
+
+class WorkdirError(InferenceError, FileNotFoundError):
+    """The workdir is missing, not a training run, or holds no (such) checkpoint."""
+
+
+class CheckpointSpecError(InferenceError, ValueError):
+    """``checkpoint`` is neither "best", "latest" nor a step number."""
+
+
+class OptionError(InferenceError, ValueError):
+    """An invalid inference setting (batch size, tile size, activation...)."""
+
+
+def _tupleize(value: Any) -> Any:
+    """JSON lists back to the tuples that the config files use (image_size, features...)."""
+    if isinstance(value, dict):
+        return {k: _tupleize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tupleize(v) for v in value)
+    return value
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """Reads the configuration a run was trained with (``<workdir>/config.json``).
+
+    Args:
+      workdir: the training run directory.
+
+    Returns:
+      The configuration; JSON lists become tuples, ``null`` stays None.
+
+    Raises:
+      WorkdirError: the workdir or its config.json is missing or unreadable.
+    """
+    workdir = pathlib.Path(workdir)
+    if not workdir.exists():
+        raise WorkdirError(f"workdir {workdir} does not exist")
+    if not workdir.is_dir():
+        raise WorkdirError(f"workdir {workdir} is not a directory")
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise WorkdirError(
+            f"workdir {workdir} has no config.json, so it is not a training run directory "
+            "(train.py writes config.json when it starts)"
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise WorkdirError(f"cannot read {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise WorkdirError(f"{path} does not hold a configuration (a JSON object)")
+    return ml_collections.ConfigDict(_tupleize(raw))
+
+
+def parse_checkpoint(spec: str | int) -> str | int:
+    """Validates a checkpoint choice.
+
+    Args:
+      spec: "best", "latest", or a step number (int or decimal string).
+
+    Returns:
+      "best", "latest" or the step as an int.
+
+    Raises:
+      CheckpointSpecError: anything else.
+    """
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        step = int(spec)
+    elif isinstance(spec, str) and spec.strip().lower() in CHECKPOINT_CHOICES:
+        return spec.strip().lower()
+    elif isinstance(spec, str) and spec.strip().isdigit():
+        step = int(spec.strip())
+    else:
+        raise CheckpointSpecError(
+            f"checkpoint must be 'best', 'latest' or a step number, got {spec!r}"
+        )
+    if step < 0:
+        raise CheckpointSpecError(f"checkpoint step must be >= 0, got {step}")
+    return step
+
+
+def _steps(directory: pathlib.Path) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A restored training run.
+
+    Attributes:
+      workdir: the run directory.
+      config: its configuration.
+      model: the UNet (inference mode: no BatchNorm device axis).
+      variables: ``{"params", "batch_stats"}`` on the default device.
+      step: the training step of the restored checkpoint.
+      checkpoint: "best", "latest" or the requested step.
+    """
+
+    workdir: pathlib.Path
+    config: ml_collections.ConfigDict
+    model: UNet
+    variables: dict[str, Any]
+    step: int
+    checkpoint: str | int
+
+    @property
+    def activation(self) -> str:
+        """The output activation ("softmax" or "sigmoid")."""
+        return self.config.model.output_activation
+
+
+def load_run(
+    workdir: str | pathlib.Path,
+    *,
+    checkpoint: str | int = "best",
+    config: ml_collections.ConfigDict | None = None,
+) -> LoadedRun:
+    """Restores the model of a training run.
+
+    Only ``params`` and ``batch_stats`` are read, into an abstract template (``jax.eval_shape``
+    of the state construction), so no initialisation is compiled or run; their SHA-256 is
+    verified (see ``unet_jax.run.checkpointing.read_variables``). Nothing is written.
+
+    Args:
+      workdir: the training run directory (holds config.json, checkpoints/, best/).
+      checkpoint: "best" (best validation metric), "latest", or a step number found in
+        checkpoints/ or best/.
+      config: use this configuration instead of the run's config.json.
+
+    Returns:
+      The loaded run.
+
+    Raises:
+      WorkdirError: missing workdir, config.json or checkpoint.
+      CheckpointSpecError: an invalid ``checkpoint``.
+      unet_jax.run.checkpointing.IncompatibleCheckpointError: the checkpoint was written by a
+        model of another configuration (class count, widths).
+      unet_jax.run.checkpointing.CheckpointError: the checkpoint is damaged (it is left in
+        place: restoring never moves or changes a checkpoint).
+    """
+    # Imported here: orbax and the optimizer are only needed to restore.
+    from unet_jax.run import checkpointing
+    from unet_jax.train.state import create_model, create_train_state
+
+    workdir = pathlib.Path(workdir)
+    spec = parse_checkpoint(checkpoint)
+    if config is None:
+        config = load_config(workdir)
+    elif not workdir.is_dir():
+        raise WorkdirError(f"workdir {workdir} does not exist")
+    latest_steps = _steps(workdir / "checkpoints")
+    best_steps = _steps(workdir / "best")
+    if not latest_steps and not best_steps:
+        raise WorkdirError(
+            f"workdir {workdir} holds no checkpoint (checkpoints/ and best/ are empty or "
+            "missing): train first, or check the path"
+        )
+    if spec == "best" and not best_steps:
+        raise WorkdirError(
+            f"workdir {workdir} has no best checkpoint in best/ (validation never ran?); "
+            f"use checkpoint 'latest' (steps {latest_steps})"
+        )
+    if spec == "latest" and not latest_steps:
+        raise WorkdirError(
+            f"workdir {workdir} has no checkpoint in checkpoints/; best/ has steps {best_steps}"
+        )
+    # Always an explicit step: evaluation reads the workdir only. (Without a step, the
+    # Checkpointer would rename a damaged checkpoint and silently fall back to an older
+    # one, which suits resuming training but not judging a chosen checkpoint.)
+    if spec == "best":
+        which, step = "best", best_steps[-1]
+    elif spec == "latest":
+        which, step = "latest", latest_steps[-1]
+    elif spec in latest_steps:
+        which, step = "latest", spec
+    elif spec in best_steps:
+        which, step = "best", spec
+    else:
+        raise WorkdirError(
+            f"workdir {workdir} has no checkpoint of step {spec}; checkpoints/ has "
+            f"{latest_steps}, best/ has {best_steps}"
+        )
+
+    try:
+        template = jax.eval_shape(
+            lambda: create_train_state(config, rng=jax.random.key(0), total_steps=1)
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise WorkdirError(
+            f"the configuration of {workdir} cannot build a model ({type(e).__name__}: {e})"
+        ) from e
+    # Read-only and params-only: no directory is created or renamed, no optimizer state
+    # is read (see checkpointing.read_variables).
+    directory = workdir / ("best" if which == "best" else "checkpoints") / str(step)
+    restored = checkpointing.read_variables(directory, template)
+    variables = {"params": restored["params"]}
+    if restored["batch_stats"]:
+        variables["batch_stats"] = restored["batch_stats"]
+    return LoadedRun(
+        workdir=workdir,
+        config=config,
+        model=create_model(config),
+        variables=jax.device_put(variables),
+        step=restored["step"],
+        checkpoint=spec,
+    )
+
+
+def load(workdir: str | pathlib.Path, checkpoint: str | int = "best") -> tuple[UNet, dict]:
+    """Loads a trained model for reuse.
+
+    Args:
+      workdir: the training run directory.
+      checkpoint: "best", "latest" or a step number.
+
+    Returns:
+      ``(model, variables)``: call ``model.apply(variables, images, train=False)`` or
+      ``make_apply_fn(model)(variables, images)``; images uint8 RGB 0..255 [B, H, W, 3]
+      with H, W multiples of ``model.size_multiple``.
+
+    Raises:
+      WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
+      :func:`load_run`.
+    """
+    run = load_run(workdir, checkpoint=checkpoint)
+    return run.model, run.variables
+
+
+def make_apply_fn(model: UNet) -> Callable[[Any, Any], jax.Array]:
+    """A jitted inference function of ``model``.
+
+    Args:
+      model: the UNet (e.g. from :func:`load`).
+
+    Returns:
+      ``apply_fn(variables, images) -> logits``: images [B, H, W, 3] uint8 (or float) RGB in
+      0..255, H and W multiples of ``model.size_multiple``; logits float32
+      [B, H, W, num_classes]. Compiles once per input shape.
+    """
+
+    @jax.jit
+    def apply_fn(variables: Any, images: jax.Array) -> jax.Array:
+        return model.apply(variables, images, train=False)
+
+    return apply_fn

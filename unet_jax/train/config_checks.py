@@ -1,0 +1,128 @@
+"""One check of a run's config at start-up, before any data preparation or compilation.
+
+Each problem is a `ConfigError` naming the field, the value and what is allowed; the
+command lines turn it into exit code 2 (bad input) without a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from unet_jax.data.augment import INPUT_MODES
+from unet_jax.data.classes import ClassSet
+from unet_jax.model.conv_fast import CONV_IMPLS
+from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
+from unet_jax.train import losses
+from unet_jax.train.parallel import DRIVERS
+from unet_jax.train.state import DTYPES
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss": tuple(losses.LOSS_NAMES),
+    "optimizer": ("adam", "sgd"),
+    "schedule": ("constant", "warmup_cosine"),
+    "driver": DRIVERS,
+    "best_mode": ("max", "min"),
+    "input_mode": INPUT_MODES,
+    "model.output_activation": OUTPUT_ACTIVATIONS,
+    "model.upsample": UPSAMPLE_METHODS,
+    "model.conv_impl": CONV_IMPLS,
+    "model.dtype": tuple(DTYPES),
+}
+# Validation scores any run logs; binary data sets add FOREGROUND_METRICS.
+METRICS = ("mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy", "loss")
+FOREGROUND_METRICS = (
+    "foreground_iou",
+    "foreground_dice",
+    "foreground_precision",
+    "foreground_recall",
+)
+POSITIVE_INTS = (
+    "batch_size",
+    "eval_batch_size",
+    "log_every_steps",
+    "keep_checkpoints",
+    "model.bridge_features",
+)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names field, value and what is allowed."""
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+    value: Any = config
+    for part in field.split("."):
+        value = value[part]
+    return value
+
+
+def validate_config(
+    config: ml_collections.ConfigDict, *, process_count: int, local_device_count: int
+) -> None:
+    """Checks every field that can be checked without the data.
+
+    Args:
+      config: the run config.
+      process_count: number of processes (hosts).
+      local_device_count: devices per process.
+
+    Raises:
+      ConfigError: the first problem found.
+    """
+    for field, allowed in CHOICES.items():
+        value = _get(config, field)
+        if value not in allowed:
+            raise ConfigError(f"config.{field}={value!r}: choose one of {', '.join(allowed)}")
+    for field in POSITIVE_INTS:
+        value = _get(config, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
+    features = tuple(config.model.features)
+    if not features or any(not isinstance(f, int) or f < 1 for f in features):
+        raise ConfigError(f"config.model.features={features!r}: positive integer widths")
+    multiple = 2 ** len(features)
+    size = tuple(config.image_size)
+    if len(size) != 2 or any(not isinstance(v, int) or v < multiple or v % multiple for v in size):
+        raise ConfigError(
+            f"config.image_size={size!r}: height and width must be multiples of {multiple} "
+            f"(2 ** len(model.features), one halving per encoder level)"
+        )
+    devices = process_count * local_device_count
+    for field in ("batch_size", "eval_batch_size"):
+        value = _get(config, field)
+        if value % devices:
+            raise ConfigError(
+                f"config.{field}={value}: must be a multiple of the {devices} devices "
+                f"({process_count} process(es) x {local_device_count})"
+            )
+    if not 0.0 <= float(config.model.dropout_rate) < 1.0:
+        raise ConfigError(f"config.model.dropout_rate={config.model.dropout_rate}: in [0, 1)")
+    if float(config.learning_rate) <= 0:
+        raise ConfigError(f"config.learning_rate={config.learning_rate}: must be > 0")
+    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+        raise ConfigError(
+            f"config.num_epochs={config.num_epochs} and config.num_train_steps="
+            f"{config.num_train_steps}: one must be positive"
+        )
+    if config.best_metric not in METRICS + FOREGROUND_METRICS:
+        raise ConfigError(
+            f"config.best_metric={config.best_metric!r}: choose one of "
+            f"{', '.join(METRICS + FOREGROUND_METRICS)}"
+        )
+    if config.best_metric == "loss" and config.best_mode != "min":
+        raise ConfigError("config.best_metric='loss' needs config.best_mode='min'")
+
+
+def validate_against_data(config: ml_collections.ConfigDict, classes: ClassSet) -> None:
+    """The checks that need the data set's classes.
+
+    Raises:
+      ConfigError: a foreground metric for a data set that is not binary.
+    """
+    if config.best_metric in FOREGROUND_METRICS and classes.num_classes != 2:
+        raise ConfigError(
+            f"config.best_metric={config.best_metric!r} needs a binary data set; this one has "
+            f"{classes.num_classes} classes ({', '.join(classes.names)})"
+        )

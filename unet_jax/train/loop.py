@@ -1,0 +1,466 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Resumes automatically from the newest checkpoint in ``workdir``; saves periodically, at
+the end, on SIGTERM (preemption) and whenever validation improves the best metric.
+Only process 0 logs and writes files other than checkpoints (orbax coordinates those).
+"""
+
+import dataclasses
+import math
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from jax.experimental import multihost_utils
+
+from unet_jax.data import pipeline as input_pipeline
+from unet_jax.data import sources as data_sources
+from unet_jax.data.classes import ClassSet, write_run_classes
+from unet_jax.data.run_data import (
+    check_resumed_classes,
+    open_training_data,
+)
+from unet_jax.evaluation.validation import evaluate, flat_scalars, validation_source
+from unet_jax.model.outputs import class_logits
+from unet_jax.run import checkpointing, metric_writers
+from unet_jax.run import info as run_info
+from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
+from unet_jax.train.state import create_learning_rate_schedule, create_model, create_train_state
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
+
+
+class PreemptionGuard:
+    """Decides when to save and stop because of SIGTERM (preemption).
+
+    One process: a SIGTERM handler sets a flag that the loop polls at every step. Several
+    processes: JAX's preemption service (started by ``jax.distributed.initialize``) catches
+    SIGTERM on any host and ``multihost_utils.reached_preemption_sync_point`` returns True
+    on every host at the same step, so all save that step together however short the grace
+    period. Where that service is unavailable, the flags are exchanged at logging steps.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        self._sync_point = jax.process_count() > 1
+
+    def __enter__(self) -> "PreemptionGuard":
+        if self._sync_point:
+            return self  # JAX's own handler must see SIGTERM: do not replace it
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def should_stop(self, step: int, *, collective: bool) -> bool:
+        """Whether to save and stop at ``step`` (every process calls this at every step).
+
+        Args:
+          step: the step just dispatched.
+          collective: a logging step, where all processes may exchange flags (fallback).
+        """
+        if jax.process_count() == 1:
+            return self.requested
+        if self._sync_point:
+            try:
+                return bool(multihost_utils.reached_preemption_sync_point(step))
+            except RuntimeError:  # no preemption service: exchange flags instead
+                self._sync_point = False
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+        if not collective:
+            return False
+        flags = multihost_utils.process_allgather(np.array(self.requested, np.int32))
+        return bool(np.asarray(flags).any())
+
+
+def make_loss_fn(
+    config: ml_collections.ConfigDict,
+    *,
+    pixel_counts: np.ndarray | None = None,
+    present_pixel_counts: np.ndarray | None = None,
+) -> losses.LossFn:
+    """The configured loss as ``(logits, labels) -> per-example [B]``.
+
+    Args:
+      config: uses ``loss``, ``num_classes``, ``model.output_activation``,
+        ``class_weights``, ``dice_smooth``, ``ce_weight``, ``focal_gamma``, ``focal_weight``.
+      pixel_counts: the training split's ``[C]`` labelled pixels per class; needed when
+        ``class_weights`` names a method (``unet_jax.train.class_weights``).
+      present_pixel_counts: ``[C]`` labelled pixels of the training images containing each
+        class; needed for ``class_weights="median_frequency"``.
+
+    Returns:
+      The loss function.
+    """
+    kwargs: dict[str, Any] = {
+        "num_classes": config.num_classes,
+        "activation": config.model.output_activation,
+    }
+    weights = class_weights.resolve_class_weights(
+        config.class_weights,
+        num_classes=config.num_classes,
+        pixel_counts=pixel_counts,
+        present_pixel_counts=present_pixel_counts,
+    )
+    if weights is not None:
+        kwargs["class_weights"] = weights
+    if config.loss in ("dice", "dice_ce", "dice_focal"):
+        kwargs["smooth"] = config.dice_smooth
+    if config.loss == "dice_ce":
+        kwargs["ce_weight"] = config.ce_weight
+    if config.loss in ("focal", "dice_focal"):
+        kwargs["gamma"] = config.focal_gamma
+    if config.loss == "dice_focal":
+        kwargs["focal_weight"] = config.focal_weight
+    base = losses.get_loss_fn(config.loss, **kwargs)
+    # A 1-channel sigmoid head (binary data) is scored as its two class logits [-z, z].
+    return lambda logits, labels: base(class_logits(logits), labels)
+
+
+def _schedule_every(value: int, steps_per_epoch: int) -> int:
+    return value if value > 0 else steps_per_epoch
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When the loop does what, in steps."""
+
+    steps_per_epoch: int
+    total_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict, *, num_examples: int) -> "Schedule":
+        """Raises ValueError when the batch is larger than the training split."""
+        steps_per_epoch = num_examples // config.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"config.batch_size={config.batch_size} exceeds the {num_examples} training "
+                f"examples; pass --config.batch_size={num_examples} or less (a multiple of "
+                "the device count), or add images"
+            )
+        total = config.num_train_steps
+        if total <= 0:
+            total = config.num_epochs * steps_per_epoch
+        return cls(
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            log_every=config.log_every_steps,
+            eval_every=_schedule_every(config.eval_every_steps, steps_per_epoch),
+            checkpoint_every=_schedule_every(config.checkpoint_every_steps, steps_per_epoch),
+        )
+
+    def due(self, step: int, every: int) -> bool:
+        return step % every == 0 or step == self.total_steps
+
+
+class MetricWindow:
+    """Step metrics kept on the device until a logging step (no host sync in between).
+
+    ``flush`` fetches them, stops on a non-finite step, writes the window's means and its
+    throughput, and advances the progress bar by the steps that have finished. ``restart``
+    starts a new timing window after validation or a checkpoint, so that throughput counts
+    training time only.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver: parallel.Driver,
+        writer: metric_writers.MetricWriter,
+        learning_rate: Any,
+        schedule: Schedule,
+        images_per_step: int,
+        progress: tqdm.tqdm,
+        last_good: Any,
+    ) -> None:
+        self._driver = driver
+        self._writer = writer
+        self._learning_rate = learning_rate
+        self._schedule = schedule
+        self._images_per_step = images_per_step
+        self._progress = progress
+        self._last_good = last_good  # () -> description of the last good checkpoint
+        self._pending: list[dict[str, Any]] = []
+        self.restart()
+
+    def restart(self) -> None:
+        self._start = time.perf_counter()
+
+    def add(self, step_metrics: dict[str, Any]) -> None:
+        self._pending.append(step_metrics)
+
+    def flush(self, step: int) -> None:
+        """Fetches the pending metrics of the steps up to ``step`` and logs them.
+
+        Raises:
+          FloatingPointError: one of them was not finite (the step was not applied).
+        """
+        if not self._pending:
+            return
+        fetched = [self._driver.get_metrics(m) for m in self._pending]
+        self._pending = []
+        for offset, m in enumerate(fetched):
+            if not int(m["finite"]):
+                bad_step = step - len(fetched) + offset + 1
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at step {bad_step} (loss={float(m['loss'])}, "
+                    f"grad_norm={float(m['grad_norm'])}); training stopped. The last good "
+                    f"checkpoint is {self._last_good()}; lower config.learning_rate or check "
+                    "the data before resuming"
+                )
+        elapsed = time.perf_counter() - self._start
+        scalars = {
+            "loss": float(np.mean([float(m["loss"]) for m in fetched])),
+            "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
+            "learning_rate": float(self._learning_rate(step)),
+            "images_per_sec": len(fetched) * self._images_per_step / max(elapsed, 1e-9),
+            "epoch": step / self._schedule.steps_per_epoch,
+        }
+        self._writer.write(step, "train", scalars)
+        self._progress.update(len(fetched))
+        self._progress.set_postfix(
+            loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.1f}"
+        )
+        self.restart()
+
+
+def restore_or_initialise(
+    config: ml_collections.ConfigDict,
+    state: Any,
+    *,
+    checkpointer: checkpointing.Checkpointer,
+    classes: ClassSet,
+    workdir: pathlib.Path,
+    log: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The state to start from: the newest checkpoint, else ``init_from``, else fresh.
+
+    Returns:
+      ``(state, meta)``: meta tracks the best metric and carries the classes (and the
+      fine-tuning source) into every checkpoint.
+    """
+    meta: dict[str, Any] = {"best_value": None, "best_step": None, "classes": classes.to_json()}
+    if checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state)
+        check_resumed_classes(meta, classes, workdir=workdir)
+        meta["classes"] = classes.to_json()
+        log(f"Resuming from step {int(state.step)} ({checkpointer.latest.directory})")
+    elif config.get("init_from"):
+        # Only before this run has a checkpoint: a restart resumes from its own weights.
+        state, meta["init_from"] = init_from.initialise(
+            state, config.init_from, classes=classes, log=log
+        )
+    return state, meta
+
+
+def validate_and_track_best(
+    driver: parallel.Driver,
+    device_state: Any,
+    *,
+    source: Any,
+    config: ml_collections.ConfigDict,
+    classes: ClassSet,
+    meta: dict[str, Any],
+    step: int,
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Validates and updates the best-metric tracker.
+
+    Returns:
+      ``(validation results, meta, improved)``.
+    """
+    validation = evaluate(driver, device_state, source, config, class_names=classes.names)
+    improved = _is_better(validation.get(config.best_metric), meta["best_value"], config.best_mode)
+    if improved:
+        meta = {**meta, "best_value": validation[config.best_metric], "best_step": step}
+    return validation, meta, improved
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    prepare_fn: data_sources.PrepareFn | None = None,
+    sources: dict[str, Any] | None = None,
+    classes: ClassSet | None = None,
+) -> dict[str, Any]:
+    """Trains (resuming from ``workdir`` when it holds checkpoints) and evaluates.
+
+    Args:
+      config: the run configuration (see ``unet_jax/configs/default.py``).
+      workdir: where checkpoints, metrics, TensorBoard events and run info go.
+      prepare_fn: prepares the data set on first use (train.py passes the TFDS builder's).
+      sources: {"train": ..., "validation": ...} random-access sources to use instead of
+        ``config.dataset`` (tests, custom data).
+      classes: the classes of ``sources`` (default ``class0..``); ignored without them.
+
+    Returns:
+      ``{"step", "preempted", "validation": last validation results or None,
+      "best": {"step", "value"}}``.
+
+    Raises:
+      ConfigError, DataConfigError: the config cannot work (checked before any work).
+      FloatingPointError: a non-finite loss or gradient; the last good checkpoint stays.
+    """
+    workdir = pathlib.Path(workdir)
+    is_main = jax.process_index() == 0
+    log = print if is_main else (lambda *_: None)
+    config_checks.validate_config(
+        config, process_count=jax.process_count(), local_device_count=jax.local_device_count()
+    )
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # 1. Data, classes and the schedule.
+    config, sources, classes, stats = open_training_data(
+        config, prepare_fn=prepare_fn, sources=sources, classes=classes
+    )
+    config_checks.validate_against_data(config, classes)
+    if is_main:
+        write_run_classes(workdir, classes)
+    schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
+    validation_examples = validation_source(sources["validation"], config)
+
+    # 2. Model, steps and state (restored, fine-tuned from another run, or fresh).
+    loss_fn = make_loss_fn(
+        config,
+        pixel_counts=None if stats is None else np.asarray(stats["pixel_counts"]),
+        present_pixel_counts=None if stats is None else np.asarray(stats["present_pixel_counts"]),
+    )
+    model = create_model(config, bn_axis_name=parallel.AXIS)
+    driver = parallel.make_driver(
+        config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
+    )
+    state = create_train_state(
+        config, rng=jax.random.key(config.seed), total_steps=schedule.total_steps
+    )
+    checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    state, meta = restore_or_initialise(
+        config, state, checkpointer=checkpointer, classes=classes, workdir=workdir, log=log
+    )
+    start_step = int(state.step)
+
+    # 3. Input: batch k depends only on the seed, the data and k (resume needs only k).
+    data_iterator = iter(
+        input_pipeline.create_train_loader(
+            sources["train"],
+            global_batch_size=config.batch_size,
+            image_size=tuple(config.image_size),
+            seed=config.seed,
+            augment={**config.augment.to_dict(), "input_mode": config.input_mode},
+            worker_count=config.worker_count,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            num_local_devices=jax.local_device_count(),
+            layout=driver.layout,
+            start_step=start_step,
+        )
+    )
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+    if is_main:
+        # The checkpoints' meta carries init_from, so a resumed run still names its source.
+        run_info.write(workdir, config, extra={"init_from": meta.get("init_from")})
+    progress = tqdm.tqdm(
+        total=schedule.total_steps,
+        initial=start_step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (is_main and config.progress_bar),
+    )
+    window = MetricWindow(
+        driver=driver,
+        writer=writer,
+        learning_rate=create_learning_rate_schedule(config, total_steps=schedule.total_steps),
+        schedule=schedule,
+        images_per_step=config.batch_size,
+        progress=progress,
+        last_good=lambda: f"step {checkpointer.latest_step()} in {workdir}",
+    )
+
+    # 4. The loop.
+    device_state = driver.put_state(state)
+    del state  # the device copy is donated at every step
+    batches = parallel.prefetch(enumerate(data_iterator, start_step + 1), driver.put_batch)
+    validation, preempted = None, False
+
+    def save(*, best: bool = False) -> None:
+        checkpointer.save(driver.get_state(device_state), meta=meta, best=best)
+
+    try:
+        with PreemptionGuard() as guard:
+            for step in range(start_step + 1, schedule.total_steps + 1):
+                _, batch = next(batches)
+                device_state, step_metrics = driver.train_step(device_state, batch)
+                window.add(step_metrics)
+                log_now = schedule.due(step, schedule.log_every)
+                if log_now:
+                    window.flush(step)
+                if guard.should_stop(step, collective=log_now):
+                    window.flush(step)
+                    save()
+                    preempted = True
+                    log(f"\nSIGTERM: saved step {step} to {workdir}; run again to resume")
+                    break
+                if schedule.due(step, schedule.eval_every):
+                    window.flush(step)
+                    validation, meta, improved = validate_and_track_best(
+                        driver,
+                        device_state,
+                        source=validation_examples,
+                        config=config,
+                        classes=classes,
+                        meta=meta,
+                        step=step,
+                    )
+                    writer.write(step, "validation", flat_scalars(validation))
+                    if is_main:
+                        tqdm.tqdm.write(
+                            f"step {step}: validation loss {validation['loss']:.4f}, "
+                            f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
+                        )
+                    if improved:
+                        save(best=True)
+                    window.restart()
+                if schedule.due(step, schedule.checkpoint_every):
+                    window.flush(step)
+                    save()
+                    window.restart()
+    finally:
+        # Also on errors: the grain workers, the TensorBoard writer and the orbax
+        # managers are released, and the progress bar line is ended.
+        progress.close()
+        writer.close()
+        checkpointer.close()
+        data_iterator.close()
+    final_step = int(driver.get_state(device_state).step)
+    return {
+        "step": final_step,
+        "preempted": preempted,
+        "validation": validation,
+        "best": {"step": meta["best_step"], "value": meta["best_value"]},
+    }

@@ -1,0 +1,310 @@
+"""Data-parallel drivers over one step function, and multi-host start-up.
+
+Two drivers run the same per-device ``train_step``/``eval_step``:
+
+- ``pmap`` (default): ``jax.pmap`` over the local devices; batches carry a leading
+  [num_local_devices] axis and the state is replicated per device.
+- ``mesh``: ``jax.jit`` of ``jax.shard_map`` over a 1-D ``Mesh`` of all global devices;
+  batches are global ``jax.Array``s assembled from each host's local share and the state is
+  a replicated global array.
+
+Both average gradients and BatchNorm statistics over the device axis ``"batch"``, so either
+gives the parameters a single device would get on the same global batch.
+"""
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from unet_jax.train import steps
+from unet_jax.train.state import TrainState
+
+AXIS = "batch"
+DRIVERS = ("pmap", "mesh")
+
+
+@dataclasses.dataclass(frozen=True)
+class Driver:
+    """How state and batches are placed on devices and how the steps are mapped.
+
+    Attributes:
+      name: "pmap" or "mesh".
+      layout: batch layout the input pipeline must produce ("pmap" or "mesh").
+      train_step: (device_state, device_batch) -> (device_state, metrics); donates the state.
+      eval_step: (device_state, device_batch) -> summed eval outputs.
+      put_state: host TrainState -> device state.
+      get_state: device state -> host TrainState of numpy arrays (one copy).
+      put_batch: host numpy batch -> device batch.
+      get_metrics: device metrics -> host numpy scalars/arrays (one copy).
+    """
+
+    name: str
+    layout: str
+    train_step: Callable
+    eval_step: Callable
+    put_state: Callable[[TrainState], Any]
+    get_state: Callable[[Any], TrainState]
+    put_batch: Callable[[dict[str, np.ndarray]], Any]
+    get_metrics: Callable[[Any], dict[str, np.ndarray]]
+
+
+def _first_copy(tree: Any) -> Any:
+    """Host numpy copy of a replicated (pmap) or fully replicated (mesh) pytree."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array):
+            return np.asarray(x.addressable_data(0))
+        return x
+
+    return jax.tree_util.tree_map(fetch, tree)
+
+
+def _pmap_first_copy(tree: Any) -> Any:
+    """Host copy of a pmap-replicated pytree: the first local device's slice."""
+
+    def fetch(x):
+        if isinstance(x, jax.Array):
+            return np.asarray(x.addressable_data(0))[0] if x.ndim else np.asarray(x)
+        return x
+
+    return jax.tree_util.tree_map(fetch, tree)
+
+
+def make_driver(
+    name: str,
+    *,
+    model_apply: Callable,
+    loss_fn: steps.LossFn,
+    num_classes: int,
+    devices: Sequence[jax.Device] | None = None,
+) -> Driver:
+    """Builds the pmap or mesh driver.
+
+    Args:
+      name: "pmap" or "mesh".
+      model_apply: ``UNet(..., bn_axis_name="batch").apply``; it replaces the state's
+        ``apply_fn`` so BatchNorm averages statistics over the device axis.
+      loss_fn: (logits, labels) -> per-example losses.
+      num_classes: number of classes (confusion matrix size).
+      devices: the devices to use (pmap: this process' devices; mesh: all processes');
+        None for all of them.
+
+    Returns:
+      A Driver.
+    """
+    train = functools.partial(steps.train_step, loss_fn=loss_fn, axis_name=AXIS)
+    evaluate = functools.partial(
+        steps.eval_step, loss_fn=loss_fn, num_classes=num_classes, axis_name=AXIS
+    )
+    if name == "pmap":
+        return _pmap_driver(train, evaluate, model_apply, devices or jax.local_devices())
+    if name == "mesh":
+        return _mesh_driver(train, evaluate, model_apply, devices or jax.devices())
+    raise ValueError(f"config.driver must be one of {DRIVERS}, got {name!r}")
+
+
+def _pmap_driver(
+    train: Callable, evaluate: Callable, model_apply: Callable, devices: Sequence[jax.Device]
+) -> Driver:
+    # Inputs get the sharding pmap gives its outputs (a mesh whose axis is named like the
+    # pmap axis): with any other, the second step, fed the first one's output, would
+    # compile again.
+    sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec(AXIS))
+
+    def put(tree: Any, *, replicate: bool) -> Any:
+        def place(x):
+            x = np.asarray(x)
+            if replicate:
+                x = np.broadcast_to(x, (len(devices),) + x.shape)
+            return jax.device_put(x, sharding)
+
+        return jax.tree_util.tree_map(place, tree)
+
+    def put_state(state: TrainState) -> Any:
+        return put(state.replace(apply_fn=model_apply), replicate=True)
+
+    def put_batch(batch: dict[str, np.ndarray]) -> Any:
+        return put(batch, replicate=False)
+
+    def get_state(state: Any) -> TrainState:
+        return _pmap_first_copy(state)
+
+    # pmap over all of this process' devices must be given devices=None: with several
+    # processes that makes the device axis span every process (explicit local devices
+    # would average over this host alone).
+    pmap_devices = None if list(devices) == jax.local_devices() else devices
+    return Driver(
+        name="pmap",
+        layout="pmap",
+        train_step=jax.pmap(train, axis_name=AXIS, donate_argnums=(0,), devices=pmap_devices),
+        eval_step=jax.pmap(evaluate, axis_name=AXIS, devices=pmap_devices),
+        put_state=put_state,
+        get_state=get_state,
+        put_batch=put_batch,
+        get_metrics=_pmap_first_copy,
+    )
+
+
+def _mesh_driver(
+    train: Callable, evaluate: Callable, model_apply: Callable, devices: Sequence[jax.Device]
+) -> Driver:
+    mesh = Mesh(np.array(devices), (AXIS,))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec(AXIS))
+    # The replication check (check_vma) proves that the replicated out_specs hold: the
+    # state and metrics leave the step through pmean/psum.
+    mapped_train = jax.shard_map(
+        train,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+        out_specs=(PartitionSpec(), PartitionSpec()),
+        check_vma=True,
+    )
+    mapped_eval = jax.shard_map(
+        evaluate,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+        out_specs=PartitionSpec(),
+        check_vma=True,
+    )
+
+    def put_state(state: TrainState) -> Any:
+        state = state.replace(apply_fn=model_apply)
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_callback(np.shape(x), replicated, lambda _: x), state
+        )
+
+    def put_batch(batch: dict[str, np.ndarray]) -> Any:
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_process_local_data(sharded, x), batch
+        )
+
+    return Driver(
+        name="mesh",
+        layout="mesh",
+        train_step=jax.jit(mapped_train, donate_argnums=(0,)),
+        eval_step=jax.jit(mapped_eval),
+        put_state=put_state,
+        get_state=_first_copy,
+        put_batch=put_batch,
+        get_metrics=_first_copy,
+    )
+
+
+def prefetch(
+    iterator: Iterator[tuple[Any, dict[str, np.ndarray]]], put_batch: Callable, size: int = 2
+) -> Iterator[tuple[Any, Any]]:
+    """Moves the next ``size`` batches to the devices ahead of use.
+
+    Args:
+      iterator: yields (tag, host batch); the tag (e.g. the data iterator's state after
+        this batch) travels with its batch so checkpoints record what was consumed, not
+        what was prefetched.
+      put_batch: the driver's host-to-device transfer.
+      size: number of batches in flight.
+
+    Yields:
+      (tag, device batch).
+    """
+    queue: list[tuple[Any, Any]] = []
+    for tag, batch in iterator:
+        queue.append((tag, put_batch(batch)))
+        if len(queue) > size:
+            yield queue.pop(0)
+    yield from queue
+
+
+def detect_cluster(environ: Mapping[str, str]) -> str | None:
+    """Which multi-process launcher started this process, if any.
+
+    Strict on purpose: being inside a cluster allocation is not enough, the process must
+    have been launched as one of several tasks, or ``jax.distributed.initialize()`` would
+    wait forever for peers that never come (e.g. ``python train.py`` run directly in an
+    ``sbatch`` script, without ``srun``).
+
+    - SLURM: a job step (``SLURM_STEP_ID``, set by ``srun`` only) with ``SLURM_NTASKS`` > 1
+      and the variables JAX's own SLURM detection reads (``SLURM_JOB_ID``,
+      ``SLURM_STEP_NODELIST``, ``SLURM_PROCID``, ``SLURM_LOCALID``).
+    - Open MPI: ``mpirun`` set ``OMPI_MCA_orte_hnp_uri`` (what JAX reads) and
+      ``OMPI_COMM_WORLD_SIZE`` > 1.
+    - Cloud TPU: several slices (``MEGASCALE_COORDINATOR_ADDRESS``), or more than one
+      host in ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES``.
+
+    Args:
+      environ: the environment (``os.environ``).
+
+    Returns:
+      "slurm", "ompi", "tpu" or None.
+    """
+
+    def count(name: str) -> int:
+        try:
+            return int(environ.get(name, "1"))
+        except ValueError:
+            return 1
+
+    slurm_vars = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")
+    if all(v in environ for v in (*slurm_vars, "SLURM_LOCALID")) and count("SLURM_NTASKS") > 1:
+        return "slurm"
+    if "OMPI_MCA_orte_hnp_uri" in environ and count("OMPI_COMM_WORLD_SIZE") > 1:
+        return "ompi"
+    if environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "tpu"
+    hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
+    if len([h for h in hosts.split(",") if h.strip()]) > 1:
+        return "tpu"
+    return None
+
+
+def initialize_distributed(
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    heartbeat_timeout_seconds: int = 100,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """Starts multi-host JAX when asked for explicitly or when a multi-task launch is detected.
+
+    Explicit values (flags) win; otherwise ``jax.distributed.initialize()`` is called (and
+    auto-detects its arguments) only when :func:`detect_cluster` finds a launch of several
+    processes by srun, mpirun or a multi-host Cloud TPU. A single process, inside a cluster
+    allocation or not, runs alone.
+
+    Args:
+      coordinator_address: "host:port" of process 0.
+      num_processes: total number of processes.
+      process_id: this process' index.
+      heartbeat_timeout_seconds: a process silent this long is declared dead and the
+        others exit with an error instead of waiting forever in a collective.
+      environ: the environment to inspect (default ``os.environ``).
+
+    Returns:
+      "explicit", the detected cluster ("slurm", "ompi", "tpu"), or None (single process).
+
+    Raises:
+      ValueError: only some of the three explicit values are given.
+    """
+    if coordinator_address is not None or num_processes is not None or process_id is not None:
+        if None in (coordinator_address, num_processes, process_id):
+            raise ValueError(
+                "multi-host start needs all of --coordinator_address, --num_processes and "
+                f"--process_id; got {coordinator_address!r}, {num_processes!r}, {process_id!r}"
+            )
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+        )
+        return "explicit"
+    cluster = detect_cluster(os.environ if environ is None else environ)
+    if cluster is not None:
+        jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+    return cluster
