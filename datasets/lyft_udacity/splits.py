@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import TypeVar
 
-from datasets.errors import DataError
+from datasets.common.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 FRACTIONS: Mapping[str, float] = {"train": 0.6, "validation": 0.2, "test": 0.2}

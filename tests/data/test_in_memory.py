@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unet_jax import data_sources
-from unet_jax import input_pipeline as ip
+from unet_jax.data import pipeline as ip
+from unet_jax.data import sources as data_sources
 
 
 class CountingSource:
