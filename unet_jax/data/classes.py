@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from unet_jax.errors import UserError
+
 IGNORE_LABEL: int = 255
 MAX_CLASSES: int = 255  # ids 0..254; 255 is the ignore value
 CLASSES_FILE = "classes.json"
@@ -44,7 +46,7 @@ _DEFAULT_COLORS = (
 )
 
 
-class ClassSetError(ValueError):
+class ClassSetError(UserError, ValueError):
     """An invalid class declaration; the message names the field and the value."""
 
 

@@ -28,13 +28,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
 
 CHECKPOINT_CHOICES = ("best", "latest")
-
-
-class InferenceError(Exception):
-    """A workdir, checkpoint, split or input that cannot be used; the message says which."""
 
 
 class WorkdirError(InferenceError, FileNotFoundError):
@@ -43,10 +40,6 @@ class WorkdirError(InferenceError, FileNotFoundError):
 
 class CheckpointSpecError(InferenceError, ValueError):
     """``checkpoint`` is neither "best", "latest" nor a step number."""
-
-
-class OptionError(InferenceError, ValueError):
-    """An invalid inference setting (batch size, tile size, activation...)."""
 
 
 def _tupleize(value: Any) -> Any:

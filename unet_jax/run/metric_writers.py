@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from unet_jax.errors import UserError
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -20,7 +22,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(UserError, ValueError):
     """A line of ``metrics.jsonl`` other than the last is not JSON (the message names it)."""
 
 

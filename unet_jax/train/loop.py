@@ -25,14 +25,13 @@ from unet_jax.data.run_data import (
     check_resumed_classes,
     open_training_data,
 )
+from unet_jax.errors import ConfigError
 from unet_jax.evaluation.validation import evaluate, flat_scalars, validation_source
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
 from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
 from unet_jax.train.state import create_learning_rate_schedule, create_model, create_train_state
-
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
 
 
 class PreemptionGuard:
@@ -156,10 +155,10 @@ class Schedule:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, *, num_examples: int) -> "Schedule":
-        """Raises ValueError when the batch is larger than the training split."""
+        """Raises ConfigError when the batch is larger than the training split."""
         steps_per_epoch = num_examples // config.batch_size
         if steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"config.batch_size={config.batch_size} exceeds the {num_examples} training "
                 f"examples; pass --config.batch_size={num_examples} or less (a multiple of "
                 "the device count), or add images"

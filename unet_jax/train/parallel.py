@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from unet_jax.errors import FlagError
 from unet_jax.train import steps
 from unet_jax.train.state import TrainState
 
@@ -289,11 +290,11 @@ def initialize_distributed(
       "explicit", the detected cluster ("slurm", "ompi", "tpu"), or None (single process).
 
     Raises:
-      ValueError: only some of the three explicit values are given.
+      FlagError: only some of the three explicit values are given.
     """
     if coordinator_address is not None or num_processes is not None or process_id is not None:
         if None in (coordinator_address, num_processes, process_id):
-            raise ValueError(
+            raise FlagError(
                 "multi-host start needs all of --coordinator_address, --num_processes and "
                 f"--process_id; got {coordinator_address!r}, {num_processes!r}, {process_id!r}"
             )
