@@ -22,6 +22,7 @@ from tests.conftest import REPO_ROOT
 from tests.fake_data import make_examples
 from unet_jax import inference
 from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.evaluation import evaluate, metrics, reports
 from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
 from unet_jax.run.metric_writers import read_metrics
@@ -169,7 +170,7 @@ def test_full_resolution_pads_and_crops_and_tta_averages(tiny, loaded, tmp_path)
                 checkpoint="latest",
                 full_resolution=True,
                 full_resolution_input="native",
-                tta_flip=tta,
+                segment=SegmenterOptions(tta_flip=tta),
                 pictures=not tta,  # drawn once is enough
             ),
             sources=tiny.sources,

@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unet_jax.data.classes import ClassSet, read_run_classes
+from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
 from unet_jax.data.image_files import read_image
+from unet_jax.deploy import options as option_flags
+from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.inference import InferenceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -161,12 +163,8 @@ def predict_files(
     *,
     checkpoint: str | int = "best",
     probabilities: bool = False,
-    batch_size: int | None = None,
     native: bool | None = None,
-    tta_flip: bool = False,
-    max_side: int = 1024,
-    tile_size: int = 512,
-    tile_overlap: int = 128,
+    options: SegmenterOptions | None = None,
     skip_bad: bool = False,
     progress: bool = True,
     onnx_model: str | pathlib.Path | None = None,
@@ -180,13 +178,10 @@ def predict_files(
       out: output directory.
       checkpoint: "best", "latest" or a step number.
       probabilities: also write float16 per-class probabilities (.npy).
-      batch_size: images per forward pass (default: the run's eval_batch_size).
       native: segment at each image's own size (pad/tile) instead of at the training size;
         None: native for runs trained on crops.
-      tta_flip: average the probabilities of each image and its mirror image.
-      max_side: with ``native``, largest padded side segmented whole; larger ones are tiled.
-      tile_size: tile side for tiled images.
-      tile_overlap: overlap (and blending ramp) between tiles.
+      options: TTA, batch size (default: the run's eval_batch_size) and tiling
+        (:class:`SegmenterOptions`; its defaults when None).
       skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
       progress: show a progress bar.
       onnx_model: segment with this exported ONNX model (ONNX Runtime) instead of the
@@ -203,37 +198,22 @@ def predict_files(
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
         ``unet_jax.inference.load_run``.
     """
-    import jax
     import tqdm
 
     from unet_jax import inference
+    from unet_jax.deploy.backend import open_backend
 
     images = expand_inputs(inputs)
-    options = dict(tta_flip=tta_flip, max_side=max_side, tile_size=tile_size)
-    options["tile_overlap"] = tile_overlap
-    if onnx_model is not None:
-        from unet_jax.deploy.onnx_inference import load_onnx_model
-
-        model = load_onnx_model(onnx_model, threads=onnx_threads)
-        config = model.config
-        segmenter = model.segmenter(
-            batch_size=batch_size or int(config.get("eval_batch_size", 8)), **options
-        )
-        train_h, train_w = model.training_size
-        classes = model.classes
-        checkpoint_info = model.checkpoint
-    else:
-        run = inference.load_run(workdir, checkpoint=checkpoint)
-        config = run.config
-        segmenter = inference.Segmenter.from_run(
-            run,
-            batch_size=batch_size or int(run.config.eval_batch_size),
-            devices=jax.local_devices(),
-            **options,
-        )
-        train_h, train_w = (int(v) for v in run.config.image_size)
-        classes = read_run_classes(run.workdir, num_classes=int(run.config.num_classes))
-        checkpoint_info = {"requested": run.checkpoint, "step": run.step}
+    backend = open_backend(
+        workdir=None if onnx_model is not None else workdir,
+        checkpoint=checkpoint,
+        onnx=onnx_model,
+        onnx_threads=onnx_threads,
+        options=options,
+    )
+    config, segmenter, classes = backend.config, backend.segmenter, backend.classes
+    train_h, train_w = backend.training_size
+    checkpoint_info = backend.checkpoint
     if native is None:  # the scale the model was trained at (docs/YOUR_DATA.md)
         native = config.get("input_mode", "resize") == "crop"
     out = pathlib.Path(out)
@@ -306,11 +286,8 @@ def predict_files(
         "options": {
             "native": native,
             "training_size": [train_h, train_w],
-            "tta_flip": tta_flip,
+            **dataclasses.asdict(segmenter.options),
             "batch_size": segmenter.batch_size,
-            "max_side": max_side,
-            "tile_size": tile_size,
-            "tile_overlap": tile_overlap,
             "probabilities": probabilities,
         },
         "class_names": list(classes.names),
@@ -342,7 +319,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--probabilities", action="store_true", help="also write float16 probabilities (.npy)"
     )
-    parser.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
     parser.add_argument(
         "--native",
         action=argparse.BooleanOptionalAction,
@@ -350,10 +326,7 @@ def _parser() -> argparse.ArgumentParser:
         help="segment at each image's own size (pad/tile) instead of resizing to the training "
         "size (default: native for runs trained on crops, resized otherwise)",
     )
-    parser.add_argument("--tta_flip", action="store_true", help="horizontal-flip averaging")
-    parser.add_argument("--max_side", type=int, default=1024, help="--native: tile above this")
-    parser.add_argument("--tile_size", type=int, default=512, help="tile side")
-    parser.add_argument("--tile_overlap", type=int, default=128, help="tile overlap")
+    option_flags.add_arguments(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
@@ -382,12 +355,8 @@ def _predict_command(args: argparse.Namespace) -> int:
         args.out,
         checkpoint=args.checkpoint,
         probabilities=args.probabilities,
-        batch_size=args.batch_size,
         native=args.native,
-        tta_flip=args.tta_flip,
-        max_side=args.max_side,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
+        options=option_flags.options_from_flags(args),
         skip_bad=True,
         progress=not args.no_progress,
         onnx_model=args.model if args.backend == "onnx" else None,

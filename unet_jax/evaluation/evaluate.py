@@ -48,7 +48,9 @@ from unet_jax import inference
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import check_example
-from unet_jax.data.classes import IGNORE_LABEL, ClassSet, read_run_classes
+from unet_jax.data.classes import IGNORE_LABEL, ClassSet
+from unet_jax.deploy.backend import open_backend
+from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.evaluation import metrics, reports, validation
 from unet_jax.inference import InferenceError, Segmenter
 from unet_jax.run import metric_writers
@@ -74,11 +76,7 @@ class EvalOptions:
         prediction resized back with nearest neighbour); the labels stay full size.
         None: the scale the model was trained at ("native" for crop-trained runs,
         "resized" otherwise).
-      tta_flip: average the probabilities of each image and its mirror image.
-      batch_size: images per forward pass; None: ``config.eval_batch_size``.
-      max_side: largest padded image side segmented whole; larger ones are tiled.
-      tile_size: tile side for larger images (a multiple of the model's size multiple).
-      tile_overlap: overlap (and blending ramp) between tiles.
+      segment: TTA, batch size (None: ``config.eval_batch_size``) and tiling.
       num_gallery: examples shown in the gallery.
       data_dir: TFDS data directory; None: the run's ``config.data_dir``.
       pictures: write the PNG pictures.
@@ -92,11 +90,7 @@ class EvalOptions:
     checkpoint: str | int = "best"
     full_resolution: bool = False
     full_resolution_input: str | None = None
-    tta_flip: bool = False
-    batch_size: int | None = None
-    max_side: int = 1024
-    tile_size: int = 512
-    tile_overlap: int = 128
+    segment: SegmenterOptions = SegmenterOptions()
     num_gallery: int = 4
     data_dir: str | None = None
     pictures: bool = True
@@ -348,17 +342,15 @@ def run_evaluation(
         raise InferenceError("evaluation runs in one process; start eval.py on one host")
     start = time.perf_counter()
     workdir = pathlib.Path(workdir)
-    onnx_model = None
-    if options.onnx is not None:
-        from unet_jax.deploy.onnx_inference import load_onnx_model
-
-        onnx_model = load_onnx_model(options.onnx, threads=options.onnx_threads)
-        config = inference.load_config(workdir)
-        checkpoint = onnx_model.checkpoint
-    else:
-        run = inference.load_run(workdir, checkpoint=options.checkpoint)
-        config = run.config
-        checkpoint = {"requested": run.checkpoint, "step": run.step}
+    backend = open_backend(
+        workdir=workdir,
+        checkpoint=options.checkpoint,
+        onnx=options.onnx,
+        onnx_threads=options.onnx_threads,
+        options=options.segment,
+    )
+    config, segmenter, classes = backend.config, backend.segmenter, backend.classes
+    checkpoint = backend.checkpoint
     seconds = {"load": time.perf_counter() - start}
     if options.split not in SPLITS and sources is None:
         raise SplitError(f"unknown split {options.split!r}; choose from {', '.join(SPLITS)}")
@@ -381,25 +373,6 @@ def run_evaluation(
         )
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
-    batch_size = options.batch_size or int(config.eval_batch_size)
-    segment_options = dict(
-        tta_flip=options.tta_flip,
-        batch_size=batch_size,
-        max_side=options.max_side,
-        tile_size=options.tile_size,
-        tile_overlap=options.tile_overlap,
-    )
-    classes = read_run_classes(workdir, num_classes=int(config.num_classes))
-    if onnx_model is not None:
-        # Only the segment function changes: the same scoring code judges the artefact.
-        if onnx_model.class_names != classes.names:
-            raise inference.OptionError(
-                f"{options.onnx} predicts classes {list(onnx_model.class_names)}, but "
-                f"{workdir} has {list(classes.names)}"
-            )
-        segmenter = onnx_model.segmenter(**segment_options)
-    else:
-        segmenter = Segmenter.from_run(run, devices=jax.local_devices(), **segment_options)
     image_size = tuple(int(v) for v in config.image_size)
     resolution = "native" if crop_trained else f"{image_size[0]}x{image_size[1]}"
     tick = time.perf_counter()
@@ -419,7 +392,10 @@ def run_evaluation(
         "split": options.split,
         "dataset": config.dataset if sources is None else "(in-memory sources)",
         "checkpoint": checkpoint,
-        "options": dataclasses.asdict(options),
+        "options": {
+            **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
+            **dataclasses.asdict(options.segment),
+        },
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         **_json_results(results, resolution, config.dataset),
