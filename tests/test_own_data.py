@@ -21,10 +21,11 @@ import datasets
 from tests.conftest import REPO_ROOT
 from unet_jax import inference
 from unet_jax.configs import folder as folder_config
-from unet_jax.data.classes import IGNORE_LABEL, read_run_classes
+from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.data.run_data import DataConfigError
 from unet_jax.deploy import export, predict
 from unet_jax.evaluation import evaluate, reports
+from unet_jax.run.classes_file import read_run_classes
 from unet_jax.run.metric_writers import read_metrics
 from unet_jax.train import loop as train_lib
 

@@ -19,9 +19,9 @@ from datasets.lyft_udacity.decode import decode_png
 from tests.conftest import REPO_ROOT
 from tests.evaluation.test_eval import tiny_run
 from unet_jax import inference
-from unet_jax.data.classes import read_run_classes
 from unet_jax.deploy import predict
 from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.run.classes_file import read_run_classes
 
 
 @pytest.fixture(scope="session")

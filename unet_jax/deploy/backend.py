@@ -13,8 +13,9 @@ from typing import Any
 
 import jax
 
-from unet_jax.data.classes import ClassSet, read_run_classes
+from unet_jax.data.classes import ClassSet
 from unet_jax.deploy.segmenter import OptionError, Segmenter, SegmenterOptions
+from unet_jax.run.classes_file import read_run_classes
 from unet_jax.run.loading import load_config, load_run
 
 

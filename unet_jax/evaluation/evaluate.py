@@ -54,6 +54,7 @@ from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.evaluation import metrics, reports, validation
 from unet_jax.inference import InferenceError, Segmenter
 from unet_jax.run import metric_writers
+from unet_jax.run.workdir import Workdir
 
 SPLITS = ("train", "validation", "test")
 FULL_RESOLUTION_INPUTS = ("native", "resized")
@@ -439,7 +440,7 @@ def run_evaluation(
     report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     report["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
-    default_out = workdir / "eval" / (options.split + ("_onnx" if options.onnx else ""))
+    default_out = Workdir(workdir).eval_dir(options.split, onnx=options.onnx is not None)
     out = pathlib.Path(out_dir) if out_dir is not None else default_out
     files = write_report(
         out, report, samples, full_samples, workdir=workdir, pictures=options.pictures

@@ -30,6 +30,7 @@ import numpy as np
 
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
+from unet_jax.run.workdir import Workdir
 
 CHECKPOINT_CHOICES = ("best", "latest")
 
@@ -68,7 +69,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
         raise WorkdirError(f"workdir {workdir} does not exist")
     if not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} is not a directory")
-    path = workdir / "config.json"
+    path = Workdir(workdir).config
     if not path.is_file():
         raise WorkdirError(
             f"workdir {workdir} has no config.json, so it is not a training run directory "
@@ -181,8 +182,9 @@ def load_run(
         config = load_config(workdir)
     elif not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} does not exist")
-    latest_steps = _steps(workdir / "checkpoints")
-    best_steps = _steps(workdir / "best")
+    layout = Workdir(workdir)
+    latest_steps = _steps(layout.checkpoints)
+    best_steps = _steps(layout.best)
     if not latest_steps and not best_steps:
         raise WorkdirError(
             f"workdir {workdir} holds no checkpoint (checkpoints/ and best/ are empty or "
@@ -224,7 +226,7 @@ def load_run(
         ) from e
     # Read-only and params-only: no directory is created or renamed, no optimizer state
     # is read (see checkpointing.read_variables).
-    directory = workdir / ("best" if which == "best" else "checkpoints") / str(step)
+    directory = layout.checkpoint_dir(which, step)
     restored = checkpointing.read_variables(directory, template)
     variables = {"params": restored["params"]}
     if restored["batch_stats"]:

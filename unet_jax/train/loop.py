@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
-from unet_jax.data.classes import ClassSet, write_run_classes
+from unet_jax.data.classes import ClassSet
 from unet_jax.data.run_data import (
     check_resumed_classes,
     open_training_data,
@@ -30,6 +30,7 @@ from unet_jax.evaluation.validation import evaluate, flat_scalars, validation_so
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
+from unet_jax.run.classes_file import write_run_classes
 from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
 from unet_jax.train.state import create_learning_rate_schedule, create_model, create_train_state
 
