@@ -444,7 +444,7 @@ class AugmentConfig:
     enabled: bool = True
     flip_prob: float = 0.5
     min_scale: float = 0.75
-    max_scale: float = 1.5
+    max_scale: float = 1.25
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2

@@ -405,7 +405,7 @@ def train_and_evaluate(
     # 4. The loop.
     device_state = driver.put_state(state)
     del state  # the device copy is donated at every step
-    batches = parallel.prefetch(enumerate(data_iterator, start_step + 1), driver.put_batch)
+    batches = parallel.prefetch(data_iterator, driver.put_batch)
     validation, preempted = None, False
 
     def save(*, best: bool = False) -> None:
@@ -414,7 +414,7 @@ def train_and_evaluate(
     try:
         with PreemptionGuard() as guard:
             for step in range(start_step + 1, schedule.total_steps + 1):
-                _, batch = next(batches)
+                batch = next(batches)
                 device_state, step_metrics = driver.train_step(device_state, batch)
                 window.add(step_metrics)
                 log_now = schedule.due(step, schedule.log_every)
