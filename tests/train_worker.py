@@ -54,8 +54,8 @@ def main() -> int:
     from unet_jax.configs import tiny
     from unet_jax.errors import EXIT_PREEMPTED
     from unet_jax.run.checkpointing import Checkpointer
+    from unet_jax.run.state import create_train_state
     from unet_jax.train.loop import train_and_evaluate
-    from unet_jax.train.state import create_train_state
 
     config = tiny.get_config()
     config.optimizer = "sgd"  # compared tightly: see tests/train/test_training.py

@@ -94,9 +94,9 @@ def _reference_predictions(run, images: np.ndarray, *, tta: bool = False) -> np.
 
 
 def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, tmp_path):
+    from unet_jax.run.state import create_model, create_train_state
     from unet_jax.train import loop as train_lib
     from unet_jax.train import parallel
-    from unet_jax.train.state import create_model, create_train_state
 
     report = evaluate.run_evaluation(
         tiny.workdir,

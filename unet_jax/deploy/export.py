@@ -36,10 +36,12 @@ import jax
 import jax.numpy as jnp
 
 from unet_jax.data.classes import IGNORE_LABEL
-from unet_jax.inference import InferenceError, LoadedRun, OptionError, load_run
+from unet_jax.deploy.options import OptionError
+from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import LoadedRun, load_run
 from unet_jax.run.workdir import Workdir
 
 FORMAT = "unet_jax.export/1"

@@ -43,13 +43,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unet_jax.data import image_ops
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
 from unet_jax.data.image_files import read_image
 from unet_jax.deploy import options as option_flags
 from unet_jax.deploy.options import SegmenterOptions
-from unet_jax.inference import InferenceError
+from unet_jax.errors import InferenceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 OVERLAY_ALPHA = 0.5
@@ -195,7 +196,6 @@ def predict_files(
     """
     import tqdm
 
-    from unet_jax import inference
     from unet_jax.deploy.backend import open_backend
 
     images = expand_inputs(inputs)
@@ -226,20 +226,20 @@ def predict_files(
                 raise
             errors.append(str(e))
             return item, None, None
-        model_input = image if native else inference.resize_image(image, train_h, train_w)
+        model_input = image if native else image_ops.resize_image(image, train_h, train_w)
         return item, image, model_input
 
     bar = tqdm.tqdm(total=len(images), unit="img", disable=not progress, desc="predict")
 
     def readable():
-        for item in inference.prefetch_map(load, images):
+        for item in image_ops.prefetch_map(load, images):
             if item[1] is None:
                 bar.update(1)  # skipped; its error is in `errors`
             else:
                 yield item
 
     loaded = readable()
-    for group in inference.same_size_batches(
+    for group in image_ops.same_size_batches(
         loaded, batch_size=segmenter.batch_size, shape_of=lambda x: x[2].shape
     ):
         batch = np.stack([x[2] for x in group])
@@ -247,7 +247,7 @@ def predict_files(
         mode = "resize" if not native else segmenter.mode_for(*batch.shape[1:3])
         for k, (item, image, _) in enumerate(group):
             h, w = image.shape[:2]
-            label = inference.resize_nearest(labels[k], h, w)
+            label = image_ops.resize_nearest(labels[k], h, w)
             paths = {
                 "label": out / "labels" / f"{item.name}.png",
                 "overlay": out / "overlays" / f"{item.name}.png",
@@ -261,7 +261,7 @@ def predict_files(
                 paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
                 np.save(
                     paths["probabilities"],
-                    inference.resize_nearest(probs[k], h, w).astype(np.float16),
+                    image_ops.resize_nearest(probs[k], h, w).astype(np.float16),
                 )
             records.append(
                 {
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    from unet_jax.inference import OptionError
+    from unet_jax.deploy.options import OptionError
 
     if args.backend == "onnx" and not args.model:
         raise OptionError("--backend onnx needs --model FILE.onnx")

@@ -44,15 +44,16 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from unet_jax import inference
+from unet_jax.data import image_ops
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import check_example
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.deploy.backend import open_backend
-from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.deploy.options import OptionError, SegmenterOptions
+from unet_jax.deploy.segmenter import Segmenter
+from unet_jax.errors import InferenceError
 from unet_jax.evaluation import metrics, reports, validation
-from unet_jax.inference import InferenceError, Segmenter
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
@@ -202,9 +203,9 @@ def evaluate_source(
         if input_size is None:
             return segmenter.predict(images)[0], segmenter.mode_for(*images.shape[1:3])
         h, w = images.shape[1:3]
-        small = np.stack([inference.resize_image(x, *input_size) for x in images])
+        small = np.stack([image_ops.resize_image(x, *input_size) for x in images])
         predictions = segmenter.predict(small)[0]
-        return np.stack([inference.resize_nearest(p, h, w) for p in predictions]), "resize"
+        return np.stack([image_ops.resize_nearest(p, h, w) for p in predictions]), "resize"
 
     def score(batch: dict[str, Any]) -> dict[str, Any]:
         images, labels, mask = batch["image"], batch["label"], batch["mask"]
@@ -241,8 +242,8 @@ def evaluate_source(
             image, label = check_example(example)
             return image, label, _name(example, index)
 
-        for group in inference.same_size_batches(
-            inference.prefetch_map(load, range(total)),
+        for group in image_ops.same_size_batches(
+            image_ops.prefetch_map(load, range(total)),
             batch_size=batch_size,
             shape_of=lambda item: item[0].shape,
         ):
@@ -368,7 +369,7 @@ def run_evaluation(
     crop_trained = config.get("input_mode", "resize") == "crop"
     full_input = options.full_resolution_input or ("native" if crop_trained else "resized")
     if full_input not in FULL_RESOLUTION_INPUTS:
-        raise inference.OptionError(
+        raise OptionError(
             f"full_resolution_input must be one of {FULL_RESOLUTION_INPUTS}, got "
             f"{options.full_resolution_input!r}"
         )

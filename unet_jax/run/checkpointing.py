@@ -38,8 +38,8 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from jax.experimental import multihost_utils
 
+from unet_jax.run.state import TrainState
 from unet_jax.run.workdir import Workdir
-from unet_jax.train.state import TrainState
 
 ITEMS = ("state", "meta")
 DIGEST_KEY = "state_sha256"

@@ -174,7 +174,7 @@ def load_run(
     """
     # Imported here: orbax and the optimizer are only needed to restore.
     from unet_jax.run import checkpointing
-    from unet_jax.train.state import create_model, create_train_state
+    from unet_jax.run.state import create_model, create_train_state
 
     workdir = pathlib.Path(workdir)
     spec = parse_checkpoint(checkpoint)

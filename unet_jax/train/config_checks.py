@@ -15,9 +15,9 @@ from unet_jax.data.classes import ClassSet
 from unet_jax.errors import ConfigError
 from unet_jax.model.conv_fast import CONV_IMPLS
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
+from unet_jax.run.state import DTYPES
 from unet_jax.train import losses
 from unet_jax.train.parallel import DRIVERS
-from unet_jax.train.state import DTYPES
 
 __all__ = ["ConfigError", "validate_against_data", "validate_config"]
 

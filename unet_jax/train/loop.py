@@ -31,8 +31,8 @@ from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import write_run_classes
+from unet_jax.run.state import create_learning_rate_schedule, create_model, create_train_state
 from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
-from unet_jax.train.state import create_learning_rate_schedule, create_model, create_train_state
 
 
 class PreemptionGuard:

@@ -24,8 +24,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unet_jax.errors import FlagError
+from unet_jax.run.state import TrainState
 from unet_jax.train import steps
-from unet_jax.train.state import TrainState
 
 AXIS = "batch"
 DRIVERS = ("pmap", "mesh")
