@@ -181,7 +181,7 @@ def test_full_resolution_pads_and_crops_and_tta_averages(tiny, loaded, tmp_path)
         assert result["sizes"] == {"34x45": 3} and result["modes"] == {"pad": 3}
         images = np.stack([x["image"] for x in full["test"]])
         labels = np.stack([x["label"][..., 0] for x in full["test"]])
-        expected = evaluate.confusion_counts(
+        expected = metrics.confusion_counts(
             _reference_predictions(loaded, images, tta=tta), labels, num_classes=13
         )
         np.testing.assert_array_equal(result["confusion_matrix"], expected)
@@ -212,7 +212,7 @@ def test_full_resolution_with_resized_input(tiny, loaded, tmp_path):
         logits = loaded.model.apply(loaded.variables, np.asarray(small)[None], train=False)
         ids = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
         back = np.asarray(Image.fromarray(ids).resize((40, 48), Image.Resampling.NEAREST))
-        expected += evaluate.confusion_counts(
+        expected += metrics.confusion_counts(
             back[None], example["label"][None, ..., 0], num_classes=13
         )
     np.testing.assert_array_equal(result["confusion_matrix"], expected)
@@ -231,7 +231,7 @@ def test_confusion_counts_agrees_with_the_device_confusion_matrix():
     labels = rng.integers(0, 15, (3, 9, 7)).astype(np.uint8)  # 13, 14: out of range
     labels[0, :2] = IGNORE_LABEL
     mask = np.array([True, False, True])
-    ours = evaluate.confusion_counts(predictions, labels, num_classes=13, mask=mask)
+    ours = metrics.confusion_counts(predictions, labels, num_classes=13, mask=mask)
     theirs = metrics.confusion_matrix(predictions, labels, num_classes=13, mask=mask)
     np.testing.assert_array_equal(ours, np.asarray(theirs))
     assert ours.sum() == ((labels < 13) & mask[:, None, None]).sum()

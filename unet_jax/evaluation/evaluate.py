@@ -18,9 +18,11 @@ Two resolutions:
 - **training resolution**: the split's examples resized to ``config.image_size`` exactly
   as the training loop's validation does (``create_eval_batches``: image bilinear, label
   nearest, the last batch padded and masked) and scored by the same loop
-  (``unet_jax.evaluation.validation.score_batches``), so the numbers are those of ``metrics.jsonl``.
-  Runs trained on crops (``config.input_mode="crop"``) are evaluated at native size
-  instead: whole images, padded or tiled, scored against their native labels.
+  (``unet_jax.evaluation.validation.score_batches``), so the numbers are those of
+  ``metrics.jsonl``. Runs trained on crops (``config.input_mode="crop"``) are scored, as
+  in their validation, on the training-size tiles of the native images
+  (``validation.validation_source``); ``full_resolution`` adds the whole native images,
+  padded or tiled and blended.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a
@@ -117,42 +119,6 @@ def full_resolution_dataset(dataset: str) -> str:
     return f"{name}{sep}{config}"
 
 
-def confusion_counts(
-    predictions: np.ndarray,
-    labels: np.ndarray,
-    *,
-    num_classes: int,
-    mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """Host-side confusion matrix (rows ground truth, columns prediction), int64.
-
-    Counts pixels whose label is a class id (not ``IGNORE_LABEL`` nor out of range) of
-    examples with ``mask`` True; the same rule as ``unet_jax.evaluation.metrics.confusion_matrix``.
-
-    Args:
-      predictions: [B, H, W] predicted ids.
-      labels: [B, H, W] (or [B, H, W, 1]) ground-truth ids.
-      num_classes: C.
-      mask: optional bool [B].
-
-    Returns:
-      int64 [C, C].
-    """
-    labels = np.asarray(labels)
-    if labels.ndim == 4:
-        labels = labels[..., 0]
-    labels = labels.astype(np.int64)
-    predictions = np.asarray(predictions).astype(np.int64)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ")
-    valid = (labels >= 0) & (labels < num_classes) & (labels != IGNORE_LABEL)
-    valid &= (predictions >= 0) & (predictions < num_classes)
-    if mask is not None:
-        valid &= np.asarray(mask, bool).reshape((-1,) + (1,) * (labels.ndim - 1))
-    index = labels[valid] * num_classes + predictions[valid]
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
 def _name(example: Any, index: int) -> str:
     name = example.get("name", f"#{index}") if hasattr(example, "get") else f"#{index}"
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
@@ -224,7 +190,9 @@ def evaluate_source(
         sizes[f"{images.shape[1]}x{images.shape[2]}"] += real
         modes[mode] += real
         bar.update(real)
-        confusion = confusion_counts(predictions, labels, num_classes=num_classes, mask=mask)
+        confusion = metrics.confusion_counts(
+            predictions, labels, num_classes=num_classes, mask=mask
+        )
         return {"confusion": confusion, "count": real}
 
     def named(batches):  # example names for the pictures' captions
@@ -376,13 +344,19 @@ def run_evaluation(
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
     image_size = tuple(int(v) for v in config.image_size)
-    resolution = "native" if crop_trained else f"{image_size[0]}x{image_size[1]}"
+    resolution = f"{image_size[0]}x{image_size[1]}"
+    # The geometry of the training loop's validation, so that the metric that chose best/
+    # is the one reported: resized examples, or for crop-trained runs training-size tiles
+    # at native scale (whole native images: full_resolution).
+    scored = validation.validation_source(source, config) if crop_trained else source
+    if crop_trained:
+        resolution = f"native, {resolution} tiles"
     tick = time.perf_counter()
     results, samples = evaluate_source(
         segmenter,
-        source,
+        scored,
         class_names=classes.names,
-        image_size=None if crop_trained else image_size,
+        image_size=image_size,
         batch_size=segmenter.batch_size,
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
@@ -405,7 +379,7 @@ def run_evaluation(
     report["options"]["batch_size"] = segmenter.batch_size
     report["options"]["full_resolution_input"] = full_input
     full_samples: list[dict[str, Any]] = []
-    if options.full_resolution and not (crop_trained and full_input == "native"):
+    if options.full_resolution:
         full_dataset = full_resolution_dataset(config.dataset)
         if full_sources is not None:
             full_source = _pick_split(full_sources, options.split, "the given full-size sources")
