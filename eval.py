@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags, logging
 
+from unet_jax.deploy import options as option_flags
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
 
 FLAGS = flags.FLAGS
@@ -32,11 +34,7 @@ flags.DEFINE_enum(
     "with the prediction resized back (resized). Default: the scale the model was trained at "
     "(native for runs trained on crops, resized otherwise).",
 )
-flags.DEFINE_bool("tta_flip", False, "Average the predictions of each image and its mirror.")
-flags.DEFINE_integer("batch_size", None, "Images per forward pass (default: eval_batch_size).")
-flags.DEFINE_integer("max_side", 1024, "Largest padded side segmented whole; larger: tiles.")
-flags.DEFINE_integer("tile_size", 512, "Tile side for images larger than --max_side.")
-flags.DEFINE_integer("tile_overlap", 128, "Overlap (blending ramp) between tiles.")
+option_flags.define_absl_flags()  # --tta_flip, --batch_size, --max_side, --tile_size, ...
 flags.DEFINE_integer("num_gallery", 4, "Examples shown in the gallery picture.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's data_dir).")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval/SPLIT[_onnx]).")
@@ -63,11 +61,7 @@ def main(argv: list[str]) -> int:
         checkpoint=FLAGS.checkpoint,
         full_resolution=FLAGS.full_resolution,
         full_resolution_input=FLAGS.full_resolution_input,
-        tta_flip=FLAGS.tta_flip,
-        batch_size=FLAGS.batch_size,
-        max_side=FLAGS.max_side,
-        tile_size=FLAGS.tile_size,
-        tile_overlap=FLAGS.tile_overlap,
+        segment=option_flags.options_from_flags(FLAGS),
         num_gallery=FLAGS.num_gallery,
         data_dir=FLAGS.data_dir,
         pictures=FLAGS.pictures,

@@ -35,8 +35,9 @@ def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     # Imported here so that --help stays fast and flags parse before JAX starts.
+    from unet_jax.errors import EXIT_PREEMPTED
     from unet_jax.train import parallel
-    from unet_jax.train.loop import PREEMPTED_EXIT_CODE, train_and_evaluate
+    from unet_jax.train.loop import train_and_evaluate
 
     parallel.initialize_distributed(
         coordinator_address=FLAGS.coordinator_address,
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
     result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=datasets.prepare_dataset)
     if result["preempted"]:
-        return PREEMPTED_EXIT_CODE
+        return EXIT_PREEMPTED
     validation = result["validation"]
     if validation is not None:
         print(

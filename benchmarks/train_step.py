@@ -44,9 +44,9 @@ class JaxBench(bc.Bench):
         import jax
 
         from unet_jax.configs import default
+        from unet_jax.run.state import create_model, create_train_state
         from unet_jax.train import parallel
         from unet_jax.train.loop import make_loss_fn
-        from unet_jax.train.state import create_model, create_train_state
 
         self.jax = jax
         self.spec = spec

@@ -21,10 +21,11 @@ import datasets
 from tests.conftest import REPO_ROOT
 from unet_jax import inference
 from unet_jax.configs import folder as folder_config
-from unet_jax.data.classes import IGNORE_LABEL, read_run_classes
+from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.data.run_data import DataConfigError
 from unet_jax.deploy import export, predict
 from unet_jax.evaluation import evaluate, reports
+from unet_jax.run.classes_file import read_run_classes
 from unet_jax.run.metric_writers import read_metrics
 from unet_jax.train import loop as train_lib
 
@@ -150,7 +151,7 @@ def test_six_class_colour_folder_end_to_end(tmp_path, monkeypatch):
     validation = [r for r in read_metrics(workdir) if r["split"] == "validation"]
     assert validation and {f"iou/{n}" for n in names} <= set(validation[-1])
     assert report["class_names"] == names and list(report["per_class"]) == names
-    assert report["resolution"] == "native"  # crop-trained: whole images at native size
+    assert report["resolution"] == "native, 32x32 tiles"  # crop-trained: as its validation
     assert legends and all(set(legend) <= set(names) for legend in legends)
     assert predicted["class_names"] == names and predicted["label_format"] == "color"
     allowed = {_rgb(c) for c in SIX.values()}
@@ -170,7 +171,7 @@ def test_native_size_evaluation_equals_the_model_applied_by_hand(tmp_path):
     train_lib.train_and_evaluate(config, workdir, prepare_fn=datasets.prepare_dataset)
     report = evaluate.run_evaluation(
         workdir,
-        evaluate.EvalOptions(split="test", progress=False, pictures=False),
+        evaluate.EvalOptions(split="test", progress=False, pictures=False, full_resolution=True),
         prepare_fn=datasets.prepare_dataset,
     )
     # By hand: pad each test image (reflect) to a multiple of 4, apply, crop, argmax.
@@ -189,7 +190,20 @@ def test_native_size_evaluation_equals_the_model_applied_by_hand(tmp_path):
         cm += np.bincount(label[valid].astype(np.int64) * 6 + pred[valid], minlength=36).reshape(
             6, 6
         )
-    np.testing.assert_array_equal(np.asarray(report["confusion_matrix"]), cm)
+    np.testing.assert_array_equal(np.asarray(report["full_resolution"]["confusion_matrix"]), cm)
+    # The training-resolution score is the validation's geometry: eval.py on the validation
+    # split with best/ reports the mIoU that chose best/ (metrics.jsonl).
+    scored = evaluate.run_evaluation(
+        workdir,
+        evaluate.EvalOptions(split="validation", progress=False, pictures=False),
+        prepare_fn=datasets.prepare_dataset,
+        out_dir=tmp_path / "validation",
+    )
+    best_step = scored["checkpoint"]["step"]
+    (logged,) = [
+        r for r in read_metrics(workdir) if r["split"] == "validation" and r["step"] == best_step
+    ]
+    assert scored["mean_iou"] == pytest.approx(logged["mean_iou"], abs=1e-4)
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])

@@ -52,9 +52,10 @@ def main() -> int:
         )
     from tests.fake_data import make_examples
     from unet_jax.configs import tiny
+    from unet_jax.errors import EXIT_PREEMPTED
     from unet_jax.run.checkpointing import Checkpointer
-    from unet_jax.train.loop import PREEMPTED_EXIT_CODE, train_and_evaluate
-    from unet_jax.train.state import create_train_state
+    from unet_jax.run.state import create_train_state
+    from unet_jax.train.loop import train_and_evaluate
 
     config = tiny.get_config()
     config.optimizer = "sgd"  # compared tightly: see tests/train/test_training.py
@@ -74,7 +75,7 @@ def main() -> int:
     sources = {"train": make_examples(40, seed=1), "validation": make_examples(10, seed=2)}
     result = train_and_evaluate(config, args.workdir, sources=sources)
     if result["preempted"]:
-        return PREEMPTED_EXIT_CODE
+        return EXIT_PREEMPTED
     # Opening checkpoints is collective: every process restores, process 0 reports.
     checkpointer = Checkpointer(args.workdir, keep=3)
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)

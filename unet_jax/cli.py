@@ -6,33 +6,58 @@ of a traceback. Only exceptions outside the table (bugs) keep their traceback, w
 Set ``UNET_JAX_TRACEBACK=1`` to see the traceback of a mapped error too.
 """
 
+import ast
 import os
+import pathlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from absl import flags
 
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NON_FINITE = 3
-EXIT_CHECKPOINT = 4
-EXIT_INTERRUPTED = 130
-EXIT_PREEMPTED = 143
+from unet_jax.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECKPOINT,
+    EXIT_INTERRUPTED,
+    EXIT_NON_FINITE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_UNEXPECTED,
+    UserError,
+)
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CHECKPOINT",
+    "EXIT_INTERRUPTED",
+    "EXIT_NON_FINITE",
+    "EXIT_OK",
+    "EXIT_PREEMPTED",
+    "EXIT_UNEXPECTED",
+    "absl_main",
+    "error_message",
+    "exit_code",
+    "parse_absl_flags",
+    "run",
+]
 
 TRACEBACK_ENV_VAR = "UNET_JAX_TRACEBACK"
 
-# Builtin bases of what bad input raises here: data sets (DataError is a ValueError,
-# ManualDownloadMissingError a FileNotFoundError), workdirs and options (InferenceError
-# subclasses these too), config values, and libraries that check arguments (grain, optax).
-_BAD_INPUT_TYPES: tuple[type[BaseException], ...] = (
-    ValueError,
-    TypeError,
+# A path named on a command line (workdir, data_dir, images, --out) that is missing or
+# cannot be read: the operating system's message names it.
+_PATH_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     NotADirectoryError,
     IsADirectoryError,
     PermissionError,
+)
+# ml_collections checks a --config.FIELD=VALUE override while absl parses the flags: what it
+# raises there is about the override, never about this project's code.
+_CONFIG_OVERRIDE_ERRORS: tuple[type[BaseException], ...] = (
+    AttributeError,
+    KeyError,
+    TypeError,
+    ValueError,
 )
 
 
@@ -44,12 +69,11 @@ def exit_code(error: BaseException) -> int:
 
     Returns:
       3 for a non-finite loss, 4 for a checkpoint that cannot be read, written or used, 2
-      for bad input (configuration, data set, workdir, paths, arguments), 130 for Ctrl-C,
-      1 for anything else.
+      for bad input (a `UserError`, or a path that cannot be opened), 130 for Ctrl-C, 1 for
+      anything else (a bug: its traceback is printed).
     """
-    # Imported here: orbax and grain are heavy, and --help must stay fast.
+    # Imported here: orbax is heavy, and --help must stay fast.
     from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
-    from unet_jax.run.loading import InferenceError
 
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -57,7 +81,7 @@ def exit_code(error: BaseException) -> int:
         return EXIT_NON_FINITE
     if isinstance(error, CheckpointError | IncompatibleCheckpointError):
         return EXIT_CHECKPOINT
-    if isinstance(error, (InferenceError, *_BAD_INPUT_TYPES)):
+    if isinstance(error, (UserError, *_PATH_ERRORS)):
         return EXIT_BAD_INPUT
     return EXIT_UNEXPECTED
 
@@ -106,6 +130,40 @@ def absl_main(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], 
     return lambda argv: run(lambda: main(argv))
 
 
+def _raised_by(error: BaseException, package: str) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is in ``package``'s files."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and package in pathlib.PurePath(frames[-1].filename).parts
+
+
+def config_override_message(error: BaseException, argv: Sequence[str]) -> str:
+    """One line for an override that ml_collections refused, naming the override.
+
+    Args:
+      error: what ml_collections raised, e.g. ``AttributeError`` for a field that does not
+        exist (its message is the repr of a KeyError with a "Did you mean" line).
+      argv: the command line, to name the ``--config.FIELD=VALUE`` argument at fault.
+
+    Returns:
+      ``error: --config.model.featurs=(8,16): no field 'featurs'; Did you mean ...?``
+    """
+    text = str(error)
+    try:  # AttributeError(KeyError(...)) carries the KeyError's repr: unquote it
+        unquoted = ast.literal_eval(text)
+        text = unquoted if isinstance(unquoted, str) else text
+    except (ValueError, SyntaxError):
+        pass
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    field = lines[0].strip("'\"") if lines else ""
+    detail = "; ".join(lines)
+    if isinstance(error, AttributeError | KeyError) and field:
+        detail = "; ".join([f"no field {field!r}", *lines[1:]])
+    overrides = [a for a in argv if a.startswith("--config.")]
+    named = [a for a in overrides if field and field in a.partition("=")[0].split(".")]
+    where = (named or overrides or ["--config"])[0]
+    return f"error: {where}: {detail}"
+
+
 def parse_absl_flags(argv: Sequence[str]) -> list[str]:
     """absl's flag parsing, with code 2 and a one-line message for a bad flag or config value.
 
@@ -121,4 +179,9 @@ def parse_absl_flags(argv: Sequence[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as e:
         print(f"error: {e}\nPass --help to see the flags.", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except _CONFIG_OVERRIDE_ERRORS as e:
+        if not _raised_by(e, "ml_collections"):
+            raise
+        print(config_override_message(e, argv), file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -9,13 +9,14 @@ with one job each:
 - ``unet_jax.data.image_ops``: padding/tiling geometry, ``resize``, ``ordered_thread_map``.
 """
 
-import functools
-
 from unet_jax.data.image_ops import (
     blend_window,
     ordered_thread_map,
     pad_widths,
+    prefetch_map,
     resize,
+    resize_image,
+    resize_nearest,
     round_up,
     same_size_batches,
     tile_origins,
@@ -33,19 +34,6 @@ from unet_jax.run.loading import (
     make_apply_fn,
     parse_checkpoint,
 )
-
-
-def resize_image(image, height: int, width: int):
-    """``image_ops.resize(image, method="bilinear")``: the input pipeline's eval resize."""
-    return resize(image, height=height, width=width, method="bilinear")
-
-
-def resize_nearest(array, height: int, width: int):
-    """``image_ops.resize(array, method="nearest")``: labels and probabilities, any dtype."""
-    return resize(array, height=height, width=width, method="nearest")
-
-
-prefetch_map = functools.partial(ordered_thread_map, depth=8)
 
 __all__ = [
     "CHECKPOINT_CHOICES",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from unet_jax.data.image_ops import ordered_thread_map
+from unet_jax.errors import UserError
 
 WORKERS_ENV = "LYFT_UDACITY_WORKERS"  # the name predates the other builders; kept for users
 
@@ -21,7 +22,7 @@ def num_workers() -> int:
         try:
             return max(1, int(value))
         except ValueError:
-            raise ValueError(f"{WORKERS_ENV} must be an integer, not {value!r}") from None
+            raise UserError(f"{WORKERS_ENV} must be an integer, not {value!r}") from None
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -1,6 +1,7 @@
 """Exception types of the lyft_udacity data set builder."""
 
 from datasets.common.errors import DataError
+from unet_jax.errors import UserError
 
 KAGGLE_URL = "https://www.kaggle.com/datasets/kumaresanmanickavelu/lyft-udacity-challenge"
 DEMO_COMMAND = "python train.py --config unet_jax/configs/demo.py --workdir runs/demo"
@@ -9,7 +10,7 @@ DEMO_COMMAND = "python train.py --config unet_jax/configs/demo.py --workdir runs
 __all__ = ["DataError", "ManualDownloadMissingError", "manual_download_message"]
 
 
-class ManualDownloadMissingError(FileNotFoundError):
+class ManualDownloadMissingError(UserError, FileNotFoundError):
     """The Kaggle archive (or its extracted tree) is not in the manual directory."""
 
 

@@ -302,3 +302,12 @@ def test_build_train_transforms_switches():
         ),
     )
     assert [type(t) for t in plain] == [Resize]
+
+
+def test_augment_defaults_are_the_default_config_values():
+    # One set of numbers: a config that leaves a field out gets what default.py states.
+    from unet_jax.configs import default
+
+    stated = default.get_config().augment.to_dict()
+    del stated["enabled"]  # off in the reference recipe, on for an explicit AugmentConfig()
+    assert {name: getattr(AugmentConfig(), name) for name in stated} == stated

@@ -10,7 +10,7 @@ import pytest
 
 from unet_jax.data.augment import AugmentConfig, RandomScaleCrop, build_train_transforms
 from unet_jax.data.classes import IGNORE_LABEL
-from unet_jax.evaluation.evaluate import confusion_counts
+from unet_jax.evaluation.metrics import confusion_counts
 from unet_jax.evaluation.tiles import TiledSource, tile_starts
 
 

@@ -19,8 +19,9 @@ from datasets.lyft_udacity.decode import decode_png
 from tests.conftest import REPO_ROOT
 from tests.evaluation.test_eval import tiny_run
 from unet_jax import inference
-from unet_jax.data.classes import read_run_classes
 from unet_jax.deploy import predict
+from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.run.classes_file import read_run_classes
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +155,12 @@ def test_predict_writes_labels_that_round_trip_and_match_the_model(tiny, tmp_pat
         Image.fromarray(image).save(inputs / f"{name}.png")
     out = tmp_path / "out"
     result = predict.predict_files(
-        tiny.workdir, [inputs], out, probabilities=True, batch_size=2, progress=False
+        tiny.workdir,
+        [inputs],
+        out,
+        probabilities=True,
+        options=SegmenterOptions(batch_size=2),
+        progress=False,
     )
     assert len(result["images"]) == 3 and result["errors"] == []
     run = inference.load_run(tiny.workdir)

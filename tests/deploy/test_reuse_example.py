@@ -16,8 +16,8 @@ from PIL import Image
 from tests.conftest import REPO_ROOT
 from tests.evaluation.test_eval import _reference_predictions, tiny_run
 from unet_jax import inference
-from unet_jax.data.classes import read_run_classes
 from unet_jax.deploy import export
+from unet_jax.run.classes_file import read_run_classes
 
 DOC = REPO_ROOT / "docs" / "EVALUATION.md"
 PLACEHOLDER_WORKDIR = '"runs/demo"'

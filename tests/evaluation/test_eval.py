@@ -22,6 +22,7 @@ from tests.conftest import REPO_ROOT
 from tests.fake_data import make_examples
 from unet_jax import inference
 from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.evaluation import evaluate, metrics, reports
 from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
 from unet_jax.run.metric_writers import read_metrics
@@ -93,9 +94,9 @@ def _reference_predictions(run, images: np.ndarray, *, tta: bool = False) -> np.
 
 
 def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, tmp_path):
+    from unet_jax.run.state import create_model, create_train_state
     from unet_jax.train import loop as train_lib
     from unet_jax.train import parallel
-    from unet_jax.train.state import create_model, create_train_state
 
     report = evaluate.run_evaluation(
         tiny.workdir,
@@ -169,7 +170,7 @@ def test_full_resolution_pads_and_crops_and_tta_averages(tiny, loaded, tmp_path)
                 checkpoint="latest",
                 full_resolution=True,
                 full_resolution_input="native",
-                tta_flip=tta,
+                segment=SegmenterOptions(tta_flip=tta),
                 pictures=not tta,  # drawn once is enough
             ),
             sources=tiny.sources,
@@ -180,7 +181,7 @@ def test_full_resolution_pads_and_crops_and_tta_averages(tiny, loaded, tmp_path)
         assert result["sizes"] == {"34x45": 3} and result["modes"] == {"pad": 3}
         images = np.stack([x["image"] for x in full["test"]])
         labels = np.stack([x["label"][..., 0] for x in full["test"]])
-        expected = evaluate.confusion_counts(
+        expected = metrics.confusion_counts(
             _reference_predictions(loaded, images, tta=tta), labels, num_classes=13
         )
         np.testing.assert_array_equal(result["confusion_matrix"], expected)
@@ -211,7 +212,7 @@ def test_full_resolution_with_resized_input(tiny, loaded, tmp_path):
         logits = loaded.model.apply(loaded.variables, np.asarray(small)[None], train=False)
         ids = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
         back = np.asarray(Image.fromarray(ids).resize((40, 48), Image.Resampling.NEAREST))
-        expected += evaluate.confusion_counts(
+        expected += metrics.confusion_counts(
             back[None], example["label"][None, ..., 0], num_classes=13
         )
     np.testing.assert_array_equal(result["confusion_matrix"], expected)
@@ -230,7 +231,7 @@ def test_confusion_counts_agrees_with_the_device_confusion_matrix():
     labels = rng.integers(0, 15, (3, 9, 7)).astype(np.uint8)  # 13, 14: out of range
     labels[0, :2] = IGNORE_LABEL
     mask = np.array([True, False, True])
-    ours = evaluate.confusion_counts(predictions, labels, num_classes=13, mask=mask)
+    ours = metrics.confusion_counts(predictions, labels, num_classes=13, mask=mask)
     theirs = metrics.confusion_matrix(predictions, labels, num_classes=13, mask=mask)
     np.testing.assert_array_equal(ours, np.asarray(theirs))
     assert ours.sum() == ((labels < 13) & mask[:, None, None]).sum()

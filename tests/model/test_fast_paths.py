@@ -29,9 +29,9 @@ from unet_jax.model.conv_fast import (
     resolve_conv_impl,
 )
 from unet_jax.model.unet import UNet, count_params, expected_param_count
+from unet_jax.run.state import create_model, create_train_state
 from unet_jax.train import losses, parallel
 from unet_jax.train.loop import make_loss_fn
-from unet_jax.train.state import create_model, create_train_state
 
 DN = ("NHWC", "HWIO", "NHWC")
 

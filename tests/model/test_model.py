@@ -26,7 +26,7 @@ def test_reference_config_shapes_without_computing():
     # model the config builds, its train state (Adam: two moments per parameter) and one
     # training step's output at the configured image and batch size.
     from unet_jax.configs import default
-    from unet_jax.train.state import create_model, create_train_state
+    from unet_jax.run.state import create_model, create_train_state
 
     config = default.get_config()
     config.num_classes = 13

@@ -72,10 +72,10 @@ def test_segmenter_options_cannot_change_after_construction(tiny):
     run = load_run(tiny.workdir, checkpoint="best")
     segmenter = Segmenter(make_apply_fn(run.model), run.variables, size_multiple=4)
     with pytest.raises(AttributeError):
-        segmenter.tta_flip = True
+        segmenter.batch_size = 2
     with pytest.raises(dataclasses.FrozenInstanceError):
         segmenter.options.tta_flip = True  # type: ignore[misc]
-    assert segmenter.tta_flip is False
+    assert segmenter.options.tta_flip is False
 
 
 @pytest.mark.parametrize("box", [None, (3.0, 2.5, 40.0, 30.0), (0.0, 0.0, 17.3, 9.9)])

@@ -31,6 +31,9 @@ BAD = [
     ("eval_batch_size", 6, r"config.eval_batch_size=6: must be a multiple of the 4 devices"),
     ("batch_size", 0, r"config.batch_size=0: must be a positive integer"),
     ("model.dropout_rate", 1.5, r"config.model.dropout_rate=1.5"),
+    ("dataset", "lyft/full", r"config.dataset='lyft/full': use 'lyft_udacity/<config>'"),
+    ("worker_count", -1, r"config.worker_count=-1: must be an integer >= 0"),
+    ("seed", 2**32, r"config.seed=4294967296: must be an integer in \[0, 2\*\*32\)"),
 ]
 
 
@@ -44,6 +47,17 @@ def test_bad_values_name_field_value_and_choices(field, value, message):
     target[leaf] = value
     with pytest.raises(ConfigError, match=message):
         validate_config(config, process_count=1, local_device_count=4)
+
+
+def test_bad_augmentation_is_a_config_error_naming_the_transform():
+    config = default.get_config()
+    config.augment.enabled = True
+    validate_config(config, process_count=1, local_device_count=4)
+    config.augment.flip_prob = 1.5
+    with pytest.raises(ConfigError, match=r"config.augment: RandomHorizontalFlip: p must be in"):
+        validate_config(config, process_count=1, local_device_count=4)
+    config.augment.enabled = False  # settings of a disabled augmentation are not used
+    validate_config(config, process_count=1, local_device_count=4)
 
 
 def test_foreground_metric_needs_binary_data():

@@ -37,7 +37,7 @@ def sources():
 
 def _params(workdir, config):
     checkpointer = Checkpointer(workdir, keep=3)
-    from unet_jax.train.state import create_train_state
+    from unet_jax.run.state import create_train_state
 
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
     state, meta = checkpointer.restore(template)

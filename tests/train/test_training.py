@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from unet_jax.configs import tiny
+from unet_jax.run.state import create_model, create_train_state
 from unet_jax.train import parallel, steps
 from unet_jax.train.loop import make_loss_fn
-from unet_jax.train.state import create_model, create_train_state
 
 GLOBAL_BATCH = 8
 

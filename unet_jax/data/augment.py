@@ -32,6 +32,7 @@ from PIL import Image
 
 from unet_jax.data import image_ops
 from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.errors import ConfigError
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -443,7 +444,7 @@ class AugmentConfig:
     enabled: bool = True
     flip_prob: float = 0.5
     min_scale: float = 0.75
-    max_scale: float = 1.5
+    max_scale: float = 1.25
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
@@ -485,7 +486,7 @@ class AugmentConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(value) - names)
         if unknown:
-            raise ValueError(f"Unknown augmentation settings {unknown}; valid: {sorted(names)}.")
+            raise ConfigError(f"Unknown augmentation settings {unknown}; valid: {sorted(names)}.")
         return cls(**dict(value))
 
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-import json
-import pathlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from unet_jax.errors import UserError
+
 IGNORE_LABEL: int = 255
 MAX_CLASSES: int = 255  # ids 0..254; 255 is the ignore value
-CLASSES_FILE = "classes.json"
 # Ignored pixels are drawn white.
 IGNORE_COLOR: tuple[int, int, int] = (255, 255, 255)
 
@@ -44,7 +43,7 @@ _DEFAULT_COLORS = (
 )
 
 
-class ClassSetError(ValueError):
+class ClassSetError(UserError, ValueError):
     """An invalid class declaration; the message names the field and the value."""
 
 
@@ -209,50 +208,3 @@ class ClassSet:
             )
         except ClassSetError as e:
             raise ClassSetError(f"{where}: {e}") from None
-
-
-def write_run_classes(workdir: str | pathlib.Path, class_set: ClassSet) -> pathlib.Path:
-    """Writes ``<workdir>/classes.json`` (atomically)."""
-    path = pathlib.Path(workdir) / CLASSES_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(class_set.to_json(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_run_classes(workdir: str | pathlib.Path, *, num_classes: int | None = None) -> ClassSet:
-    """The classes of a run: ``<workdir>/classes.json``.
-
-    Runs from before class sets were recorded have no such file: they get
-    ``class0..class<C-1>``.
-
-    Args:
-      workdir: the run directory.
-      num_classes: the run's class count, checked against the file; None: the run's
-        ``config.json`` says.
-
-    Returns:
-      The class set.
-
-    Raises:
-      ClassSetError: the file is unreadable or disagrees with ``num_classes``.
-    """
-    path = pathlib.Path(workdir) / CLASSES_FILE
-    if num_classes is None:
-        try:
-            num_classes = int(json.loads((path.parent / "config.json").read_text())["num_classes"])
-        except (OSError, KeyError, TypeError, ValueError) as e:
-            raise ClassSetError(f"{path.parent}: no readable config.json ({e})") from None
-    if not path.is_file():
-        return ClassSet.numbered(num_classes)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ClassSetError(f"{path}: unreadable ({e})") from None
-    class_set = ClassSet.from_json(data, where=str(path))
-    if class_set.num_classes != num_classes:
-        raise ClassSetError(
-            f"{path}: {class_set.num_classes} classes, but the run's config.num_classes is "
-            f"{num_classes}"
-        )
-    return class_set

@@ -17,10 +17,12 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from unet_jax.errors import UserError
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class ImageFileError(ValueError):
+class ImageFileError(UserError, ValueError):
     """An image file that cannot be used; the message names the file."""
 
 

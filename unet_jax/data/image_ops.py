@@ -4,6 +4,7 @@ Pure host-side functions on numpy arrays; nothing here knows about models or run
 """
 
 import collections
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -197,3 +198,17 @@ def ordered_thread_map(
                 pending.append(pool.submit(fn, item))
                 break
             yield result
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``resize(image, method="bilinear")``: the input pipeline's eval resize."""
+    return resize(image, height=height, width=width, method="bilinear")
+
+
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``resize(array, method="nearest")``: labels and probabilities, any dtype."""
+    return resize(array, height=height, width=width, method="nearest")
+
+
+# Reading (decoding) the next images while the current batch is segmented.
+prefetch_map = functools.partial(ordered_thread_map, depth=8)

@@ -13,9 +13,10 @@ import ml_collections
 
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import ClassSet
+from unet_jax.errors import UserError
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError, ValueError):
     """The config disagrees with the data set (e.g. ``num_classes``); names field and value."""
 
 

@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet
+from unet_jax.errors import ConfigError, UserError
 
 # prepare_fn(config, *, prepare) -> tfds builder: with prepare=True it prepares the data
 # set when needed; with False it only opens it. train.py passes datasets.prepare_dataset
@@ -24,7 +25,7 @@ PrepareFn = Callable[..., Any]
 SPLITS = ("train", "validation", "test")
 
 
-class NotPreparedError(FileNotFoundError):
+class NotPreparedError(UserError, FileNotFoundError):
     """The data set is not prepared and this caller may not prepare it."""
 
 
@@ -91,7 +92,7 @@ def open_dataset(
     available = set(builder.info.splits.keys())
     missing = [s for s in splits if s not in available]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{builder.info.full_name} has no split {missing[0]!r}; it has {sorted(available)}"
         )
     sources = builder.as_data_source()

@@ -35,10 +35,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from unet_jax.data.classes import IGNORE_LABEL, read_run_classes
-from unet_jax.inference import InferenceError, LoadedRun, OptionError, load_run
+from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.deploy.options import OptionError
+from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
 from unet_jax.run import info as run_info
+from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import LoadedRun, load_run
+from unet_jax.run.workdir import Workdir
 
 FORMAT = "unet_jax.export/1"
 DEFAULT_PLATFORMS = ("cpu", "cuda")
@@ -118,7 +122,7 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
     model = run.model
     m = model.size_multiple
     training_info = {}
-    info_path = run.workdir / "run_info.json"
+    info_path = Workdir(run.workdir).run_info
     if info_path.is_file():
         try:
             training_info = json.loads(info_path.read_text())

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from unet_jax.inference import InferenceError, LoadedRun, load_run
+from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
+from unet_jax.run.loading import LoadedRun, load_run
 
 OPSET = 17
 IR_VERSION = 8

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from unet_jax.data.classes import ClassSet, ClassSetError
-from unet_jax.inference import InferenceError, OptionError, Segmenter
+from unet_jax.deploy.segmenter import OptionError, Segmenter
+from unet_jax.errors import InferenceError
 from unet_jax.model.outputs import num_outputs
 
 DEFAULT_THREADS = 2

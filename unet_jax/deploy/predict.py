@@ -43,11 +43,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unet_jax.data.classes import ClassSet, read_run_classes
+from unet_jax.data import image_ops
+from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
 from unet_jax.data.image_files import read_image
-from unet_jax.inference import InferenceError
+from unet_jax.deploy import options as option_flags
+from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.errors import InferenceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 OVERLAY_ALPHA = 0.5
@@ -56,11 +59,6 @@ _GLOB_CHARS = "*?["
 
 class InputError(InferenceError, FileNotFoundError):
     """An input path or pattern that names no image."""
-
-
-# ----------------------------------------------------------------------------
-# Reading images.
-# ----------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------
@@ -161,12 +159,8 @@ def predict_files(
     *,
     checkpoint: str | int = "best",
     probabilities: bool = False,
-    batch_size: int | None = None,
     native: bool | None = None,
-    tta_flip: bool = False,
-    max_side: int = 1024,
-    tile_size: int = 512,
-    tile_overlap: int = 128,
+    options: SegmenterOptions | None = None,
     skip_bad: bool = False,
     progress: bool = True,
     onnx_model: str | pathlib.Path | None = None,
@@ -180,13 +174,10 @@ def predict_files(
       out: output directory.
       checkpoint: "best", "latest" or a step number.
       probabilities: also write float16 per-class probabilities (.npy).
-      batch_size: images per forward pass (default: the run's eval_batch_size).
       native: segment at each image's own size (pad/tile) instead of at the training size;
         None: native for runs trained on crops.
-      tta_flip: average the probabilities of each image and its mirror image.
-      max_side: with ``native``, largest padded side segmented whole; larger ones are tiled.
-      tile_size: tile side for tiled images.
-      tile_overlap: overlap (and blending ramp) between tiles.
+      options: TTA, batch size (default: the run's eval_batch_size) and tiling
+        (:class:`SegmenterOptions`; its defaults when None).
       skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
       progress: show a progress bar.
       onnx_model: segment with this exported ONNX model (ONNX Runtime) instead of the
@@ -203,37 +194,21 @@ def predict_files(
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
         ``unet_jax.inference.load_run``.
     """
-    import jax
     import tqdm
 
-    from unet_jax import inference
+    from unet_jax.deploy.backend import open_backend
 
     images = expand_inputs(inputs)
-    options = dict(tta_flip=tta_flip, max_side=max_side, tile_size=tile_size)
-    options["tile_overlap"] = tile_overlap
-    if onnx_model is not None:
-        from unet_jax.deploy.onnx_inference import load_onnx_model
-
-        model = load_onnx_model(onnx_model, threads=onnx_threads)
-        config = model.config
-        segmenter = model.segmenter(
-            batch_size=batch_size or int(config.get("eval_batch_size", 8)), **options
-        )
-        train_h, train_w = model.training_size
-        classes = model.classes
-        checkpoint_info = model.checkpoint
-    else:
-        run = inference.load_run(workdir, checkpoint=checkpoint)
-        config = run.config
-        segmenter = inference.Segmenter.from_run(
-            run,
-            batch_size=batch_size or int(run.config.eval_batch_size),
-            devices=jax.local_devices(),
-            **options,
-        )
-        train_h, train_w = (int(v) for v in run.config.image_size)
-        classes = read_run_classes(run.workdir, num_classes=int(run.config.num_classes))
-        checkpoint_info = {"requested": run.checkpoint, "step": run.step}
+    backend = open_backend(
+        workdir=None if onnx_model is not None else workdir,
+        checkpoint=checkpoint,
+        onnx=onnx_model,
+        onnx_threads=onnx_threads,
+        options=options,
+    )
+    config, segmenter, classes = backend.config, backend.segmenter, backend.classes
+    train_h, train_w = backend.training_size
+    checkpoint_info = backend.checkpoint
     if native is None:  # the scale the model was trained at (docs/YOUR_DATA.md)
         native = config.get("input_mode", "resize") == "crop"
     out = pathlib.Path(out)
@@ -251,20 +226,20 @@ def predict_files(
                 raise
             errors.append(str(e))
             return item, None, None
-        model_input = image if native else inference.resize_image(image, train_h, train_w)
+        model_input = image if native else image_ops.resize_image(image, train_h, train_w)
         return item, image, model_input
 
     bar = tqdm.tqdm(total=len(images), unit="img", disable=not progress, desc="predict")
 
     def readable():
-        for item in inference.prefetch_map(load, images):
+        for item in image_ops.prefetch_map(load, images):
             if item[1] is None:
                 bar.update(1)  # skipped; its error is in `errors`
             else:
                 yield item
 
     loaded = readable()
-    for group in inference.same_size_batches(
+    for group in image_ops.same_size_batches(
         loaded, batch_size=segmenter.batch_size, shape_of=lambda x: x[2].shape
     ):
         batch = np.stack([x[2] for x in group])
@@ -272,7 +247,7 @@ def predict_files(
         mode = "resize" if not native else segmenter.mode_for(*batch.shape[1:3])
         for k, (item, image, _) in enumerate(group):
             h, w = image.shape[:2]
-            label = inference.resize_nearest(labels[k], h, w)
+            label = image_ops.resize_nearest(labels[k], h, w)
             paths = {
                 "label": out / "labels" / f"{item.name}.png",
                 "overlay": out / "overlays" / f"{item.name}.png",
@@ -286,7 +261,7 @@ def predict_files(
                 paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
                 np.save(
                     paths["probabilities"],
-                    inference.resize_nearest(probs[k], h, w).astype(np.float16),
+                    image_ops.resize_nearest(probs[k], h, w).astype(np.float16),
                 )
             records.append(
                 {
@@ -306,11 +281,8 @@ def predict_files(
         "options": {
             "native": native,
             "training_size": [train_h, train_w],
-            "tta_flip": tta_flip,
+            **dataclasses.asdict(segmenter.options),
             "batch_size": segmenter.batch_size,
-            "max_side": max_side,
-            "tile_size": tile_size,
-            "tile_overlap": tile_overlap,
             "probabilities": probabilities,
         },
         "class_names": list(classes.names),
@@ -342,7 +314,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--probabilities", action="store_true", help="also write float16 probabilities (.npy)"
     )
-    parser.add_argument("--batch_size", type=int, default=None, help="images per forward pass")
     parser.add_argument(
         "--native",
         action=argparse.BooleanOptionalAction,
@@ -350,10 +321,7 @@ def _parser() -> argparse.ArgumentParser:
         help="segment at each image's own size (pad/tile) instead of resizing to the training "
         "size (default: native for runs trained on crops, resized otherwise)",
     )
-    parser.add_argument("--tta_flip", action="store_true", help="horizontal-flip averaging")
-    parser.add_argument("--max_side", type=int, default=1024, help="--native: tile above this")
-    parser.add_argument("--tile_size", type=int, default=512, help="tile side")
-    parser.add_argument("--tile_overlap", type=int, default=128, help="tile overlap")
+    option_flags.add_arguments(parser)
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
@@ -368,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    from unet_jax.inference import OptionError
+    from unet_jax.deploy.options import OptionError
 
     if args.backend == "onnx" and not args.model:
         raise OptionError("--backend onnx needs --model FILE.onnx")
@@ -382,12 +350,8 @@ def _predict_command(args: argparse.Namespace) -> int:
         args.out,
         checkpoint=args.checkpoint,
         probabilities=args.probabilities,
-        batch_size=args.batch_size,
         native=args.native,
-        tta_flip=args.tta_flip,
-        max_side=args.max_side,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
+        options=option_flags.options_from_flags(args),
         skip_bad=True,
         progress=not args.no_progress,
         onnx_model=args.model if args.backend == "onnx" else None,

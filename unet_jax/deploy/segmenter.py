@@ -29,64 +29,23 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unet_jax.data.image_ops import blend_window, pad_mode, pad_widths, round_up, tile_origins
+from unet_jax.deploy.options import OptionError, SegmenterOptions
 from unet_jax.model.outputs import predict_labels
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, probabilities
-from unet_jax.run.loading import InferenceError, LoadedRun, make_apply_fn
-
-
-class OptionError(InferenceError, ValueError):
-    """An invalid inference setting (batch size, tile size, activation...)."""
+from unet_jax.run.loading import LoadedRun, make_apply_fn
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmenterOptions:
-    """How a Segmenter segments; validated on construction, immutable afterwards.
-
-    Attributes:
-      size_multiple: H and W the model accepts must be multiples of this.
-      activation: "softmax" or "sigmoid".
-      tta_flip: average each image's probabilities with its mirror image's.
-      batch_size: images (or tiles) per forward pass, rounded up to a multiple of
-        ``num_devices``.
-      max_side: largest padded side segmented whole; larger images are tiled.
-      tile_size: tile side (a multiple of ``size_multiple``).
-      tile_overlap: overlap between neighbouring tiles, also the blending ramp length.
-      num_devices: devices a batch is sharded over.
-    """
+class _Compiled:
+    """What the compiled functions are specialised on."""
 
     size_multiple: int
-    activation: str = "softmax"
-    tta_flip: bool = False
-    batch_size: int = 8
-    max_side: int = 1024
-    tile_size: int = 512
-    tile_overlap: int = 128
-    num_devices: int = 1
-
-    def __post_init__(self) -> None:
-        m = self.size_multiple
-        if m < 1:
-            raise OptionError(f"size_multiple must be >= 1, got {m}")
-        if self.batch_size < 1:
-            raise OptionError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.tile_size < m or self.tile_size % m:
-            raise OptionError(f"tile_size must be a positive multiple of {m}, got {self.tile_size}")
-        if not 0 <= self.tile_overlap < self.tile_size:
-            raise OptionError(
-                f"tile_overlap must be in [0, tile_size={self.tile_size}), got {self.tile_overlap}"
-            )
-        if self.max_side < m:
-            raise OptionError(f"max_side must be >= {m}, got {self.max_side}")
-        if self.activation not in OUTPUT_ACTIVATIONS:
-            raise OptionError(
-                f"activation must be one of {OUTPUT_ACTIVATIONS}, got {self.activation!r}"
-            )
-        # Frozen: the rounded batch size is set once, here.
-        object.__setattr__(self, "batch_size", round_up(self.batch_size, self.num_devices))
+    activation: str
+    tta_flip: bool
 
 
 def _probabilities(
-    variables: Any, images: jax.Array, *, apply_fn: Callable, options: SegmenterOptions
+    variables: Any, images: jax.Array, *, apply_fn: Callable, options: _Compiled
 ) -> jax.Array:
     probs = probabilities(apply_fn(variables, images), options.activation)
     if options.tta_flip:
@@ -100,7 +59,7 @@ def _segment_whole(
     images: jax.Array,
     *,
     apply_fn: Callable,
-    options: SegmenterOptions,
+    options: _Compiled,
     with_probabilities: bool,
 ) -> tuple[jax.Array, jax.Array | None]:
     _, h, w, _ = images.shape
@@ -130,15 +89,13 @@ class Segmenter:
       variables: the model variables.
       size_multiple: H and W the model accepts must be multiples of this.
       activation: "softmax" or "sigmoid" (the run's ``config.model.output_activation``).
-      tta_flip: average the probabilities of each image and of its horizontal mirror.
-      batch_size: images (or tiles) per forward pass; rounded up to a multiple of the
-        number of devices.
-      max_side: largest padded side segmented whole; larger images are tiled.
-      tile_size: tile side (a multiple of ``size_multiple``).
-      tile_overlap: overlap between neighbouring tiles, also the blending ramp length.
+      options: how to segment (:class:`SegmenterOptions`; its defaults when None).
       devices: devices to shard batches over (default: the first local device).
+      **overrides: fields of :class:`SegmenterOptions` replacing those of ``options``
+        (``Segmenter(apply_fn, variables, size_multiple=16, tta_flip=True)``).
 
-    The options are fixed at construction (read-only properties, see SegmenterOptions).
+    The options are fixed at construction: ``options`` is frozen, and ``batch_size`` is
+    the forward-pass size after rounding up to a multiple of the device count.
     """
 
     def __init__(
@@ -148,29 +105,26 @@ class Segmenter:
         *,
         size_multiple: int,
         activation: str = "softmax",
-        tta_flip: bool = False,
-        batch_size: int = 8,
-        max_side: int = 1024,
-        tile_size: int = 512,
-        tile_overlap: int = 128,
+        options: SegmenterOptions | None = None,
         devices: Sequence[jax.Device] | None = None,
+        **overrides: Any,
     ):
         devices = list(devices or jax.local_devices()[:1])
-        self._options = SegmenterOptions(
-            size_multiple=size_multiple,
-            activation=activation,
-            tta_flip=tta_flip,
-            batch_size=batch_size,
-            max_side=max_side,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            num_devices=len(devices),
-        )
+        options = dataclasses.replace(options or SegmenterOptions(), **overrides)
+        options.check_model(size_multiple)
+        if activation not in OUTPUT_ACTIVATIONS:
+            raise OptionError(f"activation must be one of {OUTPUT_ACTIVATIONS}, got {activation!r}")
+        self._options = options
+        self._size_multiple = size_multiple
+        self._activation = activation
+        batch_size = options.batch_size or options.FALLBACK_BATCH_SIZE
+        self._batch_size = round_up(batch_size, len(devices))
         mesh = Mesh(np.array(devices), ("batch",))
         self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
         self._variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
         # The options are baked into the compiled functions: they cannot change later.
-        bound = dict(apply_fn=apply_fn, options=self._options)
+        compiled = _Compiled(size_multiple, activation, options.tta_flip)
+        bound = dict(apply_fn=apply_fn, options=compiled)
         self._whole = jax.jit(
             functools.partial(_segment_whole, **bound), static_argnames=("with_probabilities",)
         )
@@ -183,41 +137,40 @@ class Segmenter:
 
     @property
     def size_multiple(self) -> int:
-        return self._options.size_multiple
+        """The model's: H and W it accepts are multiples of this."""
+        return self._size_multiple
 
     @property
     def activation(self) -> str:
-        return self._options.activation
-
-    @property
-    def tta_flip(self) -> bool:
-        return self._options.tta_flip
+        """The model's output activation."""
+        return self._activation
 
     @property
     def batch_size(self) -> int:
-        """Images per forward pass (rounded up to a multiple of the device count)."""
-        return self._options.batch_size
-
-    @property
-    def max_side(self) -> int:
-        return self._options.max_side
-
-    @property
-    def tile_size(self) -> int:
-        return self._options.tile_size
-
-    @property
-    def tile_overlap(self) -> int:
-        return self._options.tile_overlap
+        """Images per forward pass: the options' rounded up to a multiple of the devices."""
+        return self._batch_size
 
     @classmethod
-    def from_run(cls, run: LoadedRun, **kwargs: Any) -> Segmenter:
-        """A Segmenter for a :class:`LoadedRun` (keyword arguments as for the constructor)."""
+    def from_run(
+        cls, run: LoadedRun, options: SegmenterOptions | None = None, **kwargs: Any
+    ) -> Segmenter:
+        """A Segmenter for a :class:`LoadedRun`; batch size by default the run's eval batch.
+
+        Args:
+          run: the loaded run.
+          options: how to segment (defaults when None).
+          **kwargs: ``devices`` and option overrides, as for the constructor.
+
+        Returns:
+          The Segmenter.
+        """
+        options = (options or SegmenterOptions()).for_config(run.config)
         return cls(
             make_apply_fn(run.model),
             run.variables,
             size_multiple=run.model.size_multiple,
             activation=run.activation,
+            options=options,
             **kwargs,
         )
 
@@ -226,7 +179,8 @@ class Segmenter:
     def mode_for(self, height: int, width: int) -> str:
         """Returns "pad" or "tile": how an image of this size is segmented (module doc)."""
         m = self.size_multiple
-        return "pad" if max(round_up(height, m), round_up(width, m)) <= self.max_side else "tile"
+        side = max(round_up(height, m), round_up(width, m))
+        return "pad" if side <= self._options.max_side else "tile"
 
     def _chunks(self, n: int) -> Iterator[slice]:
         for start in range(0, n, self.batch_size):
@@ -280,20 +234,20 @@ class Segmenter:
         m = self.size_multiple
         n, h, w, _ = images.shape
         # Sides shorter than a tile are padded to a multiple and covered by one tile row/col.
-        tile_h = min(self.tile_size, round_up(h, m))
-        tile_w = min(self.tile_size, round_up(w, m))
+        tile_h = min(self._options.tile_size, round_up(h, m))
+        tile_w = min(self._options.tile_size, round_up(w, m))
         padded = images
         if h < tile_h or w < tile_w:
             ph, pw = max(tile_h - h, 0), max(tile_w - w, 0)
             padded = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=pad_mode(h, w, ph, pw))
         big_h, big_w = padded.shape[1:3]
-        stride = self.tile_size - self.tile_overlap
+        stride = self._options.tile_size - self._options.tile_overlap
         boxes = [
             (y, x)
             for y in tile_origins(big_h, tile_h, stride)
             for x in tile_origins(big_w, tile_w, stride)
         ]
-        window = blend_window(tile_h, tile_w, self.tile_overlap)
+        window = blend_window(tile_h, tile_w, self._options.tile_overlap)
         all_labels, all_probs = [], []
         for i in range(n):
             acc = None

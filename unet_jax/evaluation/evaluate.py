@@ -18,9 +18,11 @@ Two resolutions:
 - **training resolution**: the split's examples resized to ``config.image_size`` exactly
   as the training loop's validation does (``create_eval_batches``: image bilinear, label
   nearest, the last batch padded and masked) and scored by the same loop
-  (``unet_jax.evaluation.validation.score_batches``), so the numbers are those of ``metrics.jsonl``.
-  Runs trained on crops (``config.input_mode="crop"``) are evaluated at native size
-  instead: whole images, padded or tiled, scored against their native labels.
+  (``unet_jax.evaluation.validation.score_batches``), so the numbers are those of
+  ``metrics.jsonl``. Runs trained on crops (``config.input_mode="crop"``) are scored, as
+  in their validation, on the training-size tiles of the native images
+  (``validation.validation_source``); ``full_resolution`` adds the whole native images,
+  padded or tiled and blended.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a
@@ -44,14 +46,18 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from unet_jax import inference
+from unet_jax.data import image_ops
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import check_example
-from unet_jax.data.classes import IGNORE_LABEL, ClassSet, read_run_classes
+from unet_jax.data.classes import IGNORE_LABEL, ClassSet
+from unet_jax.deploy.backend import open_backend
+from unet_jax.deploy.options import OptionError, SegmenterOptions
+from unet_jax.deploy.segmenter import Segmenter
+from unet_jax.errors import InferenceError
 from unet_jax.evaluation import metrics, reports, validation
-from unet_jax.inference import InferenceError, Segmenter
 from unet_jax.run import metric_writers
+from unet_jax.run.workdir import Workdir
 
 SPLITS = ("train", "validation", "test")
 FULL_RESOLUTION_INPUTS = ("native", "resized")
@@ -74,11 +80,7 @@ class EvalOptions:
         prediction resized back with nearest neighbour); the labels stay full size.
         None: the scale the model was trained at ("native" for crop-trained runs,
         "resized" otherwise).
-      tta_flip: average the probabilities of each image and its mirror image.
-      batch_size: images per forward pass; None: ``config.eval_batch_size``.
-      max_side: largest padded image side segmented whole; larger ones are tiled.
-      tile_size: tile side for larger images (a multiple of the model's size multiple).
-      tile_overlap: overlap (and blending ramp) between tiles.
+      segment: TTA, batch size (None: ``config.eval_batch_size``) and tiling.
       num_gallery: examples shown in the gallery.
       data_dir: TFDS data directory; None: the run's ``config.data_dir``.
       pictures: write the PNG pictures.
@@ -92,11 +94,7 @@ class EvalOptions:
     checkpoint: str | int = "best"
     full_resolution: bool = False
     full_resolution_input: str | None = None
-    tta_flip: bool = False
-    batch_size: int | None = None
-    max_side: int = 1024
-    tile_size: int = 512
-    tile_overlap: int = 128
+    segment: SegmenterOptions = SegmenterOptions()
     num_gallery: int = 4
     data_dir: str | None = None
     pictures: bool = True
@@ -119,42 +117,6 @@ def full_resolution_dataset(dataset: str) -> str:
     if config.startswith("resized_256"):
         config = "full" + config[len("resized_256") :]
     return f"{name}{sep}{config}"
-
-
-def confusion_counts(
-    predictions: np.ndarray,
-    labels: np.ndarray,
-    *,
-    num_classes: int,
-    mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """Host-side confusion matrix (rows ground truth, columns prediction), int64.
-
-    Counts pixels whose label is a class id (not ``IGNORE_LABEL`` nor out of range) of
-    examples with ``mask`` True; the same rule as ``unet_jax.evaluation.metrics.confusion_matrix``.
-
-    Args:
-      predictions: [B, H, W] predicted ids.
-      labels: [B, H, W] (or [B, H, W, 1]) ground-truth ids.
-      num_classes: C.
-      mask: optional bool [B].
-
-    Returns:
-      int64 [C, C].
-    """
-    labels = np.asarray(labels)
-    if labels.ndim == 4:
-        labels = labels[..., 0]
-    labels = labels.astype(np.int64)
-    predictions = np.asarray(predictions).astype(np.int64)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ")
-    valid = (labels >= 0) & (labels < num_classes) & (labels != IGNORE_LABEL)
-    valid &= (predictions >= 0) & (predictions < num_classes)
-    if mask is not None:
-        valid &= np.asarray(mask, bool).reshape((-1,) + (1,) * (labels.ndim - 1))
-    index = labels[valid] * num_classes + predictions[valid]
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def _name(example: Any, index: int) -> str:
@@ -207,9 +169,9 @@ def evaluate_source(
         if input_size is None:
             return segmenter.predict(images)[0], segmenter.mode_for(*images.shape[1:3])
         h, w = images.shape[1:3]
-        small = np.stack([inference.resize_image(x, *input_size) for x in images])
+        small = np.stack([image_ops.resize_image(x, *input_size) for x in images])
         predictions = segmenter.predict(small)[0]
-        return np.stack([inference.resize_nearest(p, h, w) for p in predictions]), "resize"
+        return np.stack([image_ops.resize_nearest(p, h, w) for p in predictions]), "resize"
 
     def score(batch: dict[str, Any]) -> dict[str, Any]:
         images, labels, mask = batch["image"], batch["label"], batch["mask"]
@@ -228,7 +190,9 @@ def evaluate_source(
         sizes[f"{images.shape[1]}x{images.shape[2]}"] += real
         modes[mode] += real
         bar.update(real)
-        confusion = confusion_counts(predictions, labels, num_classes=num_classes, mask=mask)
+        confusion = metrics.confusion_counts(
+            predictions, labels, num_classes=num_classes, mask=mask
+        )
         return {"confusion": confusion, "count": real}
 
     def named(batches):  # example names for the pictures' captions
@@ -246,8 +210,8 @@ def evaluate_source(
             image, label = check_example(example)
             return image, label, _name(example, index)
 
-        for group in inference.same_size_batches(
-            inference.prefetch_map(load, range(total)),
+        for group in image_ops.same_size_batches(
+            image_ops.prefetch_map(load, range(total)),
             batch_size=batch_size,
             shape_of=lambda item: item[0].shape,
         ):
@@ -348,17 +312,15 @@ def run_evaluation(
         raise InferenceError("evaluation runs in one process; start eval.py on one host")
     start = time.perf_counter()
     workdir = pathlib.Path(workdir)
-    onnx_model = None
-    if options.onnx is not None:
-        from unet_jax.deploy.onnx_inference import load_onnx_model
-
-        onnx_model = load_onnx_model(options.onnx, threads=options.onnx_threads)
-        config = inference.load_config(workdir)
-        checkpoint = onnx_model.checkpoint
-    else:
-        run = inference.load_run(workdir, checkpoint=options.checkpoint)
-        config = run.config
-        checkpoint = {"requested": run.checkpoint, "step": run.step}
+    backend = open_backend(
+        workdir=workdir,
+        checkpoint=options.checkpoint,
+        onnx=options.onnx,
+        onnx_threads=options.onnx_threads,
+        options=options.segment,
+    )
+    config, segmenter, classes = backend.config, backend.segmenter, backend.classes
+    checkpoint = backend.checkpoint
     seconds = {"load": time.perf_counter() - start}
     if options.split not in SPLITS and sources is None:
         raise SplitError(f"unknown split {options.split!r}; choose from {', '.join(SPLITS)}")
@@ -375,39 +337,26 @@ def run_evaluation(
     crop_trained = config.get("input_mode", "resize") == "crop"
     full_input = options.full_resolution_input or ("native" if crop_trained else "resized")
     if full_input not in FULL_RESOLUTION_INPUTS:
-        raise inference.OptionError(
+        raise OptionError(
             f"full_resolution_input must be one of {FULL_RESOLUTION_INPUTS}, got "
             f"{options.full_resolution_input!r}"
         )
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
-    batch_size = options.batch_size or int(config.eval_batch_size)
-    segment_options = dict(
-        tta_flip=options.tta_flip,
-        batch_size=batch_size,
-        max_side=options.max_side,
-        tile_size=options.tile_size,
-        tile_overlap=options.tile_overlap,
-    )
-    classes = read_run_classes(workdir, num_classes=int(config.num_classes))
-    if onnx_model is not None:
-        # Only the segment function changes: the same scoring code judges the artefact.
-        if onnx_model.class_names != classes.names:
-            raise inference.OptionError(
-                f"{options.onnx} predicts classes {list(onnx_model.class_names)}, but "
-                f"{workdir} has {list(classes.names)}"
-            )
-        segmenter = onnx_model.segmenter(**segment_options)
-    else:
-        segmenter = Segmenter.from_run(run, devices=jax.local_devices(), **segment_options)
     image_size = tuple(int(v) for v in config.image_size)
-    resolution = "native" if crop_trained else f"{image_size[0]}x{image_size[1]}"
+    resolution = f"{image_size[0]}x{image_size[1]}"
+    # The geometry of the training loop's validation, so that the metric that chose best/
+    # is the one reported: resized examples, or for crop-trained runs training-size tiles
+    # at native scale (whole native images: full_resolution).
+    scored = validation.validation_source(source, config) if crop_trained else source
+    if crop_trained:
+        resolution = f"native, {resolution} tiles"
     tick = time.perf_counter()
     results, samples = evaluate_source(
         segmenter,
-        source,
+        scored,
         class_names=classes.names,
-        image_size=None if crop_trained else image_size,
+        image_size=image_size,
         batch_size=segmenter.batch_size,
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
@@ -419,7 +368,10 @@ def run_evaluation(
         "split": options.split,
         "dataset": config.dataset if sources is None else "(in-memory sources)",
         "checkpoint": checkpoint,
-        "options": dataclasses.asdict(options),
+        "options": {
+            **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
+            **dataclasses.asdict(options.segment),
+        },
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         **_json_results(results, resolution, config.dataset),
@@ -427,7 +379,7 @@ def run_evaluation(
     report["options"]["batch_size"] = segmenter.batch_size
     report["options"]["full_resolution_input"] = full_input
     full_samples: list[dict[str, Any]] = []
-    if options.full_resolution and not (crop_trained and full_input == "native"):
+    if options.full_resolution:
         full_dataset = full_resolution_dataset(config.dataset)
         if full_sources is not None:
             full_source = _pick_split(full_sources, options.split, "the given full-size sources")
@@ -463,7 +415,7 @@ def run_evaluation(
     report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     report["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
-    default_out = workdir / "eval" / (options.split + ("_onnx" if options.onnx else ""))
+    default_out = Workdir(workdir).eval_dir(options.split, onnx=options.onnx is not None)
     out = pathlib.Path(out_dir) if out_dir is not None else default_out
     files = write_report(
         out, report, samples, full_samples, workdir=workdir, pictures=options.pictures

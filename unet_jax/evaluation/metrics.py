@@ -84,15 +84,11 @@ def confusion_matrix(
         )
     labels = labels.astype(jnp.int32)
     predictions = predictions.astype(jnp.int32)
-    valid = (labels >= 0) & (labels < num_classes)
-    valid &= (predictions >= 0) & (predictions < num_classes)
-    if ignore_label is not None:
-        valid &= labels != ignore_label
-    if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.shape != labels.shape[:1]:
-            raise ValueError(f"mask must be [B]={labels.shape[:1]}, got shape {mask.shape}")
-        valid &= mask.astype(bool).reshape((-1,) + (1,) * (labels.ndim - 1))
+    if mask is not None and jnp.shape(mask) != labels.shape[:1]:
+        raise ValueError(f"mask must be [B]={labels.shape[:1]}, got shape {jnp.shape(mask)}")
+    valid = _counted(
+        jnp, predictions, labels, num_classes=num_classes, ignore_label=ignore_label, mask=mask
+    )
     index = jnp.where(valid, labels * num_classes + predictions, 0)
     counts = jnp.bincount(
         index.reshape(-1),
@@ -100,6 +96,61 @@ def confusion_matrix(
         length=num_classes * num_classes,
     )
     return counts.astype(jnp.int32).reshape(num_classes, num_classes)
+
+
+def _counted(
+    xp: Any,
+    predictions: Any,
+    labels: Any,
+    *,
+    num_classes: int,
+    ignore_label: int | None,
+    mask: Any | None,
+) -> Any:
+    """Which pixels a confusion matrix counts (``xp``: ``jax.numpy`` or ``numpy``)."""
+    valid = (labels >= 0) & (labels < num_classes)
+    valid &= (predictions >= 0) & (predictions < num_classes)
+    if ignore_label is not None:
+        valid &= labels != ignore_label
+    if mask is not None:
+        valid &= xp.asarray(mask).astype(bool).reshape((-1,) + (1,) * (labels.ndim - 1))
+    return valid
+
+
+def confusion_counts(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    ignore_label: int | None = IGNORE_LABEL,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """The host twin of :func:`confusion_matrix` (numpy, int64): the same pixels counted.
+
+    For predictions already on the host (eval.py's padded or tiled whole images).
+
+    Args:
+        predictions: ``[B, *spatial]`` predicted class ids.
+        labels: ``[B, *spatial]`` or ``[B, *spatial, 1]`` ground-truth class ids.
+        num_classes: Number of classes ``C``.
+        ignore_label: Label id to skip (``None``: only out-of-range ids are skipped).
+        mask: Optional ``[B]`` bool; examples with False are skipped.
+
+    Returns:
+        int64 ``[C, C]``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == np.ndim(predictions) + 1 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    labels = labels.astype(np.int64)
+    predictions = np.asarray(predictions).astype(np.int64)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ")
+    valid = _counted(
+        np, predictions, labels, num_classes=num_classes, ignore_label=ignore_label, mask=mask
+    )
+    index = labels[valid] * num_classes + predictions[valid]
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 class ConfusionMatrix:

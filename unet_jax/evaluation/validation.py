@@ -10,7 +10,7 @@ trained on crops are scored at native scale in training-size tiles (``eval_tiles
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import ml_collections
@@ -18,11 +18,19 @@ import ml_collections
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.evaluation import metrics
 from unet_jax.evaluation import tiles as eval_tiles
-from unet_jax.train import parallel
+
+
+class Driver(Protocol):
+    """What validation uses of a device driver (``unet_jax.train.parallel.Driver``)."""
+
+    layout: str
+    eval_step: Callable[[Any, Any], Any]
+    put_batch: Callable[[dict[str, Any]], Any]
+    get_metrics: Callable[[Any], dict[str, Any]]
 
 
 def evaluate(
-    driver: parallel.Driver,
+    driver: Driver,
     device_state: Any,
     source: Any,
     config: ml_collections.ConfigDict,

@@ -1,1 +1,1 @@
-"""A run's workdir: checkpoints, loading a run, run metadata, metric files."""
+"""A run's workdir and state: layout, checkpoints, loading a run, metadata, metric files."""

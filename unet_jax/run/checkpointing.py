@@ -38,7 +38,8 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from jax.experimental import multihost_utils
 
-from unet_jax.train.state import TrainState
+from unet_jax.run.state import TrainState
+from unet_jax.run.workdir import Workdir
 
 ITEMS = ("state", "meta")
 DIGEST_KEY = "state_sha256"
@@ -97,15 +98,15 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str | pathlib.Path, *, keep: int):
-        workdir = pathlib.Path(workdir).absolute()
+        layout = Workdir.of(pathlib.Path(workdir).absolute())
         self.latest = _manager(
-            workdir / "checkpoints",
+            layout.checkpoints,
             ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=False
             ),
         )
         self.best = _manager(
-            workdir / "best",
+            layout.best,
             ocp.CheckpointManagerOptions(
                 max_to_keep=1, create=True, enable_async_checkpointing=False
             ),

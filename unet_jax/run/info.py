@@ -11,6 +11,8 @@ from typing import Any
 import jax
 import ml_collections
 
+from unet_jax.run.workdir import Workdir
+
 PACKAGES = (
     "jax",
     "jaxlib",
@@ -77,9 +79,9 @@ def write(
       config: the resolved run config.
       extra: JSON-ready fields added to the run info (e.g. ``init_from``: the source run).
     """
-    workdir = pathlib.Path(workdir)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    layout = Workdir.of(workdir)
+    layout.config.write_text(config.to_json_best_effort(indent=2) + "\n")
     info = {**collect(), **(extra or {})}
-    (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    with (workdir / "run_history.jsonl").open("a") as f:
+    layout.run_info.write_text(json.dumps(info, indent=2) + "\n")
+    with layout.run_history.open("a") as f:
         f.write(json.dumps(info) + "\n")

@@ -28,13 +28,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
+from unet_jax.run.workdir import Workdir
 
 CHECKPOINT_CHOICES = ("best", "latest")
-
-
-class InferenceError(Exception):
-    """A workdir, checkpoint, split or input that cannot be used; the message says which."""
 
 
 class WorkdirError(InferenceError, FileNotFoundError):
@@ -43,10 +41,6 @@ class WorkdirError(InferenceError, FileNotFoundError):
 
 class CheckpointSpecError(InferenceError, ValueError):
     """``checkpoint`` is neither "best", "latest" nor a step number."""
-
-
-class OptionError(InferenceError, ValueError):
-    """An invalid inference setting (batch size, tile size, activation...)."""
 
 
 def _tupleize(value: Any) -> Any:
@@ -75,7 +69,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
         raise WorkdirError(f"workdir {workdir} does not exist")
     if not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} is not a directory")
-    path = workdir / "config.json"
+    path = Workdir(workdir).config
     if not path.is_file():
         raise WorkdirError(
             f"workdir {workdir} has no config.json, so it is not a training run directory "
@@ -180,7 +174,7 @@ def load_run(
     """
     # Imported here: orbax and the optimizer are only needed to restore.
     from unet_jax.run import checkpointing
-    from unet_jax.train.state import create_model, create_train_state
+    from unet_jax.run.state import create_model, create_train_state
 
     workdir = pathlib.Path(workdir)
     spec = parse_checkpoint(checkpoint)
@@ -188,8 +182,9 @@ def load_run(
         config = load_config(workdir)
     elif not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} does not exist")
-    latest_steps = _steps(workdir / "checkpoints")
-    best_steps = _steps(workdir / "best")
+    layout = Workdir(workdir)
+    latest_steps = _steps(layout.checkpoints)
+    best_steps = _steps(layout.best)
     if not latest_steps and not best_steps:
         raise WorkdirError(
             f"workdir {workdir} holds no checkpoint (checkpoints/ and best/ are empty or "
@@ -231,7 +226,7 @@ def load_run(
         ) from e
     # Read-only and params-only: no directory is created or renamed, no optimizer state
     # is read (see checkpointing.read_variables).
-    directory = workdir / ("best" if which == "best" else "checkpoints") / str(step)
+    directory = layout.checkpoint_dir(which, step)
     restored = checkpointing.read_variables(directory, template)
     variables = {"params": restored["params"]}
     if restored["batch_stats"]:

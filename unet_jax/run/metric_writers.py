@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
-METRICS_FILE = "metrics.jsonl"
+from unet_jax.errors import UserError
+from unet_jax.run.workdir import Workdir
+
+METRICS_FILE = Workdir(pathlib.Path()).metrics.name  # the name, for messages and tests
 
 
 def _jsonable(value: Any) -> Any:
@@ -20,7 +23,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(UserError, ValueError):
     """A line of ``metrics.jsonl`` other than the last is not JSON (the message names it)."""
 
 
@@ -95,7 +98,7 @@ class MetricWriter:
 
     def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, resume_step: int = 0):
         self.enabled = enabled
-        self.path = pathlib.Path(workdir) / METRICS_FILE
+        self.path = Workdir.of(workdir).metrics
         self._tb = None
         if not enabled:
             return
@@ -105,7 +108,7 @@ class MetricWriter:
         from tensorboardX import SummaryWriter  # heavy import only for the writing process
 
         self._tb = SummaryWriter(
-            str(pathlib.Path(workdir) / "tensorboard"),
+            str(Workdir.of(workdir).tensorboard),
             purge_step=resume_step + 1 if resume_step else None,
         )
 
@@ -140,7 +143,7 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
     Raises:
       MetricsFileError: a line other than the last is not a JSON object.
     """
-    path = pathlib.Path(workdir) / METRICS_FILE
+    path = Workdir.of(workdir).metrics
     if not path.exists():
         return []
     return _parse_records(path)

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unet_jax.errors import ConfigError
+
 METHODS = ("inverse_frequency", "median_frequency")
 
 
@@ -144,7 +146,7 @@ def resolve_class_weights(
         return None
     if isinstance(value, str):
         if value not in METHODS:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: unknown name; expected None, a tuple of {num_classes} floats or "
                 f"one of {METHODS}"
             )
@@ -152,7 +154,7 @@ def resolve_class_weights(
             needed = "pixel_counts" + (
                 " and present_pixel_counts" if value == "median_frequency" else ""
             )
-            raise ValueError(
+            raise ConfigError(
                 f"{where} needs the training split's per-class {needed}, which this data "
                 "set does not provide; prepare the data again or give explicit weights"
             )
@@ -161,7 +163,7 @@ def resolve_class_weights(
             ("present_pixel_counts", present_pixel_counts),
         ):
             if counts is not None and np.shape(counts) != (num_classes,):
-                raise ValueError(
+                raise ConfigError(
                     f"{where}: the data set's {name} has shape {np.shape(counts)}, expected "
                     f"({num_classes},) for num_classes={num_classes}"
                 )
@@ -170,23 +172,23 @@ def resolve_class_weights(
                 pixel_counts, method=value, present_pixel_counts=present_pixel_counts
             )
         except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+            raise ConfigError(f"{where}: {error}") from None
 
     elements = value.tolist() if isinstance(value, np.ndarray) else value
     if not isinstance(elements, Sequence) or not all(
         isinstance(v, numbers.Real) and not isinstance(v, bool) for v in elements
     ):
-        raise ValueError(
+        raise ConfigError(
             f"{where}: expected None, a tuple of {num_classes} floats or one of {METHODS}"
         )
     weights = np.asarray(value, np.float64)
     if weights.shape != (num_classes,):
-        raise ValueError(
+        raise ConfigError(
             f"{where}: expected {num_classes} weights (num_classes={num_classes}), "
             f"got shape {weights.shape}"
         )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise ValueError(f"{where}: weights must be finite and >= 0")
+        raise ConfigError(f"{where}: weights must be finite and >= 0")
     if not np.any(weights > 0):
-        raise ValueError(f"{where}: at least one weight must be > 0")
+        raise ConfigError(f"{where}: at least one weight must be > 0")
     return weights.astype(np.float32)

@@ -10,13 +10,16 @@ from typing import Any
 
 import ml_collections
 
-from unet_jax.data.augment import INPUT_MODES
+from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
+from unet_jax.errors import ConfigError
 from unet_jax.model.conv_fast import CONV_IMPLS
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
+from unet_jax.run.state import DTYPES
 from unet_jax.train import losses
 from unet_jax.train.parallel import DRIVERS
-from unet_jax.train.state import DTYPES
+
+__all__ = ["ConfigError", "validate_against_data", "validate_config"]
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "loss": tuple(losses.LOSS_NAMES),
@@ -38,6 +41,8 @@ FOREGROUND_METRICS = (
     "foreground_precision",
     "foreground_recall",
 )
+# The data set families of datasets.prepare_dataset (datasets/ is not importable from here).
+DATASETS = ("lyft_udacity", "aerial", "folder")
 POSITIVE_INTS = (
     "batch_size",
     "eval_batch_size",
@@ -45,10 +50,6 @@ POSITIVE_INTS = (
     "keep_checkpoints",
     "model.bridge_features",
 )
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names field, value and what is allowed."""
 
 
 def _get(config: ml_collections.ConfigDict, field: str) -> Any:
@@ -113,6 +114,35 @@ def validate_config(
         )
     if config.best_metric == "loss" and config.best_mode != "min":
         raise ConfigError("config.best_metric='loss' needs config.best_mode='min'")
+    if str(config.dataset).partition("/")[0] not in DATASETS:
+        raise ConfigError(
+            f"config.dataset={config.dataset!r}: use 'lyft_udacity/<config>', 'aerial' or "
+            "'folder' (with --config.folder=DIR)"
+        )
+    worker_count = config.worker_count
+    if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 0:
+        raise ConfigError(f"config.worker_count={worker_count!r}: must be an integer >= 0")
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"config.seed={seed!r}: must be an integer in [0, 2**32)")
+    _check_augment(config)
+
+
+def _check_augment(config: ml_collections.ConfigDict) -> None:
+    """Builds the training transforms once, so a bad ``config.augment`` value fails here.
+
+    Raises:
+      ConfigError: naming ``config.augment`` and what the transform refused.
+    """
+    augment = {**config.augment.to_dict(), "input_mode": config.input_mode}
+    try:
+        build_train_transforms(
+            height=config.image_size[0], width=config.image_size[1], augment=augment
+        )
+    except ConfigError:
+        raise
+    except ValueError as e:  # the transforms check their own arguments
+        raise ConfigError(f"config.augment: {e}") from None
 
 
 def validate_against_data(config: ml_collections.ConfigDict, classes: ClassSet) -> None:

@@ -23,15 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from unet_jax.data.classes import ClassSet, ClassSetError, read_run_classes
+from unet_jax.data.classes import ClassSet, ClassSetError
+from unet_jax.errors import UserError
 from unet_jax.run import loading as run_loading
+from unet_jax.run.classes_file import read_run_classes
 
 # The U-Net's output convolution: the only top-level Conv (unet_jax/model/unet.py).
 HEAD = "Conv_0"
 _MAX_LISTED = 5
 
 
-class InitFromError(ValueError):
+class InitFromError(UserError, ValueError):
     """``config.init_from`` cannot be used: a bad spec, or a model of another shape."""
 
 

@@ -20,19 +20,19 @@ from jax.experimental import multihost_utils
 
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
-from unet_jax.data.classes import ClassSet, write_run_classes
+from unet_jax.data.classes import ClassSet
 from unet_jax.data.run_data import (
     check_resumed_classes,
     open_training_data,
 )
+from unet_jax.errors import ConfigError
 from unet_jax.evaluation.validation import evaluate, flat_scalars, validation_source
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
+from unet_jax.run.classes_file import write_run_classes
+from unet_jax.run.state import create_learning_rate_schedule, create_model, create_train_state
 from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
-from unet_jax.train.state import create_learning_rate_schedule, create_model, create_train_state
-
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: "stopped early, state saved, run again"
 
 
 class PreemptionGuard:
@@ -156,10 +156,10 @@ class Schedule:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, *, num_examples: int) -> "Schedule":
-        """Raises ValueError when the batch is larger than the training split."""
+        """Raises ConfigError when the batch is larger than the training split."""
         steps_per_epoch = num_examples // config.batch_size
         if steps_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"config.batch_size={config.batch_size} exceeds the {num_examples} training "
                 f"examples; pass --config.batch_size={num_examples} or less (a multiple of "
                 "the device count), or add images"
@@ -405,7 +405,7 @@ def train_and_evaluate(
     # 4. The loop.
     device_state = driver.put_state(state)
     del state  # the device copy is donated at every step
-    batches = parallel.prefetch(enumerate(data_iterator, start_step + 1), driver.put_batch)
+    batches = parallel.prefetch(data_iterator, driver.put_batch)
     validation, preempted = None, False
 
     def save(*, best: bool = False) -> None:
@@ -414,7 +414,7 @@ def train_and_evaluate(
     try:
         with PreemptionGuard() as guard:
             for step in range(start_step + 1, schedule.total_steps + 1):
-                _, batch = next(batches)
+                batch = next(batches)
                 device_state, step_metrics = driver.train_step(device_state, batch)
                 window.add(step_metrics)
                 log_now = schedule.due(step, schedule.log_every)

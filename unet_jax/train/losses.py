@@ -39,25 +39,8 @@ loss. That is the usual choice (optax, MONAI); it keeps the loss of a perfect pr
 never exactly 0, so an absent class still pushes its probability towards 0. With
 ``smooth=0`` an exactly empty class would be ``0/0``; it is defined as ``dice = 1`` here.
 
-How libraries differ (all are "soft Dice", the reductions are not):
-
-- ``optax.losses.dice_loss`` (0.2.8): per image and class,
-  ``1 - (I + smooth) / (I + alpha*(P-I) + beta*(T-I) + smooth)``; with the default
-  ``alpha = beta = 0.5`` that is ``1 - (2I + 2*smooth) / (P + T + 2*smooth)``, i.e. our
-  formula with ``smooth_ours = 2 * smooth_optax``. ``class_weights`` multiply the per-class
-  losses and the class reduction is then a plain mean (divides by ``C``, not by
-  ``sum(w)``), so it equals ours when the weights sum to ``C``. Softmax is applied unless
-  there is a single channel (then sigmoid). No ignore label. Returns ``[B]``.
-- The usual Keras ``dice_coef`` recipe of U-Net articles (sigmoid outputs, ``smooth = 1``,
-  ``K.flatten``) flattens ``y_true`` and ``y_pred`` over the whole batch, all pixels *and
-  all classes* into one vector: one pooled ratio per batch, so large classes (road,
-  buildings) dominate, small ones barely count, and the value depends on which images
-  share the batch. Our ``activation="sigmoid"`` uses the same per-class sigmoid but
-  reduces per image and per class.
-- MONAI ``DiceLoss``: ``1 - (2I + smooth_nr) / (P + T + smooth_dr)`` per image and class
-  (``batch=False``), default ``smooth_nr = smooth_dr = 1e-5``, activation off by default
-  (``softmax=True``/``sigmoid=True`` to enable), ``reduction="mean"`` averages over batch
-  and classes together; ``batch=True`` pools the sums over the batch first.
+How this compares with optax, MONAI and the Keras recipe of U-Net articles:
+docs/LOSSES_AND_METRICS.md, "How other libraries reduce Dice".
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Both average gradients and BatchNorm statistics over the device axis ``"batch"``
 gives the parameters a single device would get on the same global batch.
 """
 
+import collections
 import dataclasses
 import functools
 import os
@@ -22,8 +23,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from unet_jax.errors import FlagError
+from unet_jax.run.state import TrainState
 from unet_jax.train import steps
-from unet_jax.train.state import TrainState
 
 AXIS = "batch"
 DRIVERS = ("pmap", "mesh")
@@ -198,25 +200,24 @@ def _mesh_driver(
 
 
 def prefetch(
-    iterator: Iterator[tuple[Any, dict[str, np.ndarray]]], put_batch: Callable, size: int = 2
-) -> Iterator[tuple[Any, Any]]:
+    batches: Iterator[dict[str, np.ndarray]], put_batch: Callable, size: int = 2
+) -> Iterator[Any]:
     """Moves the next ``size`` batches to the devices ahead of use.
 
     Args:
-      iterator: yields (tag, host batch); the tag (e.g. the data iterator's state after
-        this batch) travels with its batch so checkpoints record what was consumed, not
-        what was prefetched.
+      batches: host batches (batch k is the one of step k, so nothing else needs to travel
+        with a batch for a checkpoint to record the position).
       put_batch: the driver's host-to-device transfer.
       size: number of batches in flight.
 
     Yields:
-      (tag, device batch).
+      The device batches, in order.
     """
-    queue: list[tuple[Any, Any]] = []
-    for tag, batch in iterator:
-        queue.append((tag, put_batch(batch)))
+    queue: collections.deque[Any] = collections.deque()
+    for batch in batches:
+        queue.append(put_batch(batch))
         if len(queue) > size:
-            yield queue.pop(0)
+            yield queue.popleft()
     yield from queue
 
 
@@ -289,11 +290,11 @@ def initialize_distributed(
       "explicit", the detected cluster ("slurm", "ompi", "tpu"), or None (single process).
 
     Raises:
-      ValueError: only some of the three explicit values are given.
+      FlagError: only some of the three explicit values are given.
     """
     if coordinator_address is not None or num_processes is not None or process_id is not None:
         if None in (coordinator_address, num_processes, process_id):
-            raise ValueError(
+            raise FlagError(
                 "multi-host start needs all of --coordinator_address, --num_processes and "
                 f"--process_id; got {coordinator_address!r}, {num_processes!r}, {process_id!r}"
             )

@@ -15,7 +15,7 @@ import optax
 from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.evaluation import metrics
 from unet_jax.model.outputs import predict_labels
-from unet_jax.train.state import TrainState
+from unet_jax.run.state import TrainState
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> per-example [B]
 

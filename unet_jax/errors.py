@@ -1,0 +1,34 @@
+"""Bad input, and the exit codes every command line ends with.
+
+A `UserError` is raised where input is checked (a flag, a config value, a data set, a
+workdir, an image file); its message names the file, field or value. The command lines
+(:mod:`unet_jax.cli`) turn exactly these into exit code 2 with a one-line message;
+any other exception is a bug and keeps its traceback (exit code 1). The concrete errors
+keep a builtin base too (``ConfigError`` is a ``ValueError``), for callers that catch those.
+
+This module imports nothing, so every layer can raise these.
+"""
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+EXIT_CHECKPOINT = 4
+EXIT_INTERRUPTED = 130
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped early, state saved, run again
+
+
+class UserError(Exception):
+    """Bad input: the message names the offending file, field or value (exit code 2)."""
+
+
+class InferenceError(UserError):
+    """A workdir, checkpoint, split or input that cannot be used; the message says which."""
+
+
+class FlagError(UserError, ValueError):
+    """A command-line flag value (or combination of flags) that cannot work."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names field, value and what is allowed."""

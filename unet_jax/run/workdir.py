@@ -1,0 +1,75 @@
+"""Every path of a run's workdir, in one place: what training writes and the tools read.
+
+::
+
+    <workdir>/config.json          the run's configuration
+    <workdir>/run_info.json        versions, devices, git commit (and run_history.jsonl)
+    <workdir>/classes.json         the class set (names, colours, mask format)
+    <workdir>/metrics.jsonl        training and validation metrics; tensorboard/
+    <workdir>/checkpoints/<step>   the latest checkpoints (resume)
+    <workdir>/best/<step>          the best checkpoint by the validation metric
+    <workdir>/eval/<split>[_onnx]  eval.py's reports
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+
+@dataclasses.dataclass(frozen=True)
+class Workdir:
+    """The paths of one run directory (nothing is created or read here).
+
+    Attributes:
+      root: the run directory.
+    """
+
+    root: pathlib.Path
+
+    @classmethod
+    def of(cls, workdir: str | pathlib.Path | Workdir) -> Workdir:
+        """The layout of ``workdir`` (a path or already a Workdir)."""
+        return workdir if isinstance(workdir, Workdir) else cls(pathlib.Path(workdir))
+
+    @property
+    def config(self) -> pathlib.Path:
+        return self.root / "config.json"
+
+    @property
+    def run_info(self) -> pathlib.Path:
+        return self.root / "run_info.json"
+
+    @property
+    def run_history(self) -> pathlib.Path:
+        return self.root / "run_history.jsonl"
+
+    @property
+    def classes(self) -> pathlib.Path:
+        return self.root / "classes.json"
+
+    @property
+    def metrics(self) -> pathlib.Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> pathlib.Path:
+        return self.root / "tensorboard"
+
+    @property
+    def checkpoints(self) -> pathlib.Path:
+        """The latest checkpoints, one folder per step (what a run resumes from)."""
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> pathlib.Path:
+        """The best checkpoint(s) by the run's best_metric, one folder per step."""
+        return self.root / "best"
+
+    def checkpoint_dir(self, which: str, step: int) -> pathlib.Path:
+        """``best/<step>`` or ``checkpoints/<step>`` (``which`` "best" or "latest")."""
+        return (self.best if which == "best" else self.checkpoints) / str(step)
+
+    def eval_dir(self, split: str, *, onnx: bool = False) -> pathlib.Path:
+        """Where eval.py writes the report of ``split`` (``_onnx`` for an ONNX model)."""
+        return self.root / "eval" / (split + ("_onnx" if onnx else ""))
