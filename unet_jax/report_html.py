@@ -51,9 +51,13 @@ class ImageRow:
     pictures: tuple[bytes, bytes, bytes]
 
 
-def _png(array: np.ndarray) -> bytes:
+def _png(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    # Label maps as palette PNGs: one byte per pixel, smaller and faster than RGB.
+    picture = Image.fromarray(array)
+    if palette is not None:
+        picture.putpalette(palette.tobytes())
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=True)
+    picture.save(buffer, format="PNG")  # no optimize: 3x slower for about 1% smaller
     return buffer.getvalue()
 
 
@@ -69,6 +73,8 @@ class ImageRows:
         self.classes = classes
         self.width = width
         self.rows: list[ImageRow] = []
+        # id -> colour for all 256 ids, as ClassSet.colorize maps them.
+        self._palette = classes.colorize(np.arange(256, dtype=np.uint8))
 
     def add(
         self,
@@ -94,12 +100,14 @@ class ImageRows:
         h, w = label.shape
         th, tw = (h, w) if w <= self.width else (max(1, round(h * self.width / w)), self.width)
         image = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
-        pictures = (
-            image_ops.resize(image, height=th, width=tw, method="area"),
-            *(
-                self.classes.colorize(image_ops.resize(ids, height=th, width=tw, method="nearest"))
-                for ids in (label, np.asarray(prediction))
-            ),
+        ids = (
+            image_ops.resize(
+                np.clip(np.asarray(a), 0, 255).astype(np.uint8),
+                height=th,
+                width=tw,
+                method="nearest",
+            )
+            for a in (label, prediction)
         )
         self.rows.append(
             ImageRow(
@@ -107,7 +115,10 @@ class ImageRows:
                 name=name,
                 size=(h, w),
                 scores=metrics.segmentation_metrics(confusion, self.classes.names),
-                pictures=tuple(_png(p) for p in pictures),
+                pictures=(
+                    _png(image_ops.resize(image, height=th, width=tw, method="area")),
+                    *(_png(a, self._palette) for a in ids),
+                ),
             )
         )
 
