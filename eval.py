@@ -6,8 +6,9 @@ Examples:
   python eval.py --workdir runs/reference --full_resolution --tta_flip
   python eval.py --workdir runs/demo --onnx unet.onnx         # an exported ONNX model
 
-Writes DIR/eval/<split>/: metrics.json, metrics.md and pictures (confusion matrix, gallery,
-per-class panels, training curves). See docs/EVALUATION.md.
+Writes DIR/eval/<split>/: metrics.json, metrics.md, report.html (every image, worst first)
+and pictures (confusion matrix, gallery, per-class panels, training curves). See
+docs/EVALUATION.md.
 """
 
 import pathlib

@@ -12,6 +12,8 @@ checkpoint, segments every example of the split exactly once and writes to
 - ``metrics.md``: the same as Markdown tables.
 - ``confusion_matrix.png``, ``gallery.png``, ``class_panels.png`` (and ``*_full.png``
   at full resolution), ``training_curves.png`` (from ``metrics.jsonl``).
+- ``report.html`` (and ``report_full.html``): scores, per-class table, confusion matrix and
+  every image with its IoU, worst first, in one self-contained page (``report_html``).
 
 Two resolutions:
 
@@ -38,7 +40,7 @@ import datetime
 import json
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -55,7 +57,7 @@ from unet_jax.deploy.backend import open_backend
 from unet_jax.deploy.options import OptionError, SegmenterOptions
 from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.errors import InferenceError
-from unet_jax.evaluation import metrics, reports, validation
+from unet_jax.evaluation import metrics, report_html, reports, validation
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
@@ -135,6 +137,7 @@ def evaluate_source(
     num_samples: int = 4,
     description: str = "eval",
     progress: bool = True,
+    on_example: Callable[..., None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Segments every example of ``source`` once and scores the predictions.
 
@@ -151,6 +154,8 @@ def evaluate_source(
       num_samples: how many of the first examples to return for pictures.
       description: progress bar label.
       progress: show a progress bar.
+      on_example: called with ``image``, ``label``, ``prediction``, ``name`` and
+        ``confusion`` (its own [C, C]) for every example scored (``report_html.ImageRows.add``).
 
     Returns:
       ``(results, samples)``: ``segmentation_metrics`` plus ``confusion`` (int64 [C, C]),
@@ -187,6 +192,16 @@ def evaluate_source(
                         "name": batch["names"][k],
                     }
                 )
+            if mask[k] and on_example is not None:
+                on_example(
+                    image=images[k],
+                    label=labels[k],
+                    prediction=predictions[k],
+                    name=batch["names"][k],
+                    confusion=metrics.confusion_counts(
+                        predictions[k : k + 1], labels[k : k + 1], num_classes=num_classes
+                    ),
+                )
         sizes[f"{images.shape[1]}x{images.shape[2]}"] += real
         modes[mode] += real
         bar.update(real)
@@ -195,11 +210,14 @@ def evaluate_source(
         )
         return {"confusion": confusion, "count": real}
 
-    def named(batches):  # example names for the pictures' captions
+    # Example names for the pictures' captions (and every example's for on_example).
+    num_named = total if on_example is not None else min(num_samples, total)
+
+    def named(batches):
         for b, batch in enumerate(batches):
             first = b * batch_size
             names = [
-                _name(source[first + k], first + k) if first + k < num_samples else ""
+                _name(source[first + k], first + k) if first + k < num_named else ""
                 for k in range(batch["image"].shape[0])
             ]
             yield {**batch, "names": names}
@@ -352,6 +370,7 @@ def run_evaluation(
     if crop_trained:
         resolution = f"native, {resolution} tiles"
     tick = time.perf_counter()
+    html_rows = [report_html.ImageRows(classes)] if options.pictures else []
     results, samples = evaluate_source(
         segmenter,
         scored,
@@ -361,6 +380,7 @@ def run_evaluation(
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
         progress=options.progress,
+        on_example=html_rows[0].add if html_rows else None,
     )
     seconds["training_resolution"] = time.perf_counter() - tick
     report: dict[str, Any] = {
@@ -397,6 +417,8 @@ def run_evaluation(
                 prepare_fn=prepare_fn,
             )
         tick = time.perf_counter()
+        if options.pictures:
+            html_rows.append(report_html.ImageRows(classes))
         full_results, full_samples = evaluate_source(
             segmenter,
             full_source,
@@ -407,6 +429,7 @@ def run_evaluation(
             num_samples=options.num_gallery,
             description=f"{options.split} at full resolution",
             progress=options.progress,
+            on_example=html_rows[-1].add if html_rows else None,
         )
         seconds["full_resolution"] = time.perf_counter() - tick
         sizes = full_results["sizes"]
@@ -418,7 +441,13 @@ def run_evaluation(
     default_out = Workdir(workdir).eval_dir(options.split, onnx=options.onnx is not None)
     out = pathlib.Path(out_dir) if out_dir is not None else default_out
     files = write_report(
-        out, report, samples, full_samples, workdir=workdir, pictures=options.pictures
+        out,
+        report,
+        samples,
+        full_samples,
+        workdir=workdir,
+        pictures=options.pictures,
+        html_rows=html_rows,
     )
     report["files"] = [str(f) for f in files]
     return report
@@ -432,8 +461,9 @@ def write_report(
     *,
     workdir: pathlib.Path,
     pictures: bool = True,
+    html_rows: Sequence[report_html.ImageRows] = (),
 ) -> list[pathlib.Path]:
-    """Writes metrics.json, metrics.md and the pictures into ``out``.
+    """Writes metrics.json, metrics.md, the pictures and report.html into ``out``.
 
     Args:
       out: output directory (created).
@@ -441,7 +471,8 @@ def write_report(
       samples: examples at training resolution for the gallery and class panels.
       full_samples: the same at full resolution (may be empty).
       workdir: the run directory (its metrics.jsonl gives the training curves).
-      pictures: whether to draw the PNGs.
+      pictures: whether to draw the PNGs and write the HTML pages.
+      html_rows: every image of each resolution, for ``report_html.write_pages``.
 
     Returns:
       The written files.
@@ -494,4 +525,5 @@ def write_report(
     metrics_json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     markdown = out / "metrics.md"
     markdown.write_text(reports.metrics_markdown(report, [p.name for p in images]))
-    return [metrics_json, markdown, *images]
+    pages = report_html.write_pages(out, report=report, rows=html_rows) if pictures else []
+    return [metrics_json, markdown, *pages, *images]
