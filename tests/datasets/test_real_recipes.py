@@ -91,7 +91,7 @@ def test_carla_real_fine_tunes_on_a_recording_and_scores_real_frames(tmp_path):
     first = run("train.py", f"--workdir={scratch}", *common)
     # The recording is cut into contiguous blocks, never frame by frame.
     assert "validation frames 309..402 (32), test frames 405..498 (32)" in first.stdout
-    run("train.py", f"--workdir={tuned}", f"--config.init_from={scratch}", *common)
+    run("train.py", *common, f"--workdir={tuned}", f"--config.init_from={scratch}")
     assert json.loads((tuned / "config.json").read_text())["init_from"] == str(scratch)
     if (REAL_SAMPLES / "CameraRGB" / "0.png").exists():
         scored = run(
