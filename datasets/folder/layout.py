@@ -112,14 +112,7 @@ def group_key(pair: Pair, pattern: re.Pattern | None) -> str:
 
 def compile_group(pattern: str | None) -> re.Pattern | None:
     """Compiles ``config.folder_group``; a bad one is a `DataError` naming it."""
-    if not pattern:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise DataError(
-            f"config.folder_group={pattern!r}: not a regular expression ({e})"
-        ) from None
+    return splitting.compile_group(pattern, field="folder_group")
 
 
 def scan(root: str | pathlib.Path, *, group_pattern: str | None = None) -> Layout:

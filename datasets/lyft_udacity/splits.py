@@ -170,14 +170,14 @@ def split_recording(
     return out
 
 
-def compile_group(pattern: str | None) -> re.Pattern | None:
-    """Compiles ``config.split_group``; a bad one is a `DataError` naming it."""
+def compile_group(pattern: str | None, *, field: str = "split_group") -> re.Pattern | None:
+    """Compiles a grouping regex (``config.<field>``); a bad one is a `DataError` naming it."""
     if not pattern:
         return None
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise DataError(f"config.split_group={pattern!r}: not a regular expression ({e})") from None
+        raise DataError(f"config.{field}={pattern!r}: not a regular expression ({e})") from None
 
 
 def pattern_key(name: str, pattern: re.Pattern) -> str:
