@@ -32,6 +32,13 @@ def start(out: pathlib.Path, workdir: pathlib.Path, *extra: str) -> subprocess.P
     )
 
 
+def run_script(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs ``python ARGV...`` in the repository root, output captured as text."""
+    return subprocess.run(
+        [sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def load_params(out: pathlib.Path) -> tuple[list[np.ndarray], dict]:
     params = np.load(out / "params.npz")
     leaves = [params[f"p{i}"] for i in range(len(params.files))]

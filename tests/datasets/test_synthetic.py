@@ -179,3 +179,39 @@ def test_same_seed_renders_the_same_bytes_as_before(seed, height, width):
     assert image.shape == (height, width, 3) and label.shape == (height, width)
     digest = hashlib.sha256(image.tobytes() + label.tobytes()).hexdigest()
     assert digest == RENDERED_BEFORE[(seed, height, width)]
+
+
+# Rendered before datasets.synthetic.objects._car was split into its parts: a sunny scene
+# with a car, a van and a truck, sides and sun shadows (checked below).
+CARS_RENDERED_BEFORE = {
+    (11, 128, 128): "a7c118a3000fe846fb553ffdf97989f60ffcb7683644c29e36d177215548ea4a",
+}
+
+
+def test_the_car_digests_cover_every_part_of_a_vehicle(monkeypatch):
+    from datasets.synthetic import objects
+
+    drawn = {"cabs": set(), "sides": 0, "sun_shadows": 0}
+
+    def spy(name, record):
+        real = getattr(objects, name)
+
+        def wrapped(*args):
+            out = real(*args)
+            record(args, out)
+            return out
+
+        monkeypatch.setattr(objects, name, wrapped)
+
+    spy("_car_dimensions", lambda args, out: drawn["cabs"].add(out[3]))
+    spy("_car_side", lambda args, out: drawn.update(sides=drawn["sides"] + 1))
+    spy(
+        "_car_shadows",
+        lambda args, out: drawn.update(sun_shadows=drawn["sun_shadows"] + (args[2].sun > 0)),
+    )
+    for (seed, height, width), want in CARS_RENDERED_BEFORE.items():
+        image, label = render_scene(seed, height=height, width=width)
+        digest = hashlib.sha256(image.tobytes() + label.tobytes()).hexdigest()
+        assert digest == want
+    assert drawn["cabs"] == {0.55, 0.4, 0.0}  # car, van, truck
+    assert drawn["sides"] > 0 and drawn["sun_shadows"] > 0

@@ -1,6 +1,6 @@
 """Evaluation (unet_jax.evaluation.evaluate, eval.py), loading (unet_jax.inference) and reports.
 
-Oracles: the training loop's own validation (``unet_jax.train.loop.evaluate``, pmap driver) for
+Oracles: the training loop's own validation (the evaluator with the pmap driver's eval step) for
 the training-resolution numbers; hand-written numpy padding + ``model.apply`` for full
 resolution and TTA; a point-wise fake model for tiling; formulas for the metrics.
 """
@@ -24,6 +24,7 @@ from unet_jax import inference
 from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.evaluation import evaluate, metrics, reports
+from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor
 from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
 from unet_jax.run.metric_writers import read_metrics
 
@@ -105,7 +106,7 @@ def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, 
         out_dir=tmp_path,
     )
     config = tiny.config
-    # Oracle: the trainer's own evaluate() on the same restored state.
+    # Oracle: the trainer's validation (the driver's eval step) on the same restored state.
     from unet_jax.run.checkpointing import Checkpointer
 
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
@@ -118,13 +119,15 @@ def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, 
         loss_fn=train_lib.make_loss_fn(config),
         num_classes=config.num_classes,
     )
-    expected = train_lib.evaluate(
-        driver,
-        driver.put_state(state),
+    evaluator = Evaluator(
         tiny.sources["validation"],
-        config,
+        geometry=Geometry.of_run(config),
         class_names=CLASS_NAMES,
+        batch_size=config.eval_batch_size,
+        layout=driver.layout,
+        num_local_devices=jax.local_device_count(),
     )
+    expected = evaluator.run(device_predictor(driver, driver.put_state(state)))
     np.testing.assert_array_equal(report["confusion_matrix"], expected["confusion"])
     assert report["checkpoint"] == {"requested": "latest", "step": int(state.step)}
     assert report["num_examples"] == len(tiny.sources["validation"])

@@ -36,14 +36,19 @@ def _config(num_train_steps):
 def scripted_scores(monkeypatch):
     """Makes validation at step k report ``mean_iou = scores[k]``; returns the dict."""
     scores: dict[int, float] = {}
-    real_evaluate = train_lib.evaluate
+    validated: list[int] = []  # the step of each validation, in order
+    real_predictor, real_run = train_lib.device_predictor, train_lib.Evaluator.run
 
-    def evaluate(driver, device_state, *args, **kwargs):
-        results = real_evaluate(driver, device_state, *args, **kwargs)
-        step = int(driver.get_state(device_state).step)
-        return {**results, "mean_iou": scores[step]}
+    def device_predictor(driver, device_state):
+        validated.append(int(driver.get_state(device_state).step))
+        return real_predictor(driver, device_state)
 
-    monkeypatch.setattr(train_lib, "evaluate", evaluate)
+    def run(self, predict, **kwargs):
+        results = real_run(self, predict, **kwargs)
+        return {**results, "mean_iou": scores[validated[-1]]}
+
+    monkeypatch.setattr(train_lib, "device_predictor", device_predictor)
+    monkeypatch.setattr(train_lib.Evaluator, "run", run)
     return scores
 
 

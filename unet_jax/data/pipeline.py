@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from multiprocessing import shared_memory
 from typing import Any, Protocol
 
 import grain.python as grain
@@ -169,6 +170,27 @@ class _ApplyLayout(grain.MapTransform):
         if self._layout == "mesh":
             return batch
         return {k: v.reshape((self._devices, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+class _ReleaseSharedMemory(grain.MapTransform):
+    """Unlinks the shared memory of a batch from grain's worker processes on arrival.
+
+    A worker process hands each array over in a shared_memory block that grain unlinks
+    only when the array is garbage collected, on a background thread: blocks of the last
+    batches are still linked when the process exits, and Python's resource tracker warns
+    about "leaked shared_memory objects". Unlinking removes only the name: the array keeps
+    its mapping until it is freed, and nothing is left behind however the run ends.
+    """
+
+    def map(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for array in batch.values():
+            block = getattr(array, "shm", None)
+            if isinstance(block, shared_memory.SharedMemory) and getattr(
+                array, "_unlink_on_del", False
+            ):
+                block.unlink()
+                array._unlink_on_del = False  # grain's flag: do not unlink it again
+        return batch
 
 
 # ----------------------------------------------------------------------------
@@ -344,7 +366,7 @@ def create_train_loader(
             grain.MultiprocessingOptions(
                 num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
             )
-        )
+        ).map(_ReleaseSharedMemory())
     return stream
 
 
@@ -499,4 +521,5 @@ def create_eval_batches(
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        ds = ds.map(_ReleaseSharedMemory())
     return iter(ds)

@@ -17,14 +17,13 @@ checkpoint, segments every example of the split exactly once and writes to
 
 Two resolutions:
 
-- **training resolution**: the split's examples resized to ``config.image_size`` exactly
-  as the training loop's validation does (``create_eval_batches``: image bilinear, label
-  nearest, the last batch padded and masked) and scored by the same loop
-  (``unet_jax.evaluation.validation.score_batches``), so the numbers are those of
-  ``metrics.jsonl``. Runs trained on crops (``config.input_mode="crop"``) are scored, as
-  in their validation, on the training-size tiles of the native images
-  (``validation.validation_source``); ``full_resolution`` adds the whole native images,
-  padded or tiled and blended.
+- **training resolution**: the split in the geometry of the training loop's validation
+  (``Geometry.of_run``), scored by the same evaluator (``unet_jax.evaluation.evaluator``),
+  so the numbers are those of ``metrics.jsonl``: the examples resized to
+  ``config.image_size`` (image bilinear, label nearest, the last batch padded and
+  masked), or for runs trained on crops (``config.input_mode="crop"``) the training-size
+  tiles of the native images; ``full_resolution`` adds the whole native images, padded
+  or tiled and blended.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a
@@ -34,7 +33,6 @@ Two resolutions:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import json
@@ -48,16 +46,19 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from unet_jax.data import image_ops
-from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
-from unet_jax.data.augment import check_example
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.deploy.backend import open_backend
 from unet_jax.deploy.options import OptionError, SegmenterOptions
-from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.errors import InferenceError
-from unet_jax.evaluation import metrics, report_html, reports, validation
+from unet_jax.evaluation import metrics, report_html, reports
+from unet_jax.evaluation.evaluator import (
+    Evaluator,
+    Geometry,
+    Predictor,
+    example_name,
+    segmenter_predictor,
+)
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
@@ -121,36 +122,20 @@ def full_resolution_dataset(dataset: str) -> str:
     return f"{name}{sep}{config}"
 
 
-def _name(example: Any, index: int) -> str:
-    name = example.get("name", f"#{index}") if hasattr(example, "get") else f"#{index}"
-    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-
-
-def evaluate_source(
-    segmenter: Segmenter,
-    source: Any,
+def _score(
+    evaluator: Evaluator,
+    predict: Predictor,
     *,
-    class_names: Sequence[str],
-    image_size: tuple[int, int] | None,
-    batch_size: int,
-    input_size: tuple[int, int] | None = None,
-    num_samples: int = 4,
-    description: str = "eval",
-    progress: bool = True,
-    on_example: Callable[..., None] | None = None,
+    num_samples: int,
+    description: str,
+    progress: bool,
+    on_example: Callable[..., None] | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Segments every example of ``source`` once and scores the predictions.
+    """Runs ``evaluator`` with a progress bar, keeping the first examples for pictures.
 
     Args:
-      segmenter: the model.
-      source: random-access examples (data contract).
-      class_names: the C class names.
-      image_size: (H, W) to resize examples (image and label) to, as in training; None to
-        score at the stored sizes.
-      batch_size: examples per batch.
-      input_size: with ``image_size`` None: (H, W) to resize the model's input to, the
-        prediction being resized back (nearest) to the stored size; None: segment at the
-        stored size (pad or tile).
+      evaluator: the split in its geometry.
+      predict: host predictions (``segmenter_predictor``).
       num_samples: how many of the first examples to return for pictures.
       description: progress bar label.
       progress: show a progress bar.
@@ -158,103 +143,36 @@ def evaluate_source(
         ``confusion`` (its own [C, C]) for every example scored (``report_html.ImageRows.add``).
 
     Returns:
-      ``(results, samples)``: ``segmentation_metrics`` plus ``confusion`` (int64 [C, C]),
-      ``num_examples``, ``sizes`` ({"HxW": count}) and ``modes`` (examples per way of
-      segmenting: "pad", "tile", "resize");
-      samples are dicts of ``image``, ``label``, ``prediction``, ``name``.
+      ``(results, samples)``: ``Evaluator.run``'s results; samples are dicts of ``image``,
+      ``label``, ``prediction``, ``name``.
     """
-    total = len(source)
-    num_classes = len(class_names)
+    source = evaluator.source
     samples: list[dict[str, Any]] = []
-    sizes: collections.Counter = collections.Counter()
-    modes: collections.Counter = collections.Counter()
-    bar = tqdm.tqdm(total=total, desc=description, unit="img", disable=not progress, leave=False)
+    bar = tqdm.tqdm(
+        total=len(source), desc=description, unit="img", disable=not progress, leave=False
+    )
 
-    def segment(images: np.ndarray) -> tuple[np.ndarray, str]:
-        if input_size is None:
-            return segmenter.predict(images)[0], segmenter.mode_for(*images.shape[1:3])
-        h, w = images.shape[1:3]
-        small = np.stack([image_ops.resize_image(x, *input_size) for x in images])
-        predictions = segmenter.predict(small)[0]
-        return np.stack([image_ops.resize_nearest(p, h, w) for p in predictions]), "resize"
+    def predict_and_count(batch: dict[str, Any]) -> dict[str, Any]:
+        out = predict(batch)
+        bar.update(int(np.sum(batch["mask"])))
+        return out
 
-    def score(batch: dict[str, Any]) -> dict[str, Any]:
-        images, labels, mask = batch["image"], batch["label"], batch["mask"]
-        predictions, mode = segment(images)
-        real = int(np.sum(mask))
-        for k in range(images.shape[0]):
-            if mask[k] and len(samples) < num_samples:
-                samples.append(
-                    {
-                        "image": images[k],
-                        "label": labels[k],
-                        "prediction": predictions[k],
-                        "name": batch["names"][k],
-                    }
-                )
-            if mask[k] and on_example is not None:
-                on_example(
-                    image=images[k],
-                    label=labels[k],
-                    prediction=predictions[k],
-                    name=batch["names"][k],
-                    confusion=metrics.confusion_counts(
-                        predictions[k : k + 1], labels[k : k + 1], num_classes=num_classes
-                    ),
-                )
-        sizes[f"{images.shape[1]}x{images.shape[2]}"] += real
-        modes[mode] += real
-        bar.update(real)
-        confusion = metrics.confusion_counts(
-            predictions, labels, num_classes=num_classes, mask=mask
-        )
-        return {"confusion": confusion, "count": real}
+    def each(*, index, batch, k, prediction, confusion) -> None:
+        if len(samples) >= num_samples and on_example is None:
+            return
+        names = batch.get("names")
+        name = names[k] if names else example_name(source[index], index)
+        image, label = batch["image"][k], batch["label"][k]
+        shown = {"image": image, "label": label, "prediction": prediction, "name": name}
+        if len(samples) < num_samples:
+            samples.append(shown)
+        if on_example is not None:
+            on_example(**shown, confusion=confusion)
 
-    # Example names for the pictures' captions (and every example's for on_example).
-    num_named = total if on_example is not None else min(num_samples, total)
-
-    def named(batches):
-        for b, batch in enumerate(batches):
-            first = b * batch_size
-            names = [
-                _name(source[first + k], first + k) if first + k < num_named else ""
-                for k in range(batch["image"].shape[0])
-            ]
-            yield {**batch, "names": names}
-
-    def whole_images():  # stored sizes: batches of equal-size images, nothing padded
-        def load(index: int) -> tuple[np.ndarray, np.ndarray, str]:
-            example = source[index]
-            image, label = check_example(example)
-            return image, label, _name(example, index)
-
-        for group in image_ops.same_size_batches(
-            image_ops.prefetch_map(load, range(total)),
-            batch_size=batch_size,
-            shape_of=lambda item: item[0].shape,
-        ):
-            yield {
-                "image": np.stack([g[0] for g in group]),
-                "label": np.stack([g[1] for g in group]),
-                "mask": np.ones(len(group), bool),
-                "names": [g[2] for g in group],
-            }
-
-    if image_size is not None:  # the training loop's batches: resized, the last one padded
-        batches = named(
-            input_pipeline.create_eval_batches(
-                source, global_batch_size=batch_size, image_size=tuple(image_size)
-            )
-        )
-    else:
-        batches = whole_images()
-    results = validation.score_batches(batches, score, class_names=class_names)
-    seen = results["num_examples"]
-    bar.close()
-    if seen != total:  # a source whose __len__ disagrees with what it yields
-        raise RuntimeError(f"evaluated {seen} examples but the split has {total}")
-    results["sizes"] = dict(sizes)
-    results["modes"] = dict(modes)
+    try:
+        results = evaluator.run(predict_and_count, on_example=each)
+    finally:
+        bar.close()
     return results, samples
 
 
@@ -362,21 +280,21 @@ def run_evaluation(
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
     image_size = tuple(int(v) for v in config.image_size)
-    resolution = f"{image_size[0]}x{image_size[1]}"
     # The geometry of the training loop's validation, so that the metric that chose best/
     # is the one reported: resized examples, or for crop-trained runs training-size tiles
     # at native scale (whole native images: full_resolution).
-    scored = validation.validation_source(source, config) if crop_trained else source
-    if crop_trained:
-        resolution = f"native, {resolution} tiles"
+    evaluator = Evaluator(
+        source,
+        geometry=Geometry.of_run(config),
+        class_names=classes.names,
+        batch_size=segmenter.batch_size,
+    )
+    resolution = evaluator.geometry.describe()
     tick = time.perf_counter()
     html_rows = [report_html.ImageRows(classes)] if options.pictures else []
-    results, samples = evaluate_source(
-        segmenter,
-        scored,
-        class_names=classes.names,
-        image_size=image_size,
-        batch_size=segmenter.batch_size,
+    results, samples = _score(
+        evaluator,
+        segmenter_predictor(segmenter),
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
         progress=options.progress,
@@ -419,13 +337,16 @@ def run_evaluation(
         tick = time.perf_counter()
         if options.pictures:
             html_rows.append(report_html.ImageRows(classes))
-        full_results, full_samples = evaluate_source(
-            segmenter,
-            full_source,
-            class_names=classes.names,
-            image_size=None,
-            batch_size=segmenter.batch_size,
-            input_size=image_size if full_input == "resized" else None,
+        full_results, full_samples = _score(
+            Evaluator(
+                full_source,
+                geometry=Geometry("native"),
+                class_names=classes.names,
+                batch_size=segmenter.batch_size,
+            ),
+            segmenter_predictor(
+                segmenter, input_size=image_size if full_input == "resized" else None
+            ),
             num_samples=options.num_gallery,
             description=f"{options.split} at full resolution",
             progress=options.progress,

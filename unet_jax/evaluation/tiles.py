@@ -1,4 +1,4 @@
-"""Validation of crop-trained runs during training: every image cut into training-size tiles.
+"""The evaluation geometry of crop-trained runs: every image cut into training-size tiles.
 
 A run trained on crops (``config.input_mode="crop"``) sees its images at native scale, in
 windows of ``config.image_size``. Its validation in the training loop scores each image
@@ -6,8 +6,8 @@ at native scale, in tiles of that size: a grid whose last row and column are mov
 end at the image border (so tiles hold only image pixels); pixels that an earlier tile
 already covered are labelled ignore in the later one, so each pixel counts exactly once.
 An image smaller than a tile is padded (image 0, label ignore). The tiles all have one
-shape, so they batch and shard across devices like any validation batch. (eval.py scores
-whole images with the pad/tile path of ``unet_jax.inference`` instead.)
+shape, so they batch and shard across devices like any validation batch. The training
+loop and eval.py score them alike (``evaluator.Geometry("tiles", ...)``).
 """
 
 from __future__ import annotations

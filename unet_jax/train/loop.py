@@ -26,7 +26,7 @@ from unet_jax.data.run_data import (
     open_training_data,
 )
 from unet_jax.errors import ConfigError
-from unet_jax.evaluation.validation import evaluate, flat_scalars, validation_source
+from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor, flat_scalars
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
@@ -283,18 +283,17 @@ def validate_and_track_best(
     driver: parallel.Driver,
     device_state: Any,
     *,
-    source: Any,
+    evaluator: Evaluator,
     config: ml_collections.ConfigDict,
-    classes: ClassSet,
     meta: dict[str, Any],
     step: int,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """Validates and updates the best-metric tracker.
+    """Validates (the driver's eval step on the devices) and updates the best-metric tracker.
 
     Returns:
       ``(validation results, meta, improved)``.
     """
-    validation = evaluate(driver, device_state, source, config, class_names=classes.names)
+    validation = evaluator.run(device_predictor(driver, device_state))
     improved = _is_better(validation.get(config.best_metric), meta["best_value"], config.best_mode)
     if improved:
         meta = {**meta, "best_value": validation[config.best_metric], "best_step": step}
@@ -344,7 +343,6 @@ def train_and_evaluate(
     if is_main:
         write_run_classes(workdir, classes)
     schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
-    validation_examples = validation_source(sources["validation"], config)
 
     # 2. Model, steps and state (restored, fine-tuned from another run, or fresh).
     loss_fn = make_loss_fn(
@@ -355,6 +353,17 @@ def train_and_evaluate(
     model = create_model(config, bn_axis_name=parallel.AXIS)
     driver = parallel.make_driver(
         config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
+    )
+    # eval.py scores the run in the same geometry (Geometry.of_run).
+    evaluator = Evaluator(
+        sources["validation"],
+        geometry=Geometry.of_run(config),
+        class_names=classes.names,
+        batch_size=config.eval_batch_size,
+        layout=driver.layout,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_local_devices=jax.local_device_count(),
     )
     state = create_train_state(
         config, rng=jax.random.key(config.seed), total_steps=schedule.total_steps
@@ -431,9 +440,8 @@ def train_and_evaluate(
                     validation, meta, improved = validate_and_track_best(
                         driver,
                         device_state,
-                        source=validation_examples,
+                        evaluator=evaluator,
                         config=config,
-                        classes=classes,
                         meta=meta,
                         step=step,
                     )

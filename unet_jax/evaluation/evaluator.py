@@ -1,0 +1,280 @@
+"""The one evaluator: a predictor scored on every example of a split, in one geometry.
+
+An :class:`Evaluator` holds a split and a :class:`Geometry` (how the examples reach the
+model) and, for any predictor, yields the split's confusion matrix and the scores derived
+from it (``metrics.segmentation_metrics``). The training loop validates with it and eval.py
+scores with it, both in ``Geometry.of_run(config)``, so the metric that picks ``best/`` is
+the one eval.py reports. Geometries:
+
+- ``resize``: every example resized to the training size (image bilinear, label nearest;
+  runs trained on resized images).
+- ``tiles``: native scale, cut into training-size tiles, every pixel counted once
+  (``tiles.TiledSource``; runs trained on crops).
+- ``native``: whole examples at their stored size, in batches of equal size; the predictor
+  pads or tiles them (eval.py's full resolution).
+
+``resize`` and ``tiles`` batches have one shape, the last batch padded (``mask`` False),
+and follow the device driver's layout, so they shard across devices and hosts.
+
+A predictor maps a batch (``image``, ``label``, ``mask``) to either ``confusion`` [C, C]
+plus ``count`` (and optionally ``loss_sum``), counted on the devices
+(:func:`device_predictor`: the driver's eval step on the replicated state), or
+``prediction`` [B, H, W] class ids on the host (:func:`segmenter_predictor`), counted here
+by ``metrics.confusion_counts``. Counting lives only in ``metrics``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import ml_collections
+import numpy as np
+
+from unet_jax.data import image_ops
+from unet_jax.data import pipeline as input_pipeline
+from unet_jax.data.augment import check_example
+from unet_jax.evaluation import metrics
+from unet_jax.evaluation.tiles import TiledSource
+
+GEOMETRIES = ("resize", "tiles", "native")
+Predictor = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """How the examples of a split reach the model.
+
+    Attributes:
+      kind: "resize", "tiles" or "native" (module docstring).
+      size: (height, width): the resize target or the tile size; None for "native".
+    """
+
+    kind: str
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.kind!r}")
+        if (self.size is None) != (self.kind == "native"):
+            raise ValueError(f"geometry {self.kind!r} got size {self.size!r}")
+
+    @classmethod
+    def of_run(cls, config: ml_collections.ConfigDict) -> Geometry:
+        """The validation geometry of a run: tiles for crop-trained runs, else resize."""
+        kind = "tiles" if config.get("input_mode", "resize") == "crop" else "resize"
+        return cls(kind, tuple(int(v) for v in config.image_size))
+
+    def describe(self) -> str:
+        """ "128x128", "native, 32x32 tiles" or "native" (report captions)."""
+        if self.size is None:
+            return "native"
+        size = f"{self.size[0]}x{self.size[1]}"
+        return f"native, {size} tiles" if self.kind == "tiles" else size
+
+
+class Driver(Protocol):
+    """What the device predictor uses of a driver (``unet_jax.train.parallel.Driver``)."""
+
+    layout: str
+    eval_step: Callable[[Any, Any], Any]
+    put_batch: Callable[[dict[str, Any]], Any]
+    get_metrics: Callable[[Any], dict[str, Any]]
+
+
+def device_predictor(driver: Driver, device_state: Any) -> Predictor:
+    """The driver's eval step on the replicated state: counts and loss, summed on devices."""
+
+    def predict(batch: dict[str, Any]) -> dict[str, Any]:
+        inputs = {k: batch[k] for k in ("image", "label", "mask")}
+        return driver.get_metrics(driver.eval_step(device_state, driver.put_batch(inputs)))
+
+    return predict
+
+
+def segmenter_predictor(segmenter: Any, *, input_size: tuple[int, int] | None = None) -> Predictor:
+    """Host predictions of a ``Segmenter`` (a loaded run or an ONNX model).
+
+    Args:
+      segmenter: has ``predict(images) -> (labels, _)`` and ``mode_for(h, w)``.
+      input_size: (H, W) to resize the model's input to, the prediction being resized back
+        (nearest) to the batch's size; None: the batch as it is (padded or tiled).
+
+    Returns:
+      batch -> ``prediction`` and ``mode`` ("pad", "tile" or "resize").
+    """
+
+    def predict(batch: dict[str, Any]) -> dict[str, Any]:
+        images = batch["image"]
+        if input_size is None:
+            mode = segmenter.mode_for(*images.shape[1:3])
+            return {"prediction": segmenter.predict(images)[0], "mode": mode}
+        h, w = images.shape[1:3]
+        small = np.stack([image_ops.resize_image(x, *input_size) for x in images])
+        back = [image_ops.resize_nearest(p, h, w) for p in segmenter.predict(small)[0]]
+        return {"prediction": np.stack(back), "mode": "resize"}
+
+    return predict
+
+
+def example_name(example: Any, index: int) -> str:
+    """An example's ``name`` as text, or ``#index`` when it has none."""
+    name = example.get("name", f"#{index}") if hasattr(example, "get") else f"#{index}"
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+class Evaluator:
+    """Scores predictors on every example of ``source`` exactly once, in one geometry.
+
+    Args:
+      source: random-access examples (data contract). For "tiles" it is indexed here, which
+        reads every example once, so build the evaluator once and run it many times.
+      geometry: how the examples reach the model.
+      class_names: the C class names (metric keys).
+      batch_size: global examples per batch.
+      layout, process_index, process_count, num_local_devices: the device driver's share
+        of each batch (``create_eval_batches``); the defaults suit one host process.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        geometry: Geometry,
+        class_names: Sequence[str],
+        batch_size: int,
+        layout: str = "mesh",
+        process_index: int = 0,
+        process_count: int = 1,
+        num_local_devices: int = 1,
+    ) -> None:
+        self.geometry = geometry
+        self.class_names = tuple(class_names)
+        self.source = TiledSource(source, geometry.size) if geometry.kind == "tiles" else source
+        self._batch_size = batch_size
+        self._share = {
+            "layout": layout,
+            "process_index": process_index,
+            "process_count": process_count,
+            "num_local_devices": num_local_devices,
+        }
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """One pass: ``image``, ``label``, ``mask`` (and ``names`` for "native")."""
+        if self.geometry.kind != "native":
+            return input_pipeline.create_eval_batches(
+                self.source,
+                global_batch_size=self._batch_size,
+                image_size=self.geometry.size,
+                **self._share,
+            )
+        return self._whole_images()
+
+    def _whole_images(self) -> Iterator[dict[str, Any]]:
+        """Batches of equal-size examples at their stored size, nothing padded."""
+
+        def load(index: int) -> tuple[np.ndarray, np.ndarray, str]:
+            example = self.source[index]
+            image, label = check_example(example)
+            return image, label, example_name(example, index)
+
+        for group in image_ops.same_size_batches(
+            image_ops.prefetch_map(load, range(len(self.source))),
+            batch_size=self._batch_size,
+            shape_of=lambda item: item[0].shape,
+        ):
+            yield {
+                "image": np.stack([g[0] for g in group]),
+                "label": np.stack([g[1] for g in group]),
+                "mask": np.ones(len(group), bool),
+                "names": [g[2] for g in group],
+            }
+
+    def run(
+        self, predict: Predictor, *, on_example: Callable[..., None] | None = None
+    ) -> dict[str, Any]:
+        """Scores ``predict`` on the whole split.
+
+        Args:
+          predict: batch -> counts or host predictions (module docstring).
+          on_example: with host predictions, called for every real example in order with
+            ``index``, ``batch`` (the batch dict), ``k`` (its row), ``prediction`` and
+            ``confusion`` (its own int64 [C, C]). One process only.
+
+        Returns:
+          ``segmentation_metrics`` plus ``confusion`` (int64 [C, C]), ``num_examples``,
+          ``sizes`` ({"HxW": examples}); ``loss`` (mean per-example loss) when the
+          predictor gives ``loss_sum``; ``modes`` (examples per way of segmenting) when
+          it gives ``mode``.
+
+        Raises:
+          RuntimeError: the examples scored are not those of the source (a source whose
+            ``__len__`` disagrees with what it yields).
+        """
+        num_classes = len(self.class_names)
+        accumulator = metrics.ConfusionMatrix(num_classes)
+        sizes: collections.Counter = collections.Counter()
+        modes: collections.Counter = collections.Counter()
+        loss_sum, count, with_loss = 0.0, 0, False
+        for batch in self.batches():
+            out = predict(batch)
+            real = int(np.sum(batch["mask"]))
+            if "prediction" in out:
+                out = {**out, "count": real}
+                out["confusion"] = self._host_counts(batch, out, first=count, on_example=on_example)
+            accumulator.update(out["confusion"])
+            count += int(out["count"])
+            sizes[f"{batch['image'].shape[-3]}x{batch['image'].shape[-2]}"] += real
+            if "mode" in out:
+                modes[out["mode"]] += real
+            if "loss_sum" in out:
+                loss_sum += float(out["loss_sum"])
+                with_loss = True
+        if count != len(self.source):
+            raise RuntimeError(f"evaluated {count} examples but the split has {len(self.source)}")
+        results = metrics.segmentation_metrics(accumulator.matrix, self.class_names)
+        if with_loss:
+            results["loss"] = loss_sum / max(count, 1)
+        results["num_examples"] = count
+        results["confusion"] = accumulator.matrix
+        results["sizes"] = dict(sizes)
+        if modes:
+            results["modes"] = dict(modes)
+        return results
+
+    def _host_counts(
+        self,
+        batch: dict[str, Any],
+        out: dict[str, Any],
+        *,
+        first: int,
+        on_example: Callable[..., None] | None,
+    ) -> np.ndarray:
+        predictions, labels, mask = out["prediction"], batch["label"], batch["mask"]
+        num_classes = len(self.class_names)
+        if on_example is None:
+            return metrics.confusion_counts(predictions, labels, num_classes=num_classes, mask=mask)
+        total = np.zeros((num_classes, num_classes), np.int64)
+        index = first
+        for k in np.flatnonzero(mask):
+            own = metrics.confusion_counts(
+                predictions[k : k + 1], labels[k : k + 1], num_classes=num_classes
+            )
+            on_example(index=index, batch=batch, k=int(k), prediction=predictions[k], confusion=own)
+            total += own
+            index += 1
+        return total
+
+
+def flat_scalars(results: dict[str, Any]) -> dict[str, Any]:
+    """The scalars a validation writes to ``metrics.jsonl`` (per-class IoU as ``iou/NAME``)."""
+    scalars = {
+        k: results[k]
+        for k in ("loss", "mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy")
+    }
+    scalars.update({k: v for k, v in results.items() if k.startswith("foreground_")})
+    for name, per_class in results["per_class"].items():
+        scalars[f"iou/{name}"] = per_class["iou"]
+    return scalars
