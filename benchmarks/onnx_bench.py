@@ -10,7 +10,7 @@ is the product's (``unet_jax.deploy.onnx_inference.session_options``: no thread 
 
 Run by itself it times ONNX Runtime variants only, interleaved, e.g. float32 against the
 int8 export (``--ort-quant``: ``QUANT_VARIANTS``; int8 workers quantise their model with
-``unet_jax.onnx_int8`` on --ort-calibration random images first, "compile s" is then
+``unet_jax.deploy.onnx_int8`` on --ort-calibration random images first, "compile s" is then
 quantisation plus session creation):
 
     python benchmarks/onnx_bench.py --widths full --size 256 --batch 1 \\
@@ -136,7 +136,7 @@ def quantised(proto: Any, changes: dict[str, Any], *, size: int, count: int) -> 
     import onnx
     from onnxruntime import quantization as q
 
-    from unet_jax import onnx_int8
+    from unet_jax.deploy import onnx_int8
 
     changes = dict(changes)
     settings = onnx_int8.quantization_settings()

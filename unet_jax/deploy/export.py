@@ -257,7 +257,7 @@ def _export_command(args: argparse.Namespace) -> int:
     if args.int8:
         if args.format != "onnx":
             raise OptionError(f"--int8 needs --format onnx (got --format {args.format})")
-        from unet_jax import onnx_int8
+        from unet_jax.deploy import onnx_int8
 
         artifact, side = onnx_int8.export_int8_run(
             args.workdir,

@@ -8,7 +8,7 @@ calibration count, split and data set). The model keeps the float model's interf
 --onnx`` take it like any exported model.
 
 Calibration: K images of the run's own training split, read by the training input
-pipeline (``input_pipeline.create_train_loader``: the run's seed and shuffle, its input
+pipeline (``unet_jax.data.pipeline.create_train_loader``: the run's seed and shuffle, its input
 mode and resize filter, augmentation off), so they are exactly what the model saw in
 training, minus the random augmentation: uint8 RGB at ``config.image_size`` (resized, or
 crops at native scale for crop-trained runs). Activation ranges are the MinMax over them.
@@ -27,8 +27,11 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from unet_jax import data_sources, input_pipeline
-from unet_jax.inference import InferenceError, OptionError, load_run
+from unet_jax.data import pipeline as input_pipeline
+from unet_jax.data import sources as data_sources
+from unet_jax.deploy.options import OptionError
+from unet_jax.errors import InferenceError
+from unet_jax.run.loading import load_run
 
 CALIBRATION_SPLIT = "train"
 DEFAULT_CALIBRATION = 32
@@ -41,7 +44,7 @@ class CalibrationDataError(InferenceError, FileNotFoundError):
 
 def require_quantization() -> Any:
     """Imports ``onnxruntime.quantization``, or raises OnnxExportError with the install line."""
-    from unet_jax.onnx_export import OnnxExportError
+    from unet_jax.deploy.onnx_export import OnnxExportError
 
     try:
         from onnxruntime import quantization
@@ -58,7 +61,7 @@ def repository_prepare_fn() -> data_sources.PrepareFn | None:
     The builders live in the repository's ``datasets/`` folder, which is never installed
     (it would shadow Hugging Face ``datasets``), as train.py and eval.py import it.
     """
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     if not (root / "datasets" / "__init__.py").is_file():
         return None
     if str(root) not in sys.path:
@@ -196,7 +199,7 @@ def quantize_model(
     Returns:
       The number of calibration images used.
     """
-    from unet_jax.onnx_export import INPUT_NAME
+    from unet_jax.deploy.onnx_export import INPUT_NAME
 
     q = require_quantization()
     reader = _Reader(batches, INPUT_NAME)
@@ -267,7 +270,7 @@ def export_int8_run(
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError,
         OnnxExportError: as ``onnx_export.export_onnx_run``.
     """
-    from unet_jax.onnx_export import build_model, onnx_sidecar, require_onnx
+    from unet_jax.deploy.onnx_export import build_model, onnx_sidecar, require_onnx
 
     if calibration < 1:
         raise OptionError(f"--calibration must be >= 1 training images, got {calibration}")

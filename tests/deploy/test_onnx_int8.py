@@ -18,24 +18,19 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from tests.conftest import REAL_SAMPLES  # noqa: E402
-from tests.fake_data import make_examples  # noqa: E402
-from tests.test_eval import tiny_run  # noqa: E402
-from tests.test_onnx import (  # noqa: E402
+from tests.deploy.test_onnx import (  # noqa: E402
     assert_logits_match,
     model_config,
     perturbed_variables,
     session,
 )
-from unet_jax import (  # noqa: E402
-    augment,
-    evaluate,
-    export,
-    inference,
-    onnx_export,
-    onnx_inference,
-    onnx_int8,
-)
-from unet_jax.train_state import create_model  # noqa: E402
+from tests.evaluation.test_eval import tiny_run  # noqa: E402
+from tests.fake_data import make_examples  # noqa: E402
+from unet_jax import inference  # noqa: E402
+from unet_jax.data import augment  # noqa: E402
+from unet_jax.deploy import export, onnx_export, onnx_inference, onnx_int8  # noqa: E402
+from unet_jax.evaluation import evaluate  # noqa: E402
+from unet_jax.run.state import create_model  # noqa: E402
 
 MIN_AGREEMENT = 0.98
 
