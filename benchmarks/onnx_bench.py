@@ -48,6 +48,7 @@ QUANT_VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "int8-s8s8": ("depth_to_space", {"activation_type": "QInt8"}),
     "int8-u8u8": ("depth_to_space", {"weight_type": "QUInt8"}),
     "int8-float-ends": ("depth_to_space", {"float_ends": True}),
+    "int8-quantised-head": ("depth_to_space", {"nodes_to_exclude": []}),
 }
 
 
@@ -139,7 +140,7 @@ def quantised(proto: Any, changes: dict[str, Any], *, size: int, count: int) -> 
     from unet_jax.deploy import onnx_int8
 
     changes = dict(changes)
-    settings = onnx_int8.quantization_settings()
+    settings = onnx_int8.quantization_settings(proto)
     if changes.pop("float_ends", False):  # the first 3x3 convolution and the 1x1 head
         convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
         settings["nodes_to_exclude"] = [convs[0], convs[-1]]
