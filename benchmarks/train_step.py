@@ -143,13 +143,17 @@ class JaxBench(bc.Bench):
             self.compiled[mode] = compiled
         return facts
 
+    def next_train_batch(self) -> Any:
+        """The device batch of the next training step (here always the same random one)."""
+        return self.batch
+
     def run(self, mode: str, steps: int) -> list[float]:
         compiled = self.compiled[mode]
         times = []
         for _ in range(steps):
             start = time.perf_counter()
             if mode == "train":
-                self.state, metrics = compiled(self.state, self.batch)
+                self.state, metrics = compiled(self.state, self.next_train_batch())
                 self.jax.block_until_ready((self.state, metrics))
             else:
                 compiled(self.state, self.batch["image"]).block_until_ready()
