@@ -8,7 +8,8 @@ channel) and scored with eval.py's code (`unet_jax.evaluation.evaluate.run_evalu
 sources), twice: with the ego car's hood labelled Vehicles as stored, and with the hood
 ignored (docs/DATA.md: the hood inflates the Vehicles IoU). The frames are only scored,
 never trained or tuned on. Prints per-class IoU tables; the reports land in
-WORKDIR/eval/real_frames_{hood,nohood}/.
+WORKDIR/eval/real_frames_{hood,nohood}[_onnx]/ (or under --out). ``--onnx model.onnx``
+scores an exported model (float32 or int8) instead of the checkpoint.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def main() -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--frames", required=True, help="folder with CameraRGB/ and CameraSeg/")
     parser.add_argument("--checkpoint", default="best")
+    parser.add_argument("--onnx", help="score this exported ONNX model (float32 or int8) instead")
+    parser.add_argument("--out", help="report folder (default: WORKDIR/eval)")
     args = parser.parse_args()
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "eval"
     for hood in ("keep", "ignore"):
         frames = load_frames(pathlib.Path(args.frames), hood=hood)
         suffix = "hood" if hood == "keep" else "nohood"
@@ -69,9 +73,10 @@ def main() -> int:
                 checkpoint=args.checkpoint,
                 full_resolution=True,
                 progress=False,
+                onnx=args.onnx,
             ),
             sources={"test": frames},
-            out_dir=pathlib.Path(args.workdir) / "eval" / f"real_frames_{suffix}",
+            out_dir=out / f"real_frames_{suffix}{'_onnx' if args.onnx else ''}",
         )
         for title, results in (
             (f"training resolution {report['resolution']}", report),

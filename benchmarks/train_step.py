@@ -52,7 +52,8 @@ class JaxBench(bc.Bench):
         self.spec = spec
         features, bridge = bc.parse_widths(spec["widths"])
         config = default.get_config()
-        config.num_classes = 13  # the data set declares it; the PyTorch model has 13 too
+        # The data set declares it; the PyTorch model has 13 too.
+        config.num_classes = spec.get("num_classes", 13)
         config.image_size = (spec["size"], spec["size"])
         config.model.features = features
         config.model.bridge_features = bridge
@@ -142,13 +143,17 @@ class JaxBench(bc.Bench):
             self.compiled[mode] = compiled
         return facts
 
+    def next_train_batch(self) -> Any:
+        """The device batch of the next training step (here always the same random one)."""
+        return self.batch
+
     def run(self, mode: str, steps: int) -> list[float]:
         compiled = self.compiled[mode]
         times = []
         for _ in range(steps):
             start = time.perf_counter()
             if mode == "train":
-                self.state, metrics = compiled(self.state, self.batch)
+                self.state, metrics = compiled(self.state, self.next_train_batch())
                 self.jax.block_until_ready((self.state, metrics))
             else:
                 compiled(self.state, self.batch["image"]).block_until_ready()
@@ -249,7 +254,8 @@ def report(
     Args:
       results: run_variants results.
       title: a heading line.
-      baseline: label whose img/s the ratio column divides by (per mode); None: the first.
+      baseline: label whose img/s the ratio column divides by (per mode and batch size);
+        None: the first.
       start_load: ``uptime`` at the start of the run.
 
     Returns:
@@ -273,9 +279,11 @@ def report(
         row["XLA GiB"] = xla_bytes / 2**30 if xla_bytes else None
         rows.append(row)
     base = baseline or (rows[0]["variant"] if rows else None)
-    base_rate = {row["mode"]: row["img/s"] for row in rows if row["variant"] == base}
+    base_rate = {
+        (row["mode"], row["batch"]): row["img/s"] for row in rows if row["variant"] == base
+    }
     for row in rows:
-        ref = base_rate.get(row["mode"])
+        ref = base_rate.get((row["mode"], row["batch"]))
         row["ratio"] = row["img/s"] / ref if row.get("img/s") and ref else None
     columns = list(bc.TABLE_COLUMNS)
     columns.insert(columns.index("img/s") + 1, "ratio")
@@ -299,7 +307,7 @@ def report(
         "",
         bc.markdown_table(rows, columns),
         "",
-        f"ratio: img/s divided by that of `{base}` in the same mode.",
+        f"ratio: img/s divided by that of `{base}` in the same mode and batch size.",
     ]
     for (platform, dtype), (value, source) in sorted(peaks.items()):
         lines.append(f"MFU peak {platform} {dtype}: {value / 1e12:.3f} TFLOP/s ({source}).")

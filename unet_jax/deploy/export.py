@@ -232,6 +232,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(DEFAULT_PLATFORMS),
         help="comma-separated lowering platforms (default: cpu,cuda; jaxexport only)",
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="onnx only: statically quantise to int8, calibrated on training images",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=32,
+        help="with --int8: training images to calibrate on (default 32)",
+    )
+    parser.add_argument(
+        "--data_dir", default=None, help="with --int8: TFDS data directory (default: the run's)"
+    )
     args = parser.parse_args(argv)
     from unet_jax import cli
 
@@ -240,7 +254,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    if args.format == "onnx":
+    if args.int8:
+        if args.format != "onnx":
+            raise OptionError(f"--int8 needs --format onnx (got --format {args.format})")
+        from unet_jax.deploy import onnx_int8
+
+        artifact, side = onnx_int8.export_int8_run(
+            args.workdir,
+            args.out,
+            calibration=args.calibration,
+            checkpoint=args.checkpoint,
+            prepare_fn=onnx_int8.repository_prepare_fn(),
+            data_dir=args.data_dir,
+        )
+    elif args.format == "onnx":
         from unet_jax.deploy.onnx_export import export_onnx_run
 
         artifact, side = export_onnx_run(args.workdir, args.out, checkpoint=args.checkpoint)

@@ -43,6 +43,7 @@ OUTPUT_NAME = "logits"
 # ConvBlock's nn.BatchNorm(epsilon=1e-5): folding must use the same epsilon. A mismatch
 # would show in the parity tests, whose BatchNorm statistics are far from 0 and 1.
 BATCHNORM_EPSILON = 1e-5
+UPCONV_OPS = ("conv_transpose", "depth_to_space")
 
 
 class OnnxExportError(InferenceError, RuntimeError):
@@ -199,13 +200,42 @@ def _conv_block(
     return x
 
 
-def build_model(model: UNet, variables: Any) -> Any:
+def _up_convolution(
+    graph: _Graph, x: str, weight: np.ndarray, bias: np.ndarray, *, upconv: str
+) -> str:
+    """The 2x2 stride-2 transposed convolution, ONNX weight ``W`` [C, D, 2, 2], bias [D].
+
+    ``"conv_transpose"``: one ``ConvTranspose``. ``"depth_to_space"``: the same function
+    as a 1x1 ``Conv`` to 4 D channels and ``DepthToSpace`` (blocksize 2, DCR: channel
+    ``(2i + j) D + d`` goes to ``out[d, 2h + i, 2w + j]``); ONNX Runtime quantises a Conv
+    to its int8 kernel but runs a quantised ConvTranspose in float32 between conversions.
+    """
+    if upconv == "conv_transpose":
+        return graph.node(
+            "ConvTranspose",
+            [x, graph.const("up_w", weight), graph.const("up_b", bias)],
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+        )
+    c, d = weight.shape[:2]
+    pointwise = np.transpose(weight, (2, 3, 1, 0)).reshape(4 * d, c, 1, 1)
+    x = graph.node(
+        "Conv",
+        [x, graph.const("up_w", pointwise), graph.const("up_b", np.tile(bias, 4))],
+        kernel_shape=[1, 1],
+    )
+    return graph.node("DepthToSpace", [x], blocksize=2, mode="DCR")
+
+
+def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") -> Any:
     """The ONNX model of ``model.apply(variables, images, train=False)``.
 
     Args:
       model: the UNet (any widths, BatchNorm on or off, any head, either upsample method,
         any dropout rate, float32 or bfloat16 compute).
       variables: ``{"params": ..., "batch_stats": ...}`` (no batch_stats without BatchNorm).
+      upconv: how the 2x2 stride-2 up-convolution is written, one of ``UPCONV_OPS`` (see
+        ``_up_convolution``).
 
     Returns:
       A checked ``onnx.ModelProto`` (opset 17), float32 weights.
@@ -213,6 +243,8 @@ def build_model(model: UNet, variables: Any) -> Any:
     Raises:
       OnnxExportError: onnx is missing, or the variables do not fit the model.
     """
+    if upconv not in UPCONV_OPS:
+        raise OnnxExportError(f"upconv must be one of {UPCONV_OPS}, got {upconv!r}")
     onnx = require_onnx()
     helper, tensor = onnx.helper, onnx.TensorProto
     graph, p = _Graph(onnx), _Params(variables)
@@ -238,16 +270,8 @@ def build_model(model: UNet, variables: Any) -> Any:
         # out[2h+i, 2w+j, d] = sum_c x[h, w, c] kernel[1-i, 1-j, c, d] + bias[d] (Upsample2x)
         # and ONNX ConvTranspose: out[d, 2h+i, 2w+j] = sum_c x[c, h, w] W[c, d, i, j] + b[d].
         weight = np.transpose(kernel[::-1, ::-1], (2, 3, 0, 1))
-        x = graph.node(
-            "ConvTranspose",
-            [
-                x,
-                graph.const("up_w", weight),
-                graph.const("up_b", p("params", *scope, "Upsample2x_0", "bias")),
-            ],
-            kernel_shape=[2, 2],
-            strides=[2, 2],
-        )
+        bias = p("params", *scope, "Upsample2x_0", "bias")
+        x = _up_convolution(graph, x, weight, bias, upconv=upconv)
         x = _conv_block(
             graph, p, x, (*scope, "ConvBlock_0"), bn=bn, skip=skip, up_channels=kernel.shape[3]
         )
