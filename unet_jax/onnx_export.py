@@ -233,6 +233,11 @@ def _unet_body(graph: _Graph, p: _Params, x: str, model: UNet) -> str:
         skips.append(skip)
         x = graph.node("MaxPool", [skip], kernel_shape=[2, 2], strides=[2, 2])
     x = conv_block(graph, p, x, ("ConvBlock_0",), bn=bn)
+    return decoder_blocks(graph, p, x, skips, bn=bn)
+
+
+def decoder_blocks(graph: _Graph, p: _Params, x: str, skips: list[str], *, bn: bool) -> str:
+    """``DecoderBlock_0..``: up-convolution, then a ConvBlock over [up, skip], deepest first."""
     for i, skip in enumerate(reversed(skips)):
         scope = (f"DecoderBlock_{i}",)
         x = up_conv(graph, p, x, scope)

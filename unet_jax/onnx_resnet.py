@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_jax.onnx_export import conv_block, fold_batchnorm, up_conv
+from unet_jax.onnx_export import conv_block, decoder_blocks, fold_batchnorm, up_conv
 from unet_jax.resnet import ARCHITECTURES, ENCODER_MODULE, ResNetUNet
 
 
@@ -94,13 +94,6 @@ def resnet_unet_body(graph: Any, p: Any, x: str, model: ResNetUNet) -> str:
             )
         skips.append(x)
     bn = bool(model.use_batchnorm)
-    x = skips.pop()
-    for i, skip in enumerate(reversed(skips)):
-        block = (f"DecoderBlock_{i}",)
-        x = up_conv(graph, p, x, block)
-        up_channels = p.shape("params", *block, "Upsample2x_0", "kernel")[3]
-        x = conv_block(
-            graph, p, x, (*block, "ConvBlock_0"), bn=bn, skip=skip, up_channels=up_channels
-        )
+    x = decoder_blocks(graph, p, skips.pop(), skips, bn=bn)
     x = up_conv(graph, p, x, ())
     return conv_block(graph, p, x, ("ConvBlock_0",), bn=bn)
