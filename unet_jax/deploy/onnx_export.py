@@ -276,7 +276,9 @@ def build_model(model: UNet, variables: Any) -> Any:
     x = graph.node("Div", [x, graph.const("std", std.reshape(1, 3, 1, 1))])
 
     if getattr(model, "encoder", "unet") != "unet":
-        from unet_jax import onnx_resnet  # the ResNet encoders' graph (it imports this module)
+        from unet_jax.deploy import (
+            onnx_resnet,  # the ResNet encoders' graph (it imports this module)
+        )
 
         x = onnx_resnet.resnet_unet_body(graph, p, x, model)
     else:

@@ -9,11 +9,11 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from unet_jax import fine_tuning
 from unet_jax.model.conv_fast import resolve_conv_impl
 from unet_jax.model.outputs import num_outputs
+from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
 from unet_jax.model.unet import UNet
-from unet_jax.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
+from unet_jax.run import fine_tuning
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 

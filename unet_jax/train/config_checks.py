@@ -14,8 +14,8 @@ from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import ConfigError
 from unet_jax.model.conv_fast import CONV_IMPLS
+from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, size_multiple
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
-from unet_jax.resnet import ARCHITECTURES, ENCODERS, size_multiple
 from unet_jax.run.state import DTYPES
 from unet_jax.train import losses
 from unet_jax.train.parallel import DRIVERS

@@ -18,7 +18,6 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from unet_jax import encoder_weights
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import ClassSet
@@ -28,6 +27,7 @@ from unet_jax.data.run_data import (
 )
 from unet_jax.errors import ConfigError
 from unet_jax.evaluation.validation import evaluate, flat_scalars, validation_source
+from unet_jax.model import encoder_weights
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from unet_jax.resnet import ENCODER_MODULE
+from unet_jax.model.resnet import ENCODER_MODULE
 
 ENCODER_LABEL = "encoder"
 DECODER_LABEL = "decoder"

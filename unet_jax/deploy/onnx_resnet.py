@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from unet_jax.deploy.onnx_export import conv_block, decoder_blocks, fold_batchnorm, up_conv
-from unet_jax.resnet import ARCHITECTURES, ENCODER_MODULE, ResNetUNet
+from unet_jax.model.resnet import ARCHITECTURES, ENCODER_MODULE, ResNetUNet
 
 
 def _conv_bn(

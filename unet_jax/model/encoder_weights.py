@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from unet_jax.resnet import ARCHITECTURES, ENCODER_MODULE
+from unet_jax.model.resnet import ARCHITECTURES, ENCODER_MODULE
 
 TORCH_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIX = ".safetensors"
