@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from unet_jax.errors import UserError
 from unet_jax.model.resnet import ARCHITECTURES, ENCODER_MODULE
 
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -53,8 +54,11 @@ _PARAM_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias"}
 _STAT_NAMES = {"mean": "running_mean", "var": "running_var"}
 
 
-class EncoderWeightsError(ValueError):
-    """An encoder weights file that cannot be used; the message names the file and tensor."""
+class EncoderWeightsError(UserError, ValueError):
+    """An encoder weights file that cannot be used; the message names the file and tensor.
+
+    A `UserError`: the commands end with one line and exit code 2.
+    """
 
 
 def download_hint(encoder: str) -> str:
