@@ -1,13 +1,15 @@
 """Training-step and inference throughput of the JAX U-Net, as a Markdown table.
 
-Every combination of the list-valued options (--dtype, --driver, --upsample, --conv-impl,
---xla-flags) is one variant, run in its own worker process (see bench_common); rounds
+Every combination of the list-valued options (--encoder, --dtype, --driver, --upsample,
+--conv-impl, --xla-flags) is one variant, run in its own worker process (see bench_common); rounds
 interleave the variants so that ratios taken from one table are fair on a shared machine.
 
     # the issue's CPU setting: batch 4, 256x256, float32, full U-Net, both up-convolutions
     python benchmarks/train_step.py --batch 4 --size 256 --upsample einsum transpose
     # the 3x3 weight-gradient fast path at the demo size
     python benchmarks/train_step.py --widths demo --size 128 --batch 8 --conv-impl xla patches
+    # the ResNet-encoder U-Nets against the classic one (docs/ENCODERS.md)
+    python benchmarks/train_step.py --encoder unet resnet18 resnet34 resnet50 --size 128
     # bfloat16 on a GPU, one variant at a time
     python benchmarks/train_step.py --batch 64 --dtype bfloat16 --schedule sequential
 
@@ -57,6 +59,7 @@ class JaxBench(bc.Bench):
         config.image_size = (spec["size"], spec["size"])
         config.model.features = features
         config.model.bridge_features = bridge
+        config.model.encoder = spec.get("encoder", "unet")  # --widths applies to "unet" only
         config.model.dtype = spec["dtype"]
         config.model.upsample = spec["upsample"]
         if "conv_impl" in config.model:  # once the config carries it, keep them in step
@@ -204,6 +207,12 @@ def add_jax_arguments(parser: argparse.ArgumentParser) -> None:
         "commas; 'none' for none. E.g. none xla_cpu_experimental_ynn_fusion_type=",
     )
     parser.add_argument("--devices", type=int, default=0, help="number of devices to use (0: all)")
+    parser.add_argument(
+        "--encoder",
+        nargs="+",
+        default=["unet"],
+        help="config.model.encoder: unet (sized by --widths), resnet18, resnet34, resnet50",
+    )
 
 
 def modes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -214,13 +223,14 @@ def jax_variants(args: argparse.Namespace) -> list[bc.Variant]:
     """One worker per combination of the JAX list options."""
     variants = []
     combos = itertools.product(
-        args.dtype, args.driver, args.upsample, args.conv_impl, args.xla_flags
+        args.encoder, args.dtype, args.driver, args.upsample, args.conv_impl, args.xla_flags
     )
-    for dtype, driver, upsample, conv_impl, flags in combos:
+    for encoder, dtype, driver, upsample, conv_impl, flags in combos:
         spec = {
             "batch": args.batch,
             "size": args.size,
             "widths": args.widths,
+            "encoder": encoder,
             "dtype": dtype,
             "driver": driver,
             "upsample": upsample,
@@ -230,6 +240,8 @@ def jax_variants(args: argparse.Namespace) -> list[bc.Variant]:
             "modes": list(modes(args)),
         }
         label = f"jax {dtype} {driver} up={upsample} conv={conv_impl}"
+        if encoder != "unet":
+            label = f"{encoder} {label}"
         env = {}
         if flags != "none":
             extra = " ".join("--" + f.strip() for f in flags.split(",") if f.strip())

@@ -61,6 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
     # training steps on XLA:CPU, docs/PERFORMANCE.md); "xla": XLA's own (cuDNN on GPU);
     # "auto": "patches" on the CPU backend, "xla" elsewhere.
     config.model.conv_impl = "auto"
+    # "unet": the classic U-Net above; "resnet18", "resnet34", "resnet50": a torchvision
+    # ResNet as the encoder (features/bridge_features unused) under a decoder of
+    # decoder_features widths, optionally started from ImageNet weights (a torchvision .pth
+    # or timm .safetensors file; read once, before the first step). docs/ENCODERS.md.
+    config.model.encoder = "unet"
+    config.model.decoder_features = (256, 128, 64, 32, 16)
+    config.model.encoder_weights = ml_collections.config_dict.placeholder(str)
 
     config.loss = "dice"  # "dice", "ce", "dice_ce", "focal" or "dice_focal"
     config.dice_smooth = 1.0
@@ -76,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 1e-3
     config.schedule = "constant"  # or "warmup_cosine"
     config.warmup_steps = 0
+    # ResNet encoders: their learning rate as a multiple of the decoder's, and the first
+    # steps during which they (and their BatchNorm statistics) stay frozen.
+    config.encoder_lr_multiplier = 1.0
+    config.encoder_frozen_steps = 0
 
     config.batch_size = 16  # global, over all devices and hosts
     config.eval_batch_size = 16

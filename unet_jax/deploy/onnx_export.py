@@ -16,7 +16,7 @@ own normalisation, so consumers pass raw pixels), then per 3x3 convolution one `
 whose weights and bias have the BatchNorm (running statistics) folded in, ``Relu``;
 ``MaxPool`` 2x2; ``ConvTranspose`` 2x2 stride 2 for the up-convolution (both of the
 model's ``upsample`` methods compute this function from the same parameters); the
-decoder's concatenation [up, skip] as two convolutions added (see ``_conv_block``); the
+decoder's concatenation [up, skip] as two convolutions added (see ``conv_block``); the
 1x1 head ``Conv``; Transpose back to NHWC. Dropout is the identity at
 inference and has no node. NCHW inside is what ONNX Runtime's CPU provider runs fastest
 (it rewrites such convolutions to its blocked NCHWc kernels). Weights are float32 also
@@ -43,8 +43,8 @@ OUTPUT_NAME = "logits"
 # ConvBlock's nn.BatchNorm(epsilon=1e-5): folding must use the same epsilon. A mismatch
 # would show in the parity tests, whose BatchNorm statistics are far from 0 and 1.
 BATCHNORM_EPSILON = 1e-5
-UPCONV_OPS = ("conv_transpose", "depth_to_space")
 
+UPCONV_OPS = ("conv_transpose", "depth_to_space")
 
 class OnnxExportError(InferenceError, RuntimeError):
     """The model could not be written as ONNX; the message says why."""
@@ -143,13 +143,21 @@ class _Params:
         self._used.add(key)
         return self._leaves[key]
 
+    def has(self, *path: str) -> bool:
+        """Whether the variables have this leaf."""
+        return "/".join(path) in self._leaves
+
+    def shape(self, *path: str) -> tuple[int, ...]:
+        """A leaf's shape, without marking it used."""
+        return tuple(self._leaves["/".join(path)].shape)
+
     def check_all_used(self) -> None:
         unused = sorted(set(self._leaves) - self._used)
         if unused:
             raise OnnxExportError(f"the ONNX graph builder does not know the variables {unused}")
 
 
-def _conv_block(
+def conv_block(
     graph: _Graph,
     p: _Params,
     x: str,
@@ -200,16 +208,22 @@ def _conv_block(
     return x
 
 
-def _up_convolution(
-    graph: _Graph, x: str, weight: np.ndarray, bias: np.ndarray, *, upconv: str
+def up_conv(
+    graph: _Graph, p: _Params, x: str, scope: tuple[str, ...], *, upconv: str = "conv_transpose"
 ) -> str:
-    """The 2x2 stride-2 transposed convolution, ONNX weight ``W`` [C, D, 2, 2], bias [D].
+    """The 2x2 stride-2 up-convolution (``Upsample2x_0`` under ``scope``).
 
-    ``"conv_transpose"``: one ``ConvTranspose``. ``"depth_to_space"``: the same function
-    as a 1x1 ``Conv`` to 4 D channels and ``DepthToSpace`` (blocksize 2, DCR: channel
-    ``(2i + j) D + d`` goes to ``out[d, 2h + i, 2w + j]``); ONNX Runtime quantises a Conv
-    to its int8 kernel but runs a quantised ConvTranspose in float32 between conversions.
+    ``upconv="conv_transpose"``: one ``ConvTranspose``. ``"depth_to_space"``: the same
+    function as a 1x1 ``Conv`` to 4 D channels and ``DepthToSpace`` (blocksize 2, DCR:
+    channel ``(2i + j) D + d`` goes to ``out[d, 2h + i, 2w + j]``); ONNX Runtime quantises
+    a Conv to its int8 kernel but runs a quantised ConvTranspose in float32 between
+    conversions.
     """
+    kernel = p("params", *scope, "Upsample2x_0", "kernel")  # [2, 2, C, D]
+    bias = p("params", *scope, "Upsample2x_0", "bias")
+    # out[2h+i, 2w+j, d] = sum_c x[h, w, c] kernel[1-i, 1-j, c, d] + bias[d] (Upsample2x)
+    # and ONNX ConvTranspose: out[d, 2h+i, 2w+j] = sum_c x[c, h, w] W[c, d, i, j] + b[d].
+    weight = np.transpose(kernel[::-1, ::-1], (2, 3, 0, 1))
     if upconv == "conv_transpose":
         return graph.node(
             "ConvTranspose",
@@ -227,15 +241,47 @@ def _up_convolution(
     return graph.node("DepthToSpace", [x], blocksize=2, mode="DCR")
 
 
+def _unet_body(graph: _Graph, p: _Params, x: str, model: UNet, *, upconv: str) -> str:
+    """The classic U-Net from the normalised input to the last decoder block's output."""
+    bn = bool(model.use_batchnorm)
+    skips = []
+    for i in range(len(model.features)):
+        skip = conv_block(graph, p, x, (f"EncoderBlock_{i}", "ConvBlock_0"), bn=bn)
+        skips.append(skip)
+        x = graph.node("MaxPool", [skip], kernel_shape=[2, 2], strides=[2, 2])
+    x = conv_block(graph, p, x, ("ConvBlock_0",), bn=bn)
+    return decoder_blocks(graph, p, x, skips, bn=bn, upconv=upconv)
+
+
+def decoder_blocks(
+    graph: _Graph,
+    p: _Params,
+    x: str,
+    skips: list[str],
+    *,
+    bn: bool,
+    upconv: str = "conv_transpose",
+) -> str:
+    """``DecoderBlock_0..``: up-convolution, then a ConvBlock over [up, skip], deepest first."""
+    for i, skip in enumerate(reversed(skips)):
+        scope = (f"DecoderBlock_{i}",)
+        x = up_conv(graph, p, x, scope, upconv=upconv)
+        up_channels = p.shape("params", *scope, "Upsample2x_0", "kernel")[3]
+        x = conv_block(
+            graph, p, x, (*scope, "ConvBlock_0"), bn=bn, skip=skip, up_channels=up_channels
+        )
+    return x
+
+
 def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") -> Any:
     """The ONNX model of ``model.apply(variables, images, train=False)``.
 
     Args:
       model: the UNet (any widths, BatchNorm on or off, any head, either upsample method,
-        any dropout rate, float32 or bfloat16 compute).
+        any dropout rate, float32 or bfloat16 compute) or a ResNetUNet (``onnx_resnet``).
       variables: ``{"params": ..., "batch_stats": ...}`` (no batch_stats without BatchNorm).
-      upconv: how the 2x2 stride-2 up-convolution is written, one of ``UPCONV_OPS`` (see
-        ``_up_convolution``).
+      upconv: how the 2x2 stride-2 up-convolutions are written, one of ``UPCONV_OPS``
+        (see ``up_conv``).
 
     Returns:
       A checked ``onnx.ModelProto`` (opset 17), float32 weights.
@@ -248,7 +294,6 @@ def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") 
     onnx = require_onnx()
     helper, tensor = onnx.helper, onnx.TensorProto
     graph, p = _Graph(onnx), _Params(variables)
-    bn = bool(model.use_batchnorm)
 
     x = graph.node("Transpose", [INPUT_NAME], perm=[0, 3, 1, 2])  # uint8: 4x less to move
     x = graph.node("Cast", [x], to=tensor.FLOAT)
@@ -258,23 +303,14 @@ def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") 
     x = graph.node("Sub", [x, graph.const("mean", mean.reshape(1, 3, 1, 1))])
     x = graph.node("Div", [x, graph.const("std", std.reshape(1, 3, 1, 1))])
 
-    skips = []
-    for i in range(len(model.features)):
-        skip = _conv_block(graph, p, x, (f"EncoderBlock_{i}", "ConvBlock_0"), bn=bn)
-        skips.append(skip)
-        x = graph.node("MaxPool", [skip], kernel_shape=[2, 2], strides=[2, 2])
-    x = _conv_block(graph, p, x, ("ConvBlock_0",), bn=bn)
-    for i, skip in enumerate(reversed(skips)):
-        scope = (f"DecoderBlock_{i}",)
-        kernel = p("params", *scope, "Upsample2x_0", "kernel")  # [2, 2, C, D]
-        # out[2h+i, 2w+j, d] = sum_c x[h, w, c] kernel[1-i, 1-j, c, d] + bias[d] (Upsample2x)
-        # and ONNX ConvTranspose: out[d, 2h+i, 2w+j] = sum_c x[c, h, w] W[c, d, i, j] + b[d].
-        weight = np.transpose(kernel[::-1, ::-1], (2, 3, 0, 1))
-        bias = p("params", *scope, "Upsample2x_0", "bias")
-        x = _up_convolution(graph, x, weight, bias, upconv=upconv)
-        x = _conv_block(
-            graph, p, x, (*scope, "ConvBlock_0"), bn=bn, skip=skip, up_channels=kernel.shape[3]
+    if getattr(model, "encoder", "unet") != "unet":
+        from unet_jax.deploy import (
+            onnx_resnet,  # the ResNet encoders' graph (it imports this module)
         )
+
+        x = onnx_resnet.resnet_unet_body(graph, p, x, model, upconv=upconv)
+    else:
+        x = _unet_body(graph, p, x, model, upconv=upconv)
     head = p("params", "Conv_0", "kernel")  # [1, 1, C, num_classes]
     x = graph.node(
         "Conv",

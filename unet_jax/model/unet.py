@@ -35,6 +35,59 @@ UPSAMPLE_METHODS = ("transpose", "einsum")
 ModuleDef = Any  # a Flax module class, or a functools.partial of one
 
 
+def check_image_shape(shape: Sequence[int], multiple: int, *, model: str, reason: str) -> None:
+    """Raises ValueError unless ``shape`` is [B, H, W, 3] with H, W positive multiples.
+
+    Args:
+      shape: the input's shape.
+      multiple: what H and W must be multiples of.
+      model: the model's name, for the message.
+      reason: why that multiple, for the message.
+    """
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(
+            f"{model} expects images of shape [batch, height, width, 3], got {tuple(shape)}"
+        )
+    if shape[1] % multiple or shape[2] % multiple or shape[1] == 0 or shape[2] == 0:
+        raise ValueError(
+            f"{model} input height and width must be positive multiples of {multiple} "
+            f"({reason}), got {shape[1]}x{shape[2]}; resize or pad the image first"
+        )
+
+
+def normalise_images(
+    images: jax.Array, mean: Sequence[float], std: Sequence[float], dtype: Any
+) -> jax.Array:
+    """``(images - 255 mean) / (255 std)`` in float32, then cast to the computation dtype."""
+    mean_255 = jnp.asarray(mean, jnp.float32) * 255.0
+    std_255 = jnp.asarray(std, jnp.float32) * 255.0
+    return ((images.astype(jnp.float32) - mean_255) / std_255).astype(dtype)
+
+
+def conv_factory(*, use_bias: bool, dtype: Any, conv_impl: str) -> ModuleDef:
+    """``nn.Conv`` with "SAME" padding, the bias rule, dtype and weight-gradient path bound."""
+    return functools.partial(
+        nn.Conv,
+        padding="SAME",
+        use_bias=use_bias,
+        dtype=dtype,
+        conv_general_dilated=conv_fast.conv_general_dilated_for(conv_impl),
+    )
+
+
+def batchnorm_factory(*, train: bool, axis_name: str | None, dtype: Any) -> ModuleDef:
+    """``nn.BatchNorm`` as PyTorch's default (momentum 0.1 there is 0.9 here, eps 1e-5)."""
+    return functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=dtype,
+        # Statistics averaged over the device axis only when they are computed.
+        axis_name=axis_name if train else None,
+    )
+
+
 class ConvBlock(nn.Module):
     """Two 3x3 convolutions, each followed by the normalisation (optional), ReLU and dropout.
 
@@ -191,17 +244,9 @@ class UNet(nn.Module):
 
     def check_input_shape(self, shape: Sequence[int]) -> None:
         """Raises ValueError unless ``shape`` is [B, H, W, 3] with H, W multiples of 16."""
-        m = self.size_multiple
-        if len(shape) != 4 or shape[-1] != 3:
-            raise ValueError(
-                f"UNet expects images of shape [batch, height, width, 3], got {tuple(shape)}"
-            )
-        if shape[1] % m or shape[2] % m or shape[1] == 0 or shape[2] == 0:
-            raise ValueError(
-                f"UNet input height and width must be positive multiples of {m} "
-                f"(one halving per encoder block), got {shape[1]}x{shape[2]}; "
-                "resize or pad the image first"
-            )
+        check_image_shape(
+            shape, self.size_multiple, model="UNet", reason="one halving per encoder block"
+        )
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -215,28 +260,13 @@ class UNet(nn.Module):
           float32 logits [B, H, W, num_classes].
         """
         self.check_input_shape(images.shape)
-        mean = jnp.asarray(self.mean, jnp.float32) * 255.0
-        std = jnp.asarray(self.std, jnp.float32) * 255.0
-        x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
-        # Convolutions feeding a BatchNorm need no bias (its shift makes it redundant).
-        conv = functools.partial(
-            nn.Conv,
-            padding="SAME",
-            use_bias=not self.use_batchnorm,
-            dtype=self.dtype,
-            conv_general_dilated=conv_fast.conv_general_dilated_for(self.conv_impl),
+        x = normalise_images(images, self.mean, self.std, self.dtype)
+        conv = conv_factory(
+            use_bias=not self.use_batchnorm, dtype=self.dtype, conv_impl=self.conv_impl
         )
         norm = None
         if self.use_batchnorm:
-            norm = functools.partial(
-                nn.BatchNorm,
-                use_running_average=not train,
-                momentum=0.9,
-                epsilon=1e-5,
-                dtype=self.dtype,
-                # Statistics averaged over the device axis only when they are computed.
-                axis_name=self.bn_axis_name if train else None,
-            )
+            norm = batchnorm_factory(train=train, axis_name=self.bn_axis_name, dtype=self.dtype)
         blocks = dict(conv=conv, norm=norm, dropout_rate=self.dropout_rate)
         skips = []
         for width in self.features:

@@ -11,7 +11,9 @@ from flax.training import train_state
 
 from unet_jax.model.conv_fast import resolve_conv_impl
 from unet_jax.model.outputs import num_outputs
+from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
 from unet_jax.model.unet import UNet
+from unet_jax.run import fine_tuning
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -25,26 +27,39 @@ class TrainState(train_state.TrainState):
 
     batch_stats: Any = struct.field(default_factory=dict)
     rng: jax.Array = struct.field(default=None)
+    # config.encoder_frozen_steps: the encoder's BatchNorm statistics stay that long.
+    encoder_frozen_steps: int = struct.field(pytree_node=False, default=0)
+
+    def apply_gradients(self, *, grads: Any, **kwargs: Any) -> "TrainState":
+        """Flax's update, keeping a frozen encoder's BatchNorm statistics (see fine_tuning)."""
+        if "batch_stats" in kwargs:
+            kwargs["batch_stats"] = fine_tuning.keep_frozen_statistics(
+                self.step,
+                kwargs["batch_stats"],
+                self.batch_stats,
+                frozen_steps=self.encoder_frozen_steps,
+            )
+        return super().apply_gradients(grads=grads, **kwargs)
 
 
-def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None) -> UNet:
-    """Builds the UNet described by ``config.model``.
+def create_model(
+    config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None
+) -> UNet | ResNetUNet:
+    """Builds the UNet (or, with ``model.encoder`` a ResNet, the ResNetUNet) of ``config.model``.
 
     Args:
       config: the run configuration.
       bn_axis_name: device axis for cross-device BatchNorm statistics, or None.
 
     Returns:
-      An (unbound) UNet module whose ``conv_impl`` is "xla" or "patches" ("auto" resolved
+      An (unbound) model whose ``conv_impl`` is "xla" or "patches" ("auto" resolved
       for this process's default backend, see ``conv_fast.resolve_conv_impl``).
     """
     m = config.model
     if m.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
-    return UNet(
+    common = dict(
         num_classes=num_outputs(config.num_classes, m.output_activation),
-        features=tuple(m.features),
-        bridge_features=m.bridge_features,
         use_batchnorm=m.use_batchnorm,
         dropout_rate=m.dropout_rate,
         bn_axis_name=bn_axis_name,
@@ -55,6 +70,13 @@ def create_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None 
         conv_impl=resolve_conv_impl(m.get("conv_impl", "xla")),
         dtype=DTYPES[m.dtype],
     )
+    # Workdirs written before model.encoder existed hold classic U-Nets.
+    encoder = m.get("encoder", "unet")
+    if encoder not in ENCODERS:
+        raise ValueError(f"config.model.encoder must be one of {ENCODERS}, got {encoder!r}")
+    if encoder in ARCHITECTURES:
+        return ResNetUNet(encoder=encoder, decoder_features=tuple(m.decoder_features), **common)
+    return UNet(features=tuple(m.features), bridge_features=m.bridge_features, **common)
 
 
 def create_learning_rate_schedule(
@@ -91,6 +113,9 @@ def create_optimizer(
 ) -> optax.GradientTransformation:
     """Adam (the reference recipe) or SGD with momentum 0.9, on the configured schedule.
 
+    A ResNet encoder gets its own learning-rate multiple and frozen steps
+    (``unet_jax.fine_tuning``).
+
     Args:
       config: uses ``optimizer`` and the schedule fields.
       total_steps: number of training steps of the run.
@@ -99,6 +124,13 @@ def create_optimizer(
       An optax gradient transformation.
     """
     schedule = create_learning_rate_schedule(config, total_steps=total_steps)
+    if config.optimizer in ("adam", "sgd") and config.model.get("encoder", "unet") != "unet":
+        return fine_tuning.encoder_optimizer(
+            optimizer=config.optimizer,
+            schedule=schedule,
+            lr_multiplier=float(config.get("encoder_lr_multiplier", 1.0)),
+            frozen_steps=int(config.get("encoder_frozen_steps", 0)),
+        )
     if config.optimizer == "adam":
         return optax.adam(schedule)
     if config.optimizer == "sgd":
@@ -137,4 +169,5 @@ def create_train_state(
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
         rng=jax.random.key_data(base_rng),
+        encoder_frozen_steps=int(config.get("encoder_frozen_steps", 0)),
     )

@@ -14,6 +14,7 @@ from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import ConfigError
 from unet_jax.model.conv_fast import CONV_IMPLS
+from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, size_multiple
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
 from unet_jax.run.state import DTYPES
 from unet_jax.train import losses
@@ -32,6 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.upsample": UPSAMPLE_METHODS,
     "model.conv_impl": CONV_IMPLS,
     "model.dtype": tuple(DTYPES),
+    "model.encoder": ENCODERS,
 }
 # Validation scores any run logs; binary data sets add FOREGROUND_METRICS.
 METRICS = ("mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy", "loss")
@@ -83,13 +85,19 @@ def validate_config(
     features = tuple(config.model.features)
     if not features or any(not isinstance(f, int) or f < 1 for f in features):
         raise ConfigError(f"config.model.features={features!r}: positive integer widths")
-    multiple = 2 ** len(features)
+    encoder = config.model.encoder
+    multiple = size_multiple(encoder, features)
+    why = (
+        f"the {encoder} encoder halves them five times"
+        if encoder in ARCHITECTURES
+        else "2 ** len(model.features), one halving per encoder level"
+    )
     size = tuple(config.image_size)
     if len(size) != 2 or any(not isinstance(v, int) or v < multiple or v % multiple for v in size):
         raise ConfigError(
-            f"config.image_size={size!r}: height and width must be multiples of {multiple} "
-            f"(2 ** len(model.features), one halving per encoder level)"
+            f"config.image_size={size!r}: height and width must be multiples of {multiple} ({why})"
         )
+    check_encoder_config(config)
     devices = process_count * local_device_count
     for field in ("batch_size", "eval_batch_size"):
         value = _get(config, field)
@@ -143,6 +151,40 @@ def _check_augment(config: ml_collections.ConfigDict) -> None:
         raise
     except ValueError as e:  # the transforms check their own arguments
         raise ConfigError(f"config.augment: {e}") from None
+
+
+def check_encoder_config(config: ml_collections.ConfigDict) -> None:
+    """The ResNet encoder's fields: decoder widths, weights file, fine-tuning controls.
+
+    Raises:
+      ConfigError: the first problem found.
+    """
+    m = config.model
+    widths = tuple(m.decoder_features)
+    if len(widths) != 5 or any(
+        isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths
+    ):
+        raise ConfigError(
+            f"config.model.decoder_features={widths!r}: 5 positive integer widths, one per "
+            "upsampling (deepest first)"
+        )
+    if m.encoder_weights and m.encoder not in ARCHITECTURES:
+        raise ConfigError(
+            f"config.model.encoder_weights={m.encoder_weights!r} needs a ResNet encoder: set "
+            f"config.model.encoder to one of {', '.join(ARCHITECTURES)}"
+        )
+    if m.encoder_weights and config.init_from:
+        raise ConfigError(
+            "config.model.encoder_weights and config.init_from both initialise the model: "
+            "give one of them"
+        )
+    if not float(config.encoder_lr_multiplier) >= 0:
+        raise ConfigError(
+            f"config.encoder_lr_multiplier={config.encoder_lr_multiplier}: must be >= 0"
+        )
+    frozen = config.encoder_frozen_steps
+    if isinstance(frozen, bool) or not isinstance(frozen, int) or frozen < 0:
+        raise ConfigError(f"config.encoder_frozen_steps={frozen!r}: an integer >= 0")
 
 
 def validate_against_data(config: ml_collections.ConfigDict, classes: ClassSet) -> None:

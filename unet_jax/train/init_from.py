@@ -142,6 +142,20 @@ def merge_collection(
     return traverse_util.unflatten_dict(merged), kept_fresh
 
 
+def _architecture_hint(model: Any) -> str:
+    """What a mismatch message says about the source run's architecture."""
+    encoder = model.get("encoder", "unet")  # workdirs from before model.encoder: the U-Net
+    if encoder != "unet":
+        return (
+            f"the source run has model.encoder={encoder!r} and "
+            f"model.decoder_features={tuple(model.decoder_features)}"
+        )
+    return (
+        f"the source run has model.features={tuple(model.features)} and "
+        f"model.bridge_features={model.bridge_features}"
+    )
+
+
 def initialise(
     state: Any, spec: str, *, classes: ClassSet, log: Callable[[str], None] = print
 ) -> tuple[Any, dict[str, Any]]:
@@ -164,11 +178,7 @@ def initialise(
     parsed = parse_spec(spec)
     run = run_loading.load_run(parsed.workdir, checkpoint=parsed.checkpoint)
     where = f"{parsed.workdir} (checkpoint {parsed.checkpoint}, step {run.step})"
-    model = run.config.model
-    hint = (
-        f"the source run has model.features={tuple(model.features)} and "
-        f"model.bridge_features={model.bridge_features}"
-    )
+    hint = _architecture_hint(run.config.model)
     params, fresh_params = merge_collection(
         state.params, run.variables["params"], collection="params", where=where, hint=hint
     )

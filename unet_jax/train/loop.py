@@ -27,6 +27,7 @@ from unet_jax.data.run_data import (
 )
 from unet_jax.errors import ConfigError
 from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor, flat_scalars
+from unet_jax.model import encoder_weights
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
@@ -261,6 +262,8 @@ def restore_or_initialise(
 ) -> tuple[Any, dict[str, Any]]:
     """The state to start from: the newest checkpoint, else ``init_from``, else fresh.
 
+    A fresh state's ResNet encoder starts from ``model.encoder_weights`` when given.
+
     Returns:
       ``(state, meta)``: meta tracks the best metric and carries the classes (and the
       fine-tuning source) into every checkpoint.
@@ -275,6 +278,10 @@ def restore_or_initialise(
         # Only before this run has a checkpoint: a restart resumes from its own weights.
         state, meta["init_from"] = init_from.initialise(
             state, config.init_from, classes=classes, log=log
+        )
+    elif config.model.get("encoder_weights"):
+        state, meta["encoder_weights"] = encoder_weights.initialise(
+            state, config.model.encoder_weights, encoder=config.model.encoder, log=log
         )
     return state, meta
 
@@ -393,7 +400,14 @@ def train_and_evaluate(
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
     if is_main:
         # The checkpoints' meta carries init_from, so a resumed run still names its source.
-        run_info.write(workdir, config, extra={"init_from": meta.get("init_from")})
+        run_info.write(
+            workdir,
+            config,
+            extra={
+                "init_from": meta.get("init_from"),
+                "encoder_weights": meta.get("encoder_weights"),
+            },
+        )
     progress = tqdm.tqdm(
         total=schedule.total_steps,
         initial=start_step,

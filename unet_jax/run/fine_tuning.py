@@ -1,0 +1,126 @@
+"""Fine-tuning a pretrained encoder: its own learning rate, and the first steps frozen.
+
+``config.encoder_lr_multiplier`` scales the ResNet encoder's learning rate relative to the
+decoder's (and head's) at every step of the schedule; ``config.encoder_frozen_steps``
+keeps the encoder's parameters, its optimizer state and its BatchNorm running statistics
+unchanged during the first N steps (the batch statistics still normalise its activations
+in training mode). Both are functions of counters inside the checkpointed train state
+(the optimizer's step count and ``TrainState.step``), so a resumed run does exactly what
+an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from unet_jax.model.resnet import ENCODER_MODULE
+
+ENCODER_LABEL = "encoder"
+DECODER_LABEL = "decoder"
+
+
+def encoder_labels(params: Any) -> dict[str, Any]:
+    """The optimizer's labels: "encoder" for every leaf of the encoder, else "decoder"."""
+    return {
+        name: jax.tree_util.tree_map(
+            lambda _, n=name: ENCODER_LABEL if n == ENCODER_MODULE else DECODER_LABEL, subtree
+        )
+        for name, subtree in params.items()
+    }
+
+
+class FrozenState(NamedTuple):
+    """``frozen_for``'s state: the steps seen and the wrapped transformation's state."""
+
+    count: jax.Array
+    inner: Any
+
+
+def frozen_for(steps: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner``, except that the first ``steps`` updates are zero and leave its state alone.
+
+    Args:
+      steps: number of frozen updates (0: ``inner`` unchanged).
+      inner: the transformation to hold back (e.g. Adam's moment scaling).
+
+    Returns:
+      The wrapped transformation.
+    """
+
+    def init(params):
+        return FrozenState(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
+
+    def update(updates, state, params=None):
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        frozen = state.count < steps
+        new_updates = jax.tree_util.tree_map(
+            lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates
+        )
+        new_inner = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(frozen, old, new), new_inner, state.inner
+        )
+        return new_updates, FrozenState(count=optax.safe_increment(state.count), inner=new_inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _direction(optimizer: str) -> optax.GradientTransformation:
+    """The optimizer without its learning rate: Adam's scaling or SGD's momentum 0.9."""
+    return optax.scale_by_adam() if optimizer == "adam" else optax.trace(decay=0.9)
+
+
+def encoder_optimizer(
+    *,
+    optimizer: str,
+    schedule: optax.Schedule,
+    lr_multiplier: float,
+    frozen_steps: int,
+) -> optax.GradientTransformation:
+    """Adam or SGD (as ``train_state.create_optimizer``) with the encoder's own rules.
+
+    Args:
+      optimizer: "adam" or "sgd".
+      schedule: the decoder's learning-rate schedule.
+      lr_multiplier: the encoder's learning rate over the decoder's.
+      frozen_steps: steps during which the encoder is not updated.
+
+    Returns:
+      An ``optax.multi_transform`` over the labels of `encoder_labels`.
+    """
+    decoder = optax.chain(_direction(optimizer), optax.scale_by_learning_rate(schedule))
+    encoder = optax.chain(
+        frozen_for(frozen_steps, _direction(optimizer)),
+        # Outside frozen_for: its count advances every step, so the encoder follows the
+        # same schedule (warmup, cosine) as the decoder once it thaws.
+        optax.scale_by_learning_rate(lambda count: lr_multiplier * schedule(count)),
+    )
+    return optax.multi_transform(
+        {ENCODER_LABEL: encoder, DECODER_LABEL: decoder}, param_labels=encoder_labels
+    )
+
+
+def keep_frozen_statistics(
+    step: jax.Array, new: dict[str, Any], old: dict[str, Any], *, frozen_steps: int
+) -> dict[str, Any]:
+    """The BatchNorm statistics after a training step: the encoder's stay while frozen.
+
+    Args:
+      step: the train state's step before the update (0 for the first).
+      new: the statistics the forward pass computed.
+      old: the statistics before the step.
+      frozen_steps: steps during which the encoder's statistics stay.
+
+    Returns:
+      ``new`` with the encoder's entries replaced by ``old``'s while ``step < frozen_steps``.
+    """
+    if not frozen_steps or ENCODER_MODULE not in new:
+        return new
+    frozen = step < frozen_steps
+    kept = jax.tree_util.tree_map(
+        lambda n, o: jnp.where(frozen, o, n), new[ENCODER_MODULE], old[ENCODER_MODULE]
+    )
+    return {**new, ENCODER_MODULE: kept}
