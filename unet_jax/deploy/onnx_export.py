@@ -46,6 +46,7 @@ BATCHNORM_EPSILON = 1e-5
 
 UPCONV_OPS = ("conv_transpose", "depth_to_space")
 
+
 class OnnxExportError(InferenceError, RuntimeError):
     """The model could not be written as ONNX; the message says why."""
 
