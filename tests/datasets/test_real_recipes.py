@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import REAL_SAMPLES, REPO_ROOT
 
+pytestmark = pytest.mark.slow
+
 SHARED = REAL_SAMPLES.parent
 AERIAL = SHARED / "aerial"
 EPISODE = SHARED / "carla_episode"

@@ -198,6 +198,7 @@ def runs(tmp_path_factory, sources):
     return dict(root=root, weights=weights, tensors=tensors, resumed=resumed)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_with_weights_frozen_steps_and_lr_multiple(runs):
     assert runs["resumed"]["step"] == 4
     weights = runs["weights"]
@@ -213,6 +214,7 @@ def test_resume_is_bit_identical_with_weights_frozen_steps_and_lr_multiple(runs)
         assert info["encoder_weights"]["tensors"] == len(oracle)
 
 
+@pytest.mark.slow
 @needs_safetensors
 def test_encoder_is_the_files_while_frozen_and_trains_after(runs):
     tensors, weights = runs["tensors"], runs["weights"]
@@ -228,6 +230,7 @@ def test_encoder_is_the_files_while_frozen_and_trains_after(runs):
     )
 
 
+@pytest.mark.slow
 def test_eval_predict_and_init_from_use_a_resnet_run(runs, sources, tmp_path):
     from PIL import Image
 

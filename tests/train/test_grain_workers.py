@@ -5,6 +5,7 @@ created and never unlinked (the batches the workers had prepared ahead).
 """
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.worker_utils import run_script
@@ -23,6 +24,7 @@ def _binary_folder(root) -> None:
         Image.fromarray(mask).save(root / "masks" / f"t{i}.png")
 
 
+@pytest.mark.slow
 def test_crop_mode_run_with_workers_leaks_no_shared_memory(tmp_path):
     _binary_folder(tmp_path / "data")
     result = run_script(
