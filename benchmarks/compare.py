@@ -5,7 +5,7 @@ inference, of the ONNX Runtime options) runs in its own worker process; rounds i
 them, so the ratios of one table share the machine's load. The ratio column divides by
 --baseline (default: the first PyTorch variant).
 
-    # the CPU comparison: batch 4, 256x256, float32, PyTorch eager channels_last
+    # the CPU comparison setting: batch 4, 256x256, float32, PyTorch eager channels_last
     python benchmarks/compare.py --batch 4 --size 256 --conv-impl xla patches
     # inference: ONNX Runtime (the exported graph, 2 threads) vs XLA vs PyTorch eager
     python benchmarks/compare.py --mode infer --widths demo --size 128 --batch 8

@@ -4,7 +4,7 @@ Every combination of the list-valued options (--encoder, --dtype, --driver, --up
 --conv-impl, --xla-flags) is one variant, run in its own worker process (see bench_common); rounds
 interleave the variants so that ratios taken from one table are fair on a shared machine.
 
-    # the CPU setting: batch 4, 256x256, float32, full U-Net, both up-convolutions
+    # the CPU comparison setting: batch 4, 256x256, float32, full U-Net, both up-convolutions
     python benchmarks/train_step.py --batch 4 --size 256 --upsample einsum transpose
     # the 3x3 weight-gradient fast path at the demo size
     python benchmarks/train_step.py --widths demo --size 128 --batch 8 --conv-impl xla patches

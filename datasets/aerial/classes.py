@@ -9,7 +9,7 @@ left unlabelled (0.56% of all pixels) and is ignored.
 from datasets.folder.classes_file import MaskRule
 from unet_jax.data.classes import ClassSet, parse_hex
 
-# Class id order: the order of the table (and of the reference article).
+# Class id order: the order of the data set's README table (and of the reference article).
 COLORS = {
     "Building": "#3C1098",
     "Land (unpaved area)": "#8429F6",

@@ -2,7 +2,7 @@
 
 Oracles: `datasets.aerial.make_dummy_data.example_arrays` (the class ids every dummy mask
 was drawn from, 255 where it is black), the split rule as documented (parts 1-5 / 6-7 /
-8-9 of every tile) and the six colours of the issue, typed here again.
+8-9 of every tile) and the six colours of the data set's README, typed here again.
 """
 
 import json

@@ -4,7 +4,7 @@ Oracle: the float32 ONNX model of the same weights (itself checked against the F
 test_onnx.py); agreement is the share of pixels with the same label, measured on held-out
 frames of the data set the model was calibrated on, never on the calibration images.
 
-The 98 % agreement of the issue is for a trained model, whose top two logits are far apart.
+The 98 % agreement target is for a trained model, whose top two logits are far apart.
 The tiny run has trained 6 steps: its logits are near-ties (median top-two gap 0.04 on the
 held-out frames), so it gets a looser bound (96.3 % measured with 8 calibration frames)
 and, to keep a broken quantisation from hiding behind it, a bound on the logit error (5 % of
