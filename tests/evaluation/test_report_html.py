@@ -279,7 +279,7 @@ def test_no_pictures_no_page(tmp_path, tmp_path_factory):
 def test_onnx_evaluation_writes_the_report(tmp_path, tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from unet_jax import export
+    from unet_jax.deploy import export
 
     tiny = tiny_run(tmp_path_factory)
     model = tmp_path / "tiny.onnx"
