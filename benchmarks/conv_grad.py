@@ -267,9 +267,10 @@ def main() -> None:
         "\nms per call (median). GFLOP: the direct convolution's multiply-adds x2, the same "
         "for forward, dx and dw; the `total GFLOP/s` row divides it by the total time (for "
         "Winograd, which does 2.25x fewer, an effective rate). `sum auto`: fwd xla + dx xla "
-        '+ the weight gradient `conv_impl="auto"` takes on a CPU (dw shifts for >= '
+        '+ the weight gradient `conv_impl="auto"` takes on a CPU (dw blocks for >= '
         f"{conv_fast.PATCHES_MIN_CHANNELS} channels and >= {conv_fast.PATCHES_MIN_PIXELS} "
-        "pixels, else dw xla)."
+        f"pixels, dw wino for >= {conv_fast.WINOGRAD_MIN_CHANNELS} channels and >= "
+        f"{conv_fast.WINOGRAD_MIN_PIXELS} pixels below that, else dw xla)."
     )
 
 
