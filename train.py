@@ -4,7 +4,8 @@ Examples:
   python train.py --config unet_jax/configs/demo.py --workdir runs/demo   # rendered scenes
   python train.py --workdir runs/reference                                 # Lyft-Udacity data
 
-Re-running with the same workdir resumes from its newest checkpoint.
+Re-running with the same workdir resumes from its newest checkpoint. Without ``XLA_FLAGS``
+in the environment it sets ``unet_jax.xla_flags.CPU_TRAINING_XLA_FLAGS`` (XLA:CPU only).
 """
 
 import pathlib
@@ -12,6 +13,11 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from unet_jax import xla_flags
+
+# Before JAX starts: XLA:CPU's faster training flags, unless XLA_FLAGS is set.
+xla_flags.set_default_training_flags()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
 

@@ -311,9 +311,10 @@ def _pattern_batch(config, n=8):
     return {"image": images, "label": labels}
 
 
-def _train_losses(dtype: str, steps: int):
-    config = tiny.get_config()
+def _train_losses(dtype: str, steps: int, conv_impl: str = "auto", config=None):
+    config = tiny.get_config() if config is None else config
     config.model.dtype = dtype
+    config.model.conv_impl = conv_impl
     config.loss = "dice_ce"
     config.learning_rate = 3e-2
     config.schedule = "constant"

@@ -2,12 +2,15 @@
 
 XLA:CPU computes a convolution's weight gradient far slower than its forward pass on large
 images with many channels. ``patches_conv_general_dilated`` keeps XLA's forward and input
-gradient and computes the weight gradient as one matmul per kernel tap (a ``custom_vjp``):
-the same function and the same parameters, so checkpoints do not depend on the choice.
+gradient and computes the weight gradient with matmuls (a ``custom_vjp``): one per kernel
+tap over blocks of rows (:func:`kernel_grad_by_row_blocks`) on large images, Winograd
+F(2x2, 3x3) (:func:`winograd_kernel_grad`) on 32x32 layers of 256+ channels. The same
+function and the same parameters, so checkpoints do not depend on the choice.
 ``conv_impl="auto"`` (the configs' default) picks it on the CPU backend and XLA's own
-gradient elsewhere (:func:`resolve_conv_impl`).
-Measurements: docs/PERFORMANCE.md, benchmarks/conv_grad.py.
-"""
+gradient elsewhere (:func:`resolve_conv_impl`). :func:`winograd_conv` and
+:func:`conv_by_taps` (forward and input gradient as matmuls) are measured by
+benchmarks/conv_grad.py and lose to XLA's there.
+Measurements: docs/PERFORMANCE.md, benchmarks/conv_grad.py."""
 
 import functools
 from collections.abc import Sequence
@@ -87,6 +90,191 @@ def kernel_grad_by_shifts(
     return jnp.stack(taps).reshape(kh, kw, c, o)
 
 
+# Output pixels (all images) per block of kernel_grad_by_row_blocks: a block's input rows
+# (B x rows x W x C) and their shifted copies stay in the caches (2 MiB L2 per core, 32 MiB
+# L3 on the AMD EPYC measured), where the whole-image copies of kernel_grad_by_shifts are
+# bound by the memory bandwidth.
+ROW_BLOCK_PIXELS = 4096
+
+
+def kernel_grad_by_row_blocks(
+    x: jax.Array,
+    dy: jax.Array,
+    kernel_shape: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    block_pixels: int = ROW_BLOCK_PIXELS,
+) -> jax.Array:
+    """:func:`kernel_grad_by_shifts` summed over blocks of output rows in a ``lax.scan``.
+
+    Args:
+      x: input [B, H, W, C].
+      dy: output gradient [B, H', W', O] of a stride-1 convolution.
+      kernel_shape: (kh, kw, C, O).
+      padding: ((top, bottom), (left, right)), non-negative.
+      block_pixels: about how many output pixels (all images together) a block has; its
+        row count is the largest divisor of H' that fits.
+
+    Returns:
+      dW [kh, kw, C, O] in float32.
+    """
+    kh, kw, c, o = kernel_shape
+    b, out_h, out_w, _ = dy.shape
+    fit = max(1, block_pixels // (b * out_w))
+    rows = max(d for d in range(1, out_h + 1) if out_h % d == 0 and d <= fit)
+    if rows == out_h:
+        return kernel_grad_by_shifts(x, dy, kernel_shape, padding)
+    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+
+    def block(acc, k):
+        xs = lax.dynamic_slice_in_dim(xp, k * rows, rows + kh - 1, axis=1)
+        dys = lax.dynamic_slice_in_dim(dy, k * rows, rows, axis=1).reshape(-1, o)
+        taps = [
+            lax.dot_general(
+                xs[:, i : i + rows, j : j + out_w, :].reshape(-1, c),
+                dys,
+                (((0,), (0,)), ((), ())),
+                preferred_element_type=jnp.float32,
+            )
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        return acc + jnp.stack(taps), None
+
+    acc = jnp.zeros((kh * kw, c, o), jnp.float32)
+    acc, _ = lax.scan(block, acc, jnp.arange(out_h // rows))
+    return acc.reshape(kh, kw, c, o)
+
+
+def conv_by_taps(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
+    """A stride-1 NHWC/HWIO convolution as one [BHW, C] x [C, O] matmul per kernel tap.
+
+    ``y = sum_{i,j} xpad[:, i:i+H', j:j+W', :] @ kernel[i, j]``, accumulated in float32.
+
+    Args:
+      x: input [B, H, W, C].
+      kernel: [kh, kw, C, O].
+      padding: ((top, bottom), (left, right)), non-negative.
+
+    Returns:
+      The convolution output [B, H', W', O].
+    """
+    kh, kw, c, o = kernel.shape
+    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    b, out_h, out_w = x.shape[0], xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, i : i + out_h, j : j + out_w, :].reshape(-1, c)
+            tap = jnp.dot(window, kernel[i, j], preferred_element_type=jnp.float32)
+            y = tap if y is None else y + tap
+    return y.reshape(b, out_h, out_w, o).astype(x.dtype)
+
+
+# Winograd F(2x2, 3x3) (Lavin and Gray, 2015): a 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
+# for the 4x4 input tile d around it, 16 multiplications per tile and channel pair instead
+# of 36, so each of the three convolutions of a layer (forward, input and weight gradient)
+# is 16 batched [tiles, C] x [C, O] matmuls with 2.25x fewer FLOPs than the direct one.
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def _winograd_bt(a: jax.Array, axis: int) -> list[jax.Array]:
+    """B^T along ``axis`` (length 2t + 2) for t tiles: [d0-d2, d1+d2, d2-d1, d1-d3]."""
+    t = (a.shape[axis] - 2) // 2
+    d = [lax.slice_in_dim(a, k, k + 2 * t - 1, stride=2, axis=axis) for k in range(4)]
+    return [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+
+
+def _winograd_a(a: jax.Array, axis: int) -> list[jax.Array]:
+    """A along ``axis`` (length 2t) for t tiles: [y0, y0+y1, y0-y1, -y1]."""
+    y0 = lax.slice_in_dim(a, 0, a.shape[axis] - 1, stride=2, axis=axis)
+    y1 = lax.slice_in_dim(a, 1, a.shape[axis], stride=2, axis=axis)
+    return [y0, y0 + y1, y0 - y1, -y1]
+
+
+def _winograd_input(x: jax.Array, tiles_h: int, tiles_w: int) -> jax.Array:
+    """[B, H, W, C] (SAME-padded here to 2t + 2) -> the 16 transformed inputs [16, B*th*tw, C]."""
+    _, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 2 * tiles_h + 1 - h), (1, 2 * tiles_w + 1 - w), (0, 0)))
+    v = [col for row in _winograd_bt(xp, 1) for col in _winograd_bt(row, 2)]
+    return jnp.stack(v).reshape(16, -1, c)
+
+
+def _winograd_kernel(kernel: jax.Array) -> jax.Array:
+    """G g G^T: [3, 3, C, O] -> [16, C, O]."""
+    g = jnp.asarray(_WINOGRAD_G, jnp.float32)
+    u = jnp.einsum("ai,ijco,bj->abco", g, kernel.astype(jnp.float32), g, precision="highest")
+    return u.reshape(16, *kernel.shape[2:]).astype(kernel.dtype)
+
+
+def _winograd_output(m: jax.Array, b: int, tiles_h: int, tiles_w: int) -> jax.Array:
+    """A^T M A: [16, B*th*tw, O] -> [B, 2th, 2tw, O]."""
+    o = m.shape[-1]
+    m = m.reshape(4, 4, b, tiles_h, tiles_w, o)
+    rows = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+    y = jnp.stack([jnp.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]]) for r in rows])
+    return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, 2 * tiles_h, 2 * tiles_w, o)
+
+
+def winograd_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A 3x3 "SAME" stride-1 NHWC/HWIO convolution by Winograd F(2x2, 3x3).
+
+    Args:
+      x: input [B, H, W, C] (odd H or W are padded to even and cropped).
+      kernel: [3, 3, C, O].
+
+    Returns:
+      The convolution output [B, H, W, O], in ``x.dtype``.
+    """
+    b, h, w, _ = x.shape
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    m = lax.dot_general(
+        _winograd_input(x, th, tw),
+        _winograd_kernel(kernel),
+        (((2,), (1,)), ((0,), (0,))),
+        preferred_element_type=jnp.float32,
+    )
+    return _winograd_output(m, b, th, tw)[:, :h, :w].astype(x.dtype)
+
+
+def winograd_input_grad(dy: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Input gradient of :func:`winograd_conv`: the convolution of dy with the flipped kernel.
+
+    Args:
+      dy: output gradient [B, H, W, O].
+      kernel: [3, 3, C, O].
+
+    Returns:
+      dx [B, H, W, C].
+    """
+    return winograd_conv(dy, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+
+
+def winograd_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """Weight gradient of a 3x3 "SAME" convolution by Winograd F(2x2, 3x3).
+
+    ``dW = G^T [sum_tiles (B^T d B)^T (A dy A^T)] G``: 16 [C, tiles] x [tiles, O] matmuls.
+
+    Args:
+      x: input [B, H, W, C].
+      dy: output gradient [B, H, W, O].
+
+    Returns:
+      dW [3, 3, C, O] in float32.
+    """
+    _, h, w, o = dy.shape
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    dyp = jnp.pad(dy, ((0, 0), (0, 2 * th - h), (0, 2 * tw - w), (0, 0)))
+    dm = jnp.stack([col for row in _winograd_a(dyp, 1) for col in _winograd_a(row, 2)])
+    du = lax.dot_general(
+        _winograd_input(x, th, tw),
+        dm.reshape(16, -1, o),
+        (((1,), (1,)), ((0,), (0,))),
+        preferred_element_type=jnp.float32,
+    ).reshape(4, 4, x.shape[-1], o)
+    g = jnp.asarray(_WINOGRAD_G, jnp.float32)
+    return jnp.einsum("ai,abco,bj->ijco", g, du, g, precision="highest")
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_patches(x: jax.Array, kernel: jax.Array, padding: tuple) -> jax.Array:
     return lax.conv_general_dilated(
@@ -114,7 +302,10 @@ def _conv_patches_bwd(padding, residuals, dy):
     # (several GiB for the full U-Net). XLA:CPU drops lax.optimization_barrier before
     # scheduling, and does not fold a float multiplication by zero (NaN semantics).
     x = x + jnp.zeros((), x.dtype) * dy[(0,) * dy.ndim]
-    dw = kernel_grad_by_shifts(x, dy, kernel.shape, padding)
+    if _winograd_weight_grad(kernel.shape, padding, dy.shape[1] * dy.shape[2]):
+        dw = winograd_kernel_grad(x, dy)
+    else:
+        dw = kernel_grad_by_row_blocks(x, dy, kernel.shape, padding, ROW_BLOCK_PIXELS)
     return dx, dw.astype(kernel.dtype)
 
 
@@ -128,6 +319,21 @@ _conv_patches.defvjp(_conv_patches_fwd, _conv_patches_bwd)
 # faster. Convolutions outside these bounds keep XLA's gradient.
 PATCHES_MIN_CHANNELS = 64
 PATCHES_MIN_PIXELS = 64 * 64
+# Below PATCHES_MIN_PIXELS, 3x3 "SAME" convolutions with this many channels and pixels
+# take the Winograd F(2x2, 3x3) weight gradient (2.25x fewer FLOPs; faster than XLA's on
+# the 32x32 layers of 256+ channels, not on 16x16 ones).
+WINOGRAD_MIN_CHANNELS = 256
+WINOGRAD_MIN_PIXELS = 32 * 32
+
+
+def _winograd_weight_grad(kernel_shape: Sequence[int], padding: Sequence, out_pixels: int) -> bool:
+    """Whether the weight gradient of this convolution takes :func:`winograd_kernel_grad`."""
+    return (
+        tuple(kernel_shape[:2]) == (3, 3)
+        and tuple(map(tuple, padding)) == ((1, 1), (1, 1))
+        and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS
+        and WINOGRAD_MIN_PIXELS <= out_pixels < PATCHES_MIN_PIXELS
+    )
 
 
 def patches_conv_general_dilated(
@@ -143,16 +349,18 @@ def patches_conv_general_dilated(
     precision: Any = None,
     preferred_element_type: Any = None,
     *,
-    min_channels: int = PATCHES_MIN_CHANNELS,
-    min_pixels: int = PATCHES_MIN_PIXELS,
+    min_channels: int | None = None,
+    min_pixels: int | None = None,
 ) -> jax.Array:
-    """``lax.conv_general_dilated`` whose weight gradient is a matmul per kernel tap.
+    """``lax.conv_general_dilated`` whose weight gradient is computed with matmuls.
 
     A drop-in for ``nn.Conv(conv_general_dilated=...)``: same forward (XLA's convolution),
     same input gradient (XLA's transposed convolution); only the weight gradient differs,
-    computed by :func:`kernel_grad_by_shifts` when the convolution has at least
-    ``min_channels`` input and output channels and ``min_pixels`` output pixels per image
-    (elsewhere XLA's weight gradient is as fast, see ``PATCHES_MIN_CHANNELS``). Supports what
+    computed by :func:`kernel_grad_by_row_blocks` when the convolution has at least
+    ``min_channels`` input and output channels and ``min_pixels`` output pixels per image,
+    by :func:`winograd_kernel_grad` for 3x3 "SAME" convolutions with smaller images of at
+    least ``WINOGRAD_MIN_PIXELS`` pixels and ``WINOGRAD_MIN_CHANNELS`` channels (elsewhere
+    XLA's weight gradient is as fast, see ``PATCHES_MIN_CHANNELS``). Supports what
     the U-Net uses: 2-D NHWC/HWIO convolutions with stride 1, no dilation, one feature
     group, explicit or "SAME"/"VALID" padding.
 
@@ -165,8 +373,10 @@ def patches_conv_general_dilated(
       dimension_numbers: must describe NHWC/HWIO/NHWC (what ``nn.Conv`` passes).
       feature_group_count, batch_group_count: must be 1.
       precision, preferred_element_type: must be None.
-      min_channels: smallest min(C, O) that takes the matmul weight gradient.
-      min_pixels: smallest H' * W' that takes the matmul weight gradient.
+      min_channels: smallest min(C, O) that takes the matmul weight gradient (None:
+        ``PATCHES_MIN_CHANNELS``).
+      min_pixels: smallest H' * W' that takes the matmul weight gradient (None:
+        ``PATCHES_MIN_PIXELS``).
 
     Returns:
       The convolution output [B, H', W', O].
@@ -212,7 +422,10 @@ def patches_conv_general_dilated(
     out_pixels = (lhs.shape[1] + sum(padding[0]) - rhs.shape[0] + 1) * (
         lhs.shape[2] + sum(padding[1]) - rhs.shape[1] + 1
     )
-    if min(rhs.shape[2], rhs.shape[3]) < min_channels or out_pixels < min_pixels:
+    min_channels = PATCHES_MIN_CHANNELS if min_channels is None else min_channels
+    min_pixels = PATCHES_MIN_PIXELS if min_pixels is None else min_pixels
+    large = min(rhs.shape[2], rhs.shape[3]) >= min_channels and out_pixels >= min_pixels
+    if not large and not _winograd_weight_grad(rhs.shape, padding, out_pixels):
         return lax.conv_general_dilated(
             lhs, rhs, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
