@@ -36,8 +36,11 @@ if [[ $WHAT == carla || $WHAT == all ]]; then
   step carla_finetuned "$PY" train.py --config unet_jax/configs/carla_real.py \
     --config.manual_dir="$EPISODE" --config.init_from="$OUT/demo" \
     --workdir "$OUT/carla_finetuned" --config.data_dir="$DATA"
+  # The scratch baseline of docs/RESULTS.md: the recipe's first version (192x144, 300 steps).
   step carla_scratch "$PY" train.py --config unet_jax/configs/carla_real.py \
-    --config.manual_dir="$EPISODE" --workdir "$OUT/carla_scratch" --config.data_dir="$DATA"
+    --config.manual_dir="$EPISODE" --workdir "$OUT/carla_scratch" --config.data_dir="$DATA" \
+    --config.image_size="(144,192)" --config.num_train_steps=300 --config.eval_every_steps=50 \
+    --config.checkpoint_every_steps=50
   for run in demo carla_scratch carla_finetuned; do
     step "score_$run" "$PY" benchmarks/real_frames.py --workdir "$OUT/$run" --frames "$FRAMES"
   done
