@@ -5,7 +5,7 @@ Examples:
   python train.py --workdir runs/reference                                 # Lyft-Udacity data
 
 Re-running with the same workdir resumes from its newest checkpoint. Without ``XLA_FLAGS``
-in the environment it sets ``unet_jax.xla_flags.CPU_TRAINING_XLA_FLAGS`` (XLA:CPU only).
+in the environment it sets ``unet_jax.train.xla_flags.CPU_TRAINING_XLA_FLAGS`` (XLA:CPU only).
 """
 
 import pathlib
@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from unet_jax import xla_flags
+from unet_jax.train import xla_flags
 
 # Before JAX starts: XLA:CPU's faster training flags, unless XLA_FLAGS is set.
 xla_flags.set_default_training_flags()

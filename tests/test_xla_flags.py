@@ -9,7 +9,7 @@ import numpy as np
 
 from tests.conftest import REPO_ROOT
 from tests.model.test_fast_paths import _train_losses
-from unet_jax import xla_flags
+from unet_jax.train import xla_flags
 
 
 def test_default_flags_only_when_xla_flags_is_unset():

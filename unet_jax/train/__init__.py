@@ -1,1 +1,1 @@
-"""Training: state, steps, device drivers, losses, class weights, the training loop."""
+"""Training: state, steps, device drivers, losses, class weights, the training loop, XLA flags."""
