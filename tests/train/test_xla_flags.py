@@ -34,7 +34,7 @@ def _run(code: str, xla_flags_value: str | None) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_train_py_sets_them_before_jax_starts():
+def test_train_py_sets_them_on_import_unless_set():
     code = "import os, runpy; runpy.run_path('train.py'); print(os.environ.get('XLA_FLAGS'))"
     assert _run(code, None) == xla_flags.CPU_TRAINING_XLA_FLAGS
     assert _run(code, "--xla_cpu_use_onednn=true") == "--xla_cpu_use_onednn=true"
