@@ -159,12 +159,8 @@ def torch_variants(threads: int) -> tuple[dict[str, Callable], Callable] | None:
 
 def auto_weight_grad(side: int, c_in: int, c_out: int) -> str:
     """The variant ``conv_impl="auto"`` computes this layer's weight gradient with on a CPU."""
-    if conv_fast._winograd_weight_grad((3, 3, c_in, c_out), SAME, side * side):
-        return "dw wino"
-    large = side * side >= conv_fast.PATCHES_MIN_PIXELS
-    if min(c_in, c_out) >= conv_fast.PATCHES_MIN_CHANNELS and large:
-        return "dw blocks"
-    return "dw xla"
+    route = conv_fast.weight_grad_route((3, 3, c_in, c_out), SAME, side * side)
+    return {"winograd": "dw wino", "blocks": "dw blocks", "xla": "dw xla"}[route]
 
 
 def main() -> None:

@@ -336,6 +336,35 @@ def _winograd_weight_grad(kernel_shape: Sequence[int], padding: Sequence, out_pi
     )
 
 
+def weight_grad_route(
+    kernel_shape: Sequence[int],
+    padding: Sequence,
+    out_pixels: int,
+    *,
+    min_channels: int | None = None,
+    min_pixels: int | None = None,
+) -> str:
+    """The weight gradient :func:`patches_conv_general_dilated` gives a convolution.
+
+    Args:
+      kernel_shape: (kh, kw, C, O).
+      padding: ((top, bottom), (left, right)).
+      out_pixels: H' * W' of one output image.
+      min_channels, min_pixels: as in :func:`patches_conv_general_dilated`.
+
+    Returns:
+      "winograd" (:func:`winograd_kernel_grad`), "blocks" (:func:`kernel_grad_by_row_blocks`)
+      or "xla" (XLA's own).
+    """
+    if _winograd_weight_grad(kernel_shape, padding, out_pixels):
+        return "winograd"
+    min_channels = PATCHES_MIN_CHANNELS if min_channels is None else min_channels
+    min_pixels = PATCHES_MIN_PIXELS if min_pixels is None else min_pixels
+    if min(kernel_shape[2:]) >= min_channels and out_pixels >= min_pixels:
+        return "blocks"
+    return "xla"
+
+
 def patches_conv_general_dilated(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -422,10 +451,10 @@ def patches_conv_general_dilated(
     out_pixels = (lhs.shape[1] + sum(padding[0]) - rhs.shape[0] + 1) * (
         lhs.shape[2] + sum(padding[1]) - rhs.shape[1] + 1
     )
-    min_channels = PATCHES_MIN_CHANNELS if min_channels is None else min_channels
-    min_pixels = PATCHES_MIN_PIXELS if min_pixels is None else min_pixels
-    large = min(rhs.shape[2], rhs.shape[3]) >= min_channels and out_pixels >= min_pixels
-    if not large and not _winograd_weight_grad(rhs.shape, padding, out_pixels):
+    route = weight_grad_route(
+        rhs.shape, padding, out_pixels, min_channels=min_channels, min_pixels=min_pixels
+    )
+    if route == "xla":
         return lax.conv_general_dilated(
             lhs, rhs, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
