@@ -16,7 +16,8 @@ over rounds in one process:
 - ``fwd taps`` / ``dx taps``: the forward convolution and the input gradient (the
   convolution of dy with the flipped kernel) as one [BHW, C] x [C, O] matmul per tap;
 - ``fwd wino`` / ``dx wino`` / ``dw wino``: Winograd F(2x2, 3x3), 16 batched matmuls of
-  transformed 4x4 tiles (2.25x fewer FLOPs), ``unet_jax.model.conv_fast.winograd_*``;
+  transformed 4x4 tiles (2.25x fewer FLOPs), ``conv_matmul.winograd_conv`` and
+  ``unet_jax.model.conv_fast.winograd_kernel_grad``;
 - ``dw lax_patches`` (opt-in, --lax-patches): ``lax.conv_general_dilated_patches`` for
   the im2col matrix, then one matmul (its one-hot convolution costs 9C/O times the FLOPs
   of the gradient itself);
@@ -42,6 +43,7 @@ import time
 from collections.abc import Callable
 
 import bench_common as bc
+import conv_matmul
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,11 +103,11 @@ def variants(lax_patches: bool) -> dict[str, Callable]:
     """name -> jitted fn(x, w, dy); the name's first word says what it computes."""
     out = {
         "fwd xla": lambda x, w, dy: _conv(x, w),
-        "fwd taps": lambda x, w, dy: conv_fast.conv_by_taps(x, w, SAME),
-        "fwd wino": lambda x, w, dy: conv_fast.winograd_conv(x, w),
+        "fwd taps": lambda x, w, dy: conv_matmul.conv_by_taps(x, w, SAME),
+        "fwd wino": lambda x, w, dy: conv_matmul.winograd_conv(x, w),
         "dx xla": lambda x, w, dy: jax.vjp(lambda x_: _conv(x_, w), x)[1](dy)[0],
-        "dx taps": lambda x, w, dy: conv_fast.conv_by_taps(dy, _flipped(w), SAME),
-        "dx wino": lambda x, w, dy: conv_fast.winograd_input_grad(dy, w),
+        "dx taps": lambda x, w, dy: conv_matmul.conv_by_taps(dy, _flipped(w), SAME),
+        "dx wino": lambda x, w, dy: conv_matmul.winograd_input_grad(dy, w),
         "dw xla": lambda x, w, dy: jax.vjp(lambda w_: _conv(x, w_), w)[1](dy)[0],
         "dw shifts": lambda x, w, dy: kernel_grad_by_shifts(x, dy, w.shape, SAME),
         "dw blocks": lambda x, w, dy: conv_fast.kernel_grad_by_row_blocks(x, dy, w.shape, SAME),

@@ -63,7 +63,7 @@ class OrtBench(bc.Bench):
         from unet_jax.configs import default
         from unet_jax.deploy.onnx_export import build_model
         from unet_jax.deploy.onnx_inference import session_options
-        from unet_jax.run.state import create_model
+        from unet_jax.model.factory import create_model
 
         self.spec = spec
         features, bridge = bc.parse_widths(spec["widths"])

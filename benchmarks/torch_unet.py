@@ -5,7 +5,7 @@ The module mirrors ``unet_jax.model.unet.UNet`` layer for layer (3x3 conv withou
 BatchNorm(eps 1e-5, momentum 0.1 = Flax's 0.9) -> ReLU, twice; 2x2 max-pool; 2x2 stride-2
 transposed convolution with bias; concatenation [up, skip]; 1x1 head), normalises the
 uint8 input inside the model like the JAX one, and has the same 31,038,413 parameters
-(checked at every start against ``unet_jax.model.unet.expected_param_count``).
+(checked at every start against the JAX ``UNet``'s parameter count).
 ``load_flax_variables`` copies a Flax UNet's variables in, which is how the tests show that
 both compute the same function (tests/model/test_fast_paths.py).
 
@@ -187,7 +187,9 @@ class TorchBench(bc.Bench):
     """Eager or compiled, float32 or bf16 autocast, channels_last or contiguous."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        from unet_jax.model.unet import expected_param_count
+        from unet_jax.model.factory import abstract_variables
+        from unet_jax.model.unet import UNet
+        from unet_jax.model.unet import count_params as jax_count_params
 
         self.spec = spec
         if spec["threads"]:
@@ -199,7 +201,9 @@ class TorchBench(bc.Bench):
         features, bridge = bc.parse_widths(spec["widths"])
         torch.manual_seed(0)
         model = TorchUNet(13, features, bridge)
-        expected = expected_param_count(features=features, bridge_features=bridge)
+        jax_model = UNet(num_classes=13, features=features, bridge_features=bridge)
+        size = (jax_model.size_multiple, jax_model.size_multiple)
+        expected = jax_count_params(abstract_variables(jax_model, image_size=size)["params"])
         if count_params(model) != expected:
             raise AssertionError(
                 f"TorchUNet has {count_params(model):,} parameters, the JAX UNet {expected:,}"

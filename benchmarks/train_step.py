@@ -46,8 +46,9 @@ class JaxBench(bc.Bench):
         import jax
 
         from unet_jax.configs import default
-        from unet_jax.run.state import create_model, create_train_state
+        from unet_jax.model.factory import create_model
         from unet_jax.train import parallel
+        from unet_jax.train.init_state import create_train_state
         from unet_jax.train.loop import make_loss_fn
 
         self.jax = jax

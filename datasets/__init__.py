@@ -7,8 +7,29 @@ Face ``datasets``.
 
 from typing import Any
 
+from unet_jax.data.sources import Builders
 
-def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
+FAMILIES = ("lyft_udacity", "aerial", "folder")
+USAGE = "use 'lyft_udacity/<config>', 'aerial' or 'folder' (with --config.folder=DIR)"
+
+
+def full_resolution_name(dataset: str) -> str:
+    """The full-size counterpart of a data set name.
+
+    Args:
+      dataset: e.g. ``lyft_udacity/resized_256``.
+
+    Returns:
+      ``lyft_udacity/full`` for ``resized_256``, ``lyft_udacity/full_nohood`` for
+      ``resized_256_nohood``; any other name unchanged.
+    """
+    name, sep, config = dataset.partition("/")
+    if config.startswith("resized_256"):
+        config = "full" + config[len("resized_256") :]
+    return f"{name}{sep}{config}"
+
+
+def _open_builder(config: Any, *, prepare: bool = True) -> Any:
     """Opens (and with ``prepare`` first prepares) the TFDS builder of ``config.dataset``.
 
     Args:
@@ -51,7 +72,10 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
             data_dir=config.data_dir,
             prepare=prepare,
         )
-    raise ValueError(
-        f"config.dataset={config.dataset!r}: unknown data set; use 'lyft_udacity/<config>', "
-        "'aerial' or 'folder' (with --config.folder=DIR)"
-    )
+    raise ValueError(f"config.dataset={config.dataset!r}: unknown data set; {USAGE}")
+
+
+# What the library takes from the builders (train.py and eval.py pass it as prepare_fn).
+prepare_dataset = Builders(
+    open=_open_builder, families=FAMILIES, usage=USAGE, full_resolution=full_resolution_name
+)

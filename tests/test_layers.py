@@ -82,6 +82,22 @@ def test_subpackages_import_only_from_the_layers_below():
     assert _violations(files, allowed_for) == []
 
 
+# The command of ``python -m unet_jax.export`` finds the builders for the library, as the
+# top-level train.py and eval.py do; no other file of the package imports them.
+BUILDER_IMPORTERS = {"unet_jax/export/__main__.py"}
+
+
+def test_the_library_never_imports_the_data_set_builders():
+    bad = [
+        f"{path.relative_to(REPO_ROOT)}:{line} imports {module}"
+        for path in sorted((REPO_ROOT / "unet_jax").rglob("*.py"))
+        if str(path.relative_to(REPO_ROOT)) not in BUILDER_IMPORTERS
+        for line, module in _imports(path)
+        if module.split(".")[0] == "datasets"
+    ]
+    assert bad == []
+
+
 def test_data_set_builders_use_only_the_bottom_of_the_library():
     files = sorted((REPO_ROOT / "datasets").rglob("*.py"))
     assert _violations(files, lambda path: (DATASETS_ALLOWED, None)) == []

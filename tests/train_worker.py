@@ -54,7 +54,7 @@ def main() -> int:
     from unet_jax.configs import tiny
     from unet_jax.errors import EXIT_PREEMPTED
     from unet_jax.run.checkpointing import Checkpointer
-    from unet_jax.run.state import create_train_state
+    from unet_jax.train.init_state import create_train_state
     from unet_jax.train.loop import train_and_evaluate
 
     config = tiny.get_config()

@@ -6,8 +6,11 @@ workdir, an image file); its message names the file, field or value. The command
 any other exception is a bug and keeps its traceback (exit code 1). The concrete errors
 keep a builtin base too (``ConfigError`` is a ``ValueError``), for callers that catch those.
 
-This module imports nothing, so every layer can raise these.
+This module imports nothing of this project, so every layer can raise these.
 """
+
+import importlib
+from types import ModuleType
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -32,3 +35,20 @@ class FlagError(UserError, ValueError):
 
 class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message names field, value and what is allowed."""
+
+
+def import_optional(module: str, error: type[Exception], message: str) -> ModuleType:
+    """Imports an optional dependency, or raises ``error(message)`` (say how to install it).
+
+    Args:
+      module: e.g. ``"onnxruntime.quantization"``.
+      error: the exception to raise when it is missing.
+      message: its message.
+
+    Returns:
+      The module.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise error(message) from e

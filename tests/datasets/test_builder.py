@@ -25,6 +25,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+import datasets
 import datasets.lyft_udacity as lyft
 from datasets.lyft_udacity import decode, make_dummy_data, sources, splits
 from datasets.lyft_udacity.classes import CARLA_CLASSES
@@ -987,3 +988,12 @@ def test_prepared_data_declares_the_carla_classes_and_train_counts(tmp_path):
     stats = reopened.info.metadata["train_stats"]
     assert stats["pixel_counts"] == counts[:13].tolist()
     assert stats["ignored_pixels"] == int(counts[255])
+
+
+def test_full_resolution_dataset_names():
+    assert datasets.full_resolution_name("lyft_udacity/resized_256") == "lyft_udacity/full"
+    assert (
+        datasets.full_resolution_name("lyft_udacity/resized_256_nohood")
+        == "lyft_udacity/full_nohood"
+    )
+    assert datasets.full_resolution_name("lyft_udacity/synthetic") == "lyft_udacity/synthetic"

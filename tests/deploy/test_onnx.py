@@ -31,7 +31,7 @@ from unet_jax import inference  # noqa: E402
 from unet_jax.configs import tiny as tiny_config  # noqa: E402
 from unet_jax.deploy import export, onnx_export, onnx_inference, predict
 from unet_jax.evaluation import evaluate
-from unet_jax.run.state import create_model  # noqa: E402
+from unet_jax.model.factory import create_model  # noqa: E402
 
 LOGIT_ATOL = 1e-4
 

@@ -24,6 +24,7 @@ from PIL import Image
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+import datasets  # noqa: E402
 from tests.conftest import REAL_SAMPLES  # noqa: E402
 from tests.deploy.test_onnx import (  # noqa: E402
     assert_logits_match,
@@ -38,8 +39,8 @@ from unet_jax.data import augment  # noqa: E402
 from unet_jax.data import sources as data_sources  # noqa: E402
 from unet_jax.deploy import export, onnx_export, onnx_inference, onnx_int8  # noqa: E402
 from unet_jax.evaluation import evaluate  # noqa: E402
+from unet_jax.model.factory import create_model  # noqa: E402
 from unet_jax.run.loading import load_config  # noqa: E402
-from unet_jax.run.state import create_model  # noqa: E402
 
 MIN_AGREEMENT_UNTRAINED = 0.95  # the tiny run (6 steps), measured 0.963
 MAX_LOGIT_ERROR = 0.05  # of the float32 logits' range
@@ -74,7 +75,8 @@ def int8_export(tiny, tmp_path_factory):
     workdir = run_on_dummy_frames(tiny, tmp)
     common = ["--workdir", str(workdir), "--format", "onnx"]
     int8, float32 = tmp / "int8.onnx", tmp / "float32.onnx"
-    assert export.main(common + ["--int8", "--calibration", "5", "--out", str(int8)]) == 0
+    int8_args = common + ["--int8", "--calibration", "5", "--out", str(int8)]
+    assert export.main(int8_args, prepare_fn=datasets.prepare_dataset) == 0
     assert export.main(common + ["--out", str(float32)]) == 0
     return workdir, int8, float32
 
@@ -120,8 +122,6 @@ def test_int8_export_runs_agrees_with_float32_and_is_marked(int8_export):
 
 def held_out_frames(workdir):
     """The test split of the run's data set at the training size (the pipeline's resize)."""
-    import datasets
-
     config = load_config(workdir)
     dataset = data_sources.open_dataset(
         config, splits=("test",), prepare_fn=datasets.prepare_dataset

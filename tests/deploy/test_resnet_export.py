@@ -12,7 +12,7 @@ import pytest
 
 from tests.deploy.test_onnx import assert_logits_match, model_config, perturbed_variables
 from unet_jax import inference
-from unet_jax.run.state import create_model
+from unet_jax.model.factory import create_model
 
 SIZES = [(2, 32, 64), (1, 32, 32)]
 

@@ -95,9 +95,10 @@ def _reference_predictions(run, images: np.ndarray, *, tta: bool = False) -> np.
 
 
 def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, tmp_path):
-    from unet_jax.run.state import create_model, create_train_state
+    from unet_jax.model.factory import create_model
     from unet_jax.train import loop as train_lib
     from unet_jax.train import parallel
+    from unet_jax.train.init_state import create_train_state
 
     report = evaluate.run_evaluation(
         tiny.workdir,
@@ -469,12 +470,3 @@ def test_report_helpers():
     np.testing.assert_array_equal(curves["validation_loss"][0], [4])
     np.testing.assert_array_equal(curves["validation_mean_iou"][1], [0.25, 0.5])
     assert curves["steps_per_epoch"] == 4.0
-
-
-def test_full_resolution_dataset_names():
-    assert evaluate.full_resolution_dataset("lyft_udacity/resized_256") == "lyft_udacity/full"
-    assert (
-        evaluate.full_resolution_dataset("lyft_udacity/resized_256_nohood")
-        == "lyft_udacity/full_nohood"
-    )
-    assert evaluate.full_resolution_dataset("lyft_udacity/synthetic") == "lyft_udacity/synthetic"

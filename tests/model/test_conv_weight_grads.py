@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from benchmarks import conv_matmul
 from tests.model.test_fast_paths import _train_losses
 from unet_jax.configs import tiny
 from unet_jax.model import conv_fast
@@ -76,9 +77,9 @@ def _close(got, expected, rtol=1e-5):
 @jax.jit
 def _all_matmul_convolutions(x, w, dy):
     return (
-        conv_fast.winograd_conv(x, w),
-        conv_fast.conv_by_taps(x, w, SAME),
-        conv_fast.winograd_input_grad(dy, w),
+        conv_matmul.winograd_conv(x, w),
+        conv_matmul.conv_by_taps(x, w, SAME),
+        conv_matmul.winograd_input_grad(dy, w),
         conv_fast.winograd_kernel_grad(x, dy),
         # A few rows per block: several blocks, and a last one shorter than the others.
         conv_fast.kernel_grad_by_row_blocks(x, dy, w.shape, SAME, block_pixels=4 * x.shape[2]),

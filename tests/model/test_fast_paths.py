@@ -21,6 +21,7 @@ import pytest
 from jax import lax
 
 from tests.conftest import REPO_ROOT
+from tests.model.param_count import expected_param_count
 from unet_jax.configs import tiny
 from unet_jax.model.conv_fast import (
     PATCHES_MIN_CHANNELS,
@@ -28,9 +29,10 @@ from unet_jax.model.conv_fast import (
     patches_conv_general_dilated,
     resolve_conv_impl,
 )
-from unet_jax.model.unet import UNet, count_params, expected_param_count
-from unet_jax.run.state import create_model, create_train_state
+from unet_jax.model.factory import create_model
+from unet_jax.model.unet import UNet, count_params
 from unet_jax.train import losses, parallel
+from unet_jax.train.init_state import create_train_state
 from unet_jax.train.loop import make_loss_fn
 
 DN = ("NHWC", "HWIO", "NHWC")

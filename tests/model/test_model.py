@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unet_jax.model.unet import UNet, Upsample2x, count_params, expected_param_count, probabilities
+from tests.model.param_count import expected_param_count
+from unet_jax.model.unet import UNet, Upsample2x, count_params, probabilities
 
 TINY = dict(features=(4, 8), bridge_features=16)
 
@@ -26,7 +27,8 @@ def test_reference_config_shapes_without_computing():
     # model the config builds, its train state (Adam: two moments per parameter) and one
     # training step's output at the configured image and batch size.
     from unet_jax.configs import default
-    from unet_jax.run.state import create_model, create_train_state
+    from unet_jax.model.factory import create_model
+    from unet_jax.train.init_state import create_train_state
 
     config = default.get_config()
     config.num_classes = 13

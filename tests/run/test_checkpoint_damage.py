@@ -11,8 +11,8 @@ import pytest
 from tests.fake_data import make_examples
 from unet_jax.configs import tiny
 from unet_jax.run.checkpointing import Checkpointer, CheckpointError, IncompatibleCheckpointError
-from unet_jax.run.state import create_train_state
 from unet_jax.train import loop as train_lib
+from unet_jax.train.init_state import create_train_state
 
 
 def _config(**overrides):

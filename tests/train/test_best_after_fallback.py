@@ -11,8 +11,8 @@ import pytest
 from tests.fake_data import make_examples
 from unet_jax.configs import tiny
 from unet_jax.run.checkpointing import Checkpointer
-from unet_jax.run.state import create_train_state
 from unet_jax.train import loop as train_lib
+from unet_jax.train.init_state import create_train_state
 
 SOURCES = {"train": make_examples(24, seed=3), "validation": make_examples(8, seed=4)}
 

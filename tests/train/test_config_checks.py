@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import datasets
 from tests.conftest import REPO_ROOT
 from unet_jax.configs import default, demo, folder, tiny
 from unet_jax.data.classes import ClassSet
@@ -46,7 +47,9 @@ def test_bad_values_name_field_value_and_choices(field, value, message):
         target = target[p]
     target[leaf] = value
     with pytest.raises(ConfigError, match=message):
-        validate_config(config, process_count=1, local_device_count=4)
+        validate_config(
+            config, process_count=1, local_device_count=4, builders=datasets.prepare_dataset
+        )
 
 
 def test_bad_augmentation_is_a_config_error_naming_the_transform():

@@ -13,8 +13,9 @@ import optax
 import pytest
 
 from unet_jax.configs import tiny
-from unet_jax.run.state import TrainState, create_train_state
+from unet_jax.run.state import TrainState
 from unet_jax.train import parallel
+from unet_jax.train.init_state import create_train_state
 
 MASK_SIZE = 256  # rate 0.5: two independent masks agree with probability 2**-256
 

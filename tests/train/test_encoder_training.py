@@ -84,8 +84,9 @@ def test_fine_tuning_fields_are_checked():
 
 
 def _train_steps(config, batch, steps):
-    from unet_jax.run.state import create_model, create_train_state
+    from unet_jax.model.factory import create_model
     from unet_jax.train import parallel
+    from unet_jax.train.init_state import create_train_state
     from unet_jax.train.loop import make_loss_fn
 
     state = create_train_state(config, rng=jax.random.key(0), total_steps=100)
@@ -134,7 +135,7 @@ def test_learning_rate_multiple_scales_the_first_encoder_step():
     # SGD's first step is -lr * grad: the encoder's is exactly multiplier times the decoder's rule.
     import optax
 
-    from unet_jax.run import fine_tuning
+    from unet_jax.train.optimizer import encoder_optimizer
 
     params = {
         ENCODER_MODULE: {"w": np.ones(3, np.float32)},
@@ -144,7 +145,7 @@ def test_learning_rate_multiple_scales_the_first_encoder_step():
         ENCODER_MODULE: {"w": np.full(3, 2.0, np.float32)},
         "Conv_0": {"w": np.full(2, 2.0, np.float32)},
     }
-    tx = fine_tuning.encoder_optimizer(
+    tx = encoder_optimizer(
         optimizer="sgd", schedule=optax.constant_schedule(0.1), lr_multiplier=0.25, frozen_steps=1
     )
     state = tx.init(params)
@@ -171,7 +172,7 @@ def run_config(steps, weights):
 
 def restored(workdir, weights, step=None):
     from unet_jax.run.checkpointing import Checkpointer
-    from unet_jax.run.state import create_train_state
+    from unet_jax.train.init_state import create_train_state
 
     template = create_train_state(run_config(4, weights), rng=jax.random.key(0), total_steps=1)
     checkpointer = Checkpointer(workdir, keep=3)
@@ -240,8 +241,8 @@ def test_eval_predict_and_init_from_use_a_resnet_run(runs, sources, tmp_path):
     from unet_jax.evaluation import evaluate
     from unet_jax.run.classes_file import read_run_classes
     from unet_jax.run.metric_writers import read_metrics
-    from unet_jax.run.state import create_train_state
     from unet_jax.train import init_from
+    from unet_jax.train.init_state import create_train_state
 
     workdir = runs["root"] / "a"
     report = evaluate.run_evaluation(

@@ -19,9 +19,9 @@ from unet_jax import cli
 from unet_jax.configs import tiny
 from unet_jax.data.classes import ClassSet
 from unet_jax.run import loading as run_loading
-from unet_jax.run.state import create_train_state
 from unet_jax.train import init_from, parallel
 from unet_jax.train import loop as train_lib
+from unet_jax.train.init_state import create_train_state
 
 THIRTEEN = ClassSet.from_names([f"class{i}" for i in range(13)])
 SIX = ClassSet.from_names(["Building", "Land", "Road", "Vegetation", "Water", "Unlabeled"])

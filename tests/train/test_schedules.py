@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unet_jax.configs import tiny
-from unet_jax.run.state import create_learning_rate_schedule, create_optimizer
+from unet_jax.train.optimizer import create_learning_rate_schedule, create_optimizer
 
 
 def _config(**overrides):

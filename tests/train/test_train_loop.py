@@ -37,7 +37,7 @@ def sources():
 
 def _params(workdir, config):
     checkpointer = Checkpointer(workdir, keep=3)
-    from unet_jax.run.state import create_train_state
+    from unet_jax.train.init_state import create_train_state
 
     template = create_train_state(config, rng=jax.random.key(0), total_steps=1)
     state, meta = checkpointer.restore(template)
@@ -107,66 +107,6 @@ def test_resume_with_another_worker_count_is_bit_identical(tmp_path, sources, st
     )
     assert resumed["step"] == 6
     _assert_same_state(straight_run, tmp_path, _config(num_train_steps=6))
-
-
-class _GrainStateBytes:
-    """What the old checkpoints' grain handler saved: an iterator's ``get_state()``."""
-
-    def __init__(self, state: bytes):
-        self._state = state
-
-    def get_state(self) -> bytes:
-        return self._state
-
-
-def test_checkpoint_with_an_old_iterator_state_item_resumes(tmp_path, sources, straight_run):
-    # Checkpoints written before the data position became a function of the step also
-    # hold grain's iterator state as a "data_iterator" item; it is ignored on restore.
-    import grain.python as grain
-    import orbax.checkpoint as ocp
-    from flax import serialization
-
-    from unet_jax.run.checkpointing import DIGEST_KEY, state_digest
-
-    config = _config(num_train_steps=2)
-    train_lib.train_and_evaluate(config, tmp_path / "new", sources=sources)
-    state, meta = _params(tmp_path / "new", config)
-    state_dict = serialization.to_state_dict(state)
-    old = ocp.CheckpointManager(
-        tmp_path / "old" / "checkpoints",
-        options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False),
-        item_names=("state", "data_iterator", "meta"),
-        item_handlers={
-            "state": ocp.StandardCheckpointHandler(),
-            "data_iterator": grain.PyGrainCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler(),
-        },
-    )
-    old.save(
-        2,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state_dict),
-            data_iterator=grain.PyGrainCheckpointSave(_GrainStateBytes(b'{"worker_count": 3}')),
-            meta=ocp.args.JsonSave({**meta, DIGEST_KEY: state_digest(state_dict)}),
-        ),
-    )
-    old.wait_until_finished()
-    old.close()
-    assert (tmp_path / "old" / "checkpoints" / "2" / "data_iterator").is_dir()
-
-    restored, _ = _params(tmp_path / "old", config)
-    assert int(restored.step) == 2
-    for x, y in zip(
-        jax.tree_util.tree_leaves(restored.params),
-        jax.tree_util.tree_leaves(state.params),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(x, y)
-    resumed = train_lib.train_and_evaluate(
-        _config(num_train_steps=6), tmp_path / "old", sources=sources
-    )
-    assert resumed["step"] == 6
-    _assert_same_state(straight_run, tmp_path / "old", _config(num_train_steps=6))
 
 
 def test_workdir_contents_and_best_checkpoint(tmp_path, sources):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from unet_jax.configs import tiny
-from unet_jax.run.state import create_model, create_train_state
+from unet_jax.model.factory import create_model
 from unet_jax.train import parallel, steps
+from unet_jax.train.init_state import create_train_state
 from unet_jax.train.loop import make_loss_fn
 
 GLOBAL_BATCH = 8

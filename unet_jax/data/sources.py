@@ -17,12 +17,40 @@ from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import ConfigError, UserError
 
-# prepare_fn(config, *, prepare) -> tfds builder: with prepare=True it prepares the data
-# set when needed; with False it only opens it. train.py passes datasets.prepare_dataset
-# (the builders live outside the library).
-PrepareFn = Callable[..., Any]
-
 SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Builders:
+    """The data set builders as the library sees them: ``datasets.prepare_dataset``.
+
+    The builders live outside the library (the repository's ``datasets/``, never
+    installed), so the commands pass this in and the library never imports them. Called
+    as ``builders(config, prepare=True)`` it returns the tfds builder of
+    ``config.dataset``, prepared when needed (``prepare=False``: only opened).
+
+    Attributes:
+      open: ``(config, *, prepare) -> tfds builder``.
+      families: what ``config.dataset`` may start with (``lyft_udacity``, ``aerial``...).
+      usage: how to name a data set, for the error message of an unknown one.
+      full_resolution: a data set's name -> its full-size counterpart's (or itself).
+    """
+
+    open: Callable[..., Any]
+    families: tuple[str, ...]
+    usage: str
+    full_resolution: Callable[[str], str]
+
+    def __call__(self, config: ml_collections.ConfigDict, *, prepare: bool = True) -> Any:
+        return self.open(config, prepare=prepare)
+
+    def check_name(self, dataset: str) -> None:
+        """Raises ConfigError unless ``dataset`` names one of the builders' families."""
+        if str(dataset).partition("/")[0] not in self.families:
+            raise ConfigError(f"config.dataset={dataset!r}: {self.usage}")
+
+
+PrepareFn = Builders  # the name of the parameter that takes it, ``prepare_fn``
 
 
 class NotPreparedError(UserError, FileNotFoundError):

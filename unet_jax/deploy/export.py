@@ -35,16 +35,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.data import sources as data_sources
 from unet_jax.deploy.options import OptionError
+from unet_jax.deploy.sidecar import run_sidecar
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
-from unet_jax.run import info as run_info
-from unet_jax.run.classes_file import read_run_classes
 from unet_jax.run.loading import LoadedRun, load_run
-from unet_jax.run.workdir import Workdir
 
-FORMAT = "unet_jax.export/1"
 DEFAULT_PLATFORMS = ("cpu", "cuda")
 
 
@@ -109,69 +106,6 @@ def sidecar(run: LoadedRun, exported: jax.export.Exported) -> dict[str, Any]:
     return run_sidecar(run, platforms=list(exported.platforms))
 
 
-def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
-    """The sidecar of any artefact of ``run`` (jax.export here, ONNX in onnx_export).
-
-    Args:
-      run: the loaded run.
-      platforms: what the artefact runs on (lowering platforms, or ["onnx"]).
-
-    Returns:
-      A JSON-serialisable dict (see the module docstring).
-    """
-    model = run.model
-    m = model.size_multiple
-    training_info = {}
-    info_path = Workdir(run.workdir).run_info
-    if info_path.is_file():
-        try:
-            training_info = json.loads(info_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            training_info = {}
-    num_classes = int(run.config.num_classes)
-    classes = read_run_classes(run.workdir, num_classes=num_classes)
-    return {
-        "format": FORMAT,
-        "class_names": list(classes.names),
-        "num_classes": num_classes,
-        "palette": classes.palette.tolist(),
-        "label_format": classes.label_format,
-        "ignore_label": IGNORE_LABEL,
-        "input": {
-            "dtype": "uint8",
-            "shape": ["b", f"{m}*h", f"{m}*w", 3],
-            "layout": "NHWC",
-            "color": "RGB",
-            "range": [0, 255],
-            "size_multiple": m,
-            "training_size": [int(v) for v in run.config.image_size],
-        },
-        "normalisation": {
-            "done_by_model": True,
-            "formula": "(x / 255 - mean) / std, per RGB channel",
-            "mean": list(model.mean),
-            "std": list(model.std),
-            "note": "pass raw uint8 RGB in 0..255; do not normalise or scale",
-        },
-        "output": {
-            "dtype": "float32",
-            "shape": ["b", f"{m}*h", f"{m}*w", int(model.num_classes)],
-            "kind": "logits",
-            "activation": run.activation,
-            "prediction": "argmax over the last axis"
-            if model.num_classes > 1
-            else "foreground (class 1) where the logit > 0, else background (class 0)",
-        },
-        "platforms": list(platforms),
-        "checkpoint": {"requested": run.checkpoint, "step": run.step},
-        "workdir": str(run.workdir),
-        "config": json.loads(run.config.to_json_best_effort()),
-        "git_commit": run_info.git_commit(),
-        "training_git_commit": training_info.get("git_commit"),
-        "versions": {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib")},
-    }
-
-
 def export_run(
     workdir: str | pathlib.Path,
     out: str | pathlib.Path,
@@ -209,8 +143,16 @@ def export_run(
     return out, side
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint)."""
+def main(
+    argv: Sequence[str] | None = None, *, prepare_fn: data_sources.PrepareFn | None = None
+) -> int:
+    """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint).
+
+    Args:
+      argv: the arguments (None: ``sys.argv[1:]``).
+      prepare_fn: the data set builders, for ``--int8`` calibration (the command passes
+        the repository's ``datasets.prepare_dataset``).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m unet_jax.export",
         description="Serialise a trained model with jax.export or as ONNX (docs/EVALUATION.md, "
@@ -250,10 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from unet_jax import cli
 
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
-    return cli.run(lambda: _export_command(args))
+    return cli.run(lambda: _export_command(args, prepare_fn))
 
 
-def _export_command(args: argparse.Namespace) -> int:
+def _export_command(args: argparse.Namespace, prepare_fn: data_sources.PrepareFn | None) -> int:
     if args.int8:
         if args.format != "onnx":
             raise OptionError(f"--int8 needs --format onnx (got --format {args.format})")
@@ -264,7 +206,7 @@ def _export_command(args: argparse.Namespace) -> int:
             args.out,
             calibration=args.calibration,
             checkpoint=args.checkpoint,
-            prepare_fn=onnx_int8.repository_prepare_fn(),
+            prepare_fn=prepare_fn,
             data_dir=args.data_dir,
         )
     elif args.format == "onnx":

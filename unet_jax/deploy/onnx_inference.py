@@ -32,7 +32,7 @@ import numpy as np
 
 from unet_jax.data.classes import ClassSet, ClassSetError
 from unet_jax.deploy.segmenter import OptionError, Segmenter
-from unet_jax.errors import InferenceError
+from unet_jax.errors import InferenceError, import_optional
 from unet_jax.model.outputs import num_outputs
 
 DEFAULT_THREADS = 2
@@ -44,13 +44,11 @@ class OnnxModelError(InferenceError, ValueError):
 
 def require_onnxruntime() -> Any:
     """Imports ``onnxruntime``, or raises OnnxModelError with the install line."""
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise OnnxModelError(
-            "ONNX inference needs the optional 'onnxruntime' package: pip install -e '.[onnx]'"
-        ) from e
-    return onnxruntime
+    return import_optional(
+        "onnxruntime",
+        OnnxModelError,
+        "ONNX inference needs the optional 'onnxruntime' package: pip install -e '.[onnx]'",
+    )
 
 
 def session_options(*, threads: int = DEFAULT_THREADS) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import pathlib
-import sys
 import tempfile
 from collections.abc import Iterable
 from typing import Any
@@ -29,8 +28,15 @@ import numpy as np
 
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
+from unet_jax.deploy.onnx_export import (
+    INPUT_NAME,
+    OnnxExportError,
+    build_model,
+    onnx_sidecar,
+    require_onnx,
+)
 from unet_jax.deploy.options import OptionError
-from unet_jax.errors import InferenceError
+from unet_jax.errors import InferenceError, import_optional
 from unet_jax.run.loading import load_run
 
 CALIBRATION_SPLIT = "train"
@@ -44,31 +50,11 @@ class CalibrationDataError(InferenceError, FileNotFoundError):
 
 def require_quantization() -> Any:
     """Imports ``onnxruntime.quantization``, or raises OnnxExportError with the install line."""
-    from unet_jax.deploy.onnx_export import OnnxExportError
-
-    try:
-        from onnxruntime import quantization
-    except ImportError as e:
-        raise OnnxExportError(
-            "int8 export needs the optional 'onnxruntime' package: pip install -e '.[onnx]'"
-        ) from e
-    return quantization
-
-
-def repository_prepare_fn() -> data_sources.PrepareFn | None:
-    """``datasets.prepare_dataset`` of the source checkout this package runs from, or None.
-
-    The builders live in the repository's ``datasets/`` folder, which is never installed
-    (it would shadow Hugging Face ``datasets``), as train.py and eval.py import it.
-    """
-    root = pathlib.Path(__file__).resolve().parents[2]
-    if not (root / "datasets" / "__init__.py").is_file():
-        return None
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import datasets
-
-    return datasets.prepare_dataset
+    return import_optional(
+        "onnxruntime.quantization",
+        OnnxExportError,
+        "int8 export needs the optional 'onnxruntime' package: pip install -e '.[onnx]'",
+    )
 
 
 def open_calibration_source(
@@ -227,8 +213,6 @@ def quantize_model(
     Returns:
       The number of calibration images used.
     """
-    from unet_jax.deploy.onnx_export import INPUT_NAME
-
     q = require_quantization()
     reader = _Reader(batches, INPUT_NAME)
     with tempfile.TemporaryDirectory(prefix="unet_jax_int8_") as tmp:
@@ -300,8 +284,6 @@ def export_int8_run(
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError,
         OnnxExportError: as ``onnx_export.export_onnx_run``.
     """
-    from unet_jax.deploy.onnx_export import build_model, onnx_sidecar, require_onnx
-
     if calibration < 1:
         raise OptionError(f"--calibration must be >= 1 training images, got {calibration}")
     require_onnx()

@@ -3,7 +3,7 @@
 The encoder: per convolution one ``Conv`` with its BatchNorm folded in (PyTorch's
 symmetric pads, strides 2 where torchvision has them), ``Relu``, ``MaxPool`` 3x3 stride 2
 pad 1 after the stem, ``Add`` + ``Relu`` at the end of every residual block. The decoder
-is the classic U-Net's (``onnx_export.up_conv`` and ``onnx_export.conv_block``), its last
+is the classic U-Net's (``onnx_graph.up_conv`` and ``onnx_graph.conv_block``), its last
 block without a skip.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from unet_jax.deploy.onnx_export import conv_block, decoder_blocks, fold_batchnorm, up_conv
+from unet_jax.deploy.onnx_graph import conv_block, decoder_blocks, fold_batchnorm, up_conv
 from unet_jax.model.resnet import ARCHITECTURES, ENCODER_MODULE, ResNetUNet
 
 
@@ -75,7 +75,7 @@ def resnet_unet_body(
       p: the model's variables (``onnx_export``'s reader, which checks that all are used).
       x: the normalised NCHW input.
       model: the ResNetUNet.
-      upconv: how the up-convolutions are written (``onnx_export.up_conv``).
+      upconv: how the up-convolutions are written (``onnx_graph.up_conv``).
 
     Returns:
       The name of the full-resolution decoder output.

@@ -62,7 +62,6 @@ from unet_jax.evaluation.evaluator import (
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
-SPLITS = ("train", "validation", "test")
 FULL_RESOLUTION_INPUTS = ("native", "resized")
 
 
@@ -104,22 +103,6 @@ class EvalOptions:
     progress: bool = True
     onnx: str | None = None
     onnx_threads: int = 2
-
-
-def full_resolution_dataset(dataset: str) -> str:
-    """The full-size counterpart of a data set name.
-
-    Args:
-      dataset: e.g. ``lyft_udacity/resized_256``.
-
-    Returns:
-      ``lyft_udacity/full`` for ``resized_256``, ``lyft_udacity/full_nohood`` for
-      ``resized_256_nohood``; any other name unchanged.
-    """
-    name, sep, config = dataset.partition("/")
-    if config.startswith("resized_256"):
-        config = "full" + config[len("resized_256") :]
-    return f"{name}{sep}{config}"
 
 
 def _score(
@@ -258,8 +241,10 @@ def run_evaluation(
     config, segmenter, classes = backend.config, backend.segmenter, backend.classes
     checkpoint = backend.checkpoint
     seconds = {"load": time.perf_counter() - start}
-    if options.split not in SPLITS and sources is None:
-        raise SplitError(f"unknown split {options.split!r}; choose from {', '.join(SPLITS)}")
+    if options.split not in data_sources.SPLITS and sources is None:
+        raise SplitError(
+            f"unknown split {options.split!r}; choose from {', '.join(data_sources.SPLITS)}"
+        )
     if sources is not None:
         source = _pick_split(sources, options.split, "the given sources")
     else:
@@ -318,7 +303,8 @@ def run_evaluation(
     report["options"]["full_resolution_input"] = full_input
     full_samples: list[dict[str, Any]] = []
     if options.full_resolution:
-        full_dataset = full_resolution_dataset(config.dataset)
+        # The builders know which data set holds the same images at full size.
+        full_dataset = prepare_fn.full_resolution(config.dataset) if prepare_fn else config.dataset
         if full_sources is not None:
             full_source = _pick_split(full_sources, options.split, "the given full-size sources")
             full_dataset = "(in-memory sources)"

@@ -270,10 +270,7 @@ class Evaluator:
 
 def flat_scalars(results: dict[str, Any]) -> dict[str, Any]:
     """The scalars a validation writes to ``metrics.jsonl`` (per-class IoU as ``iou/NAME``)."""
-    scalars = {
-        k: results[k]
-        for k in ("loss", "mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy")
-    }
+    scalars = {k: results[k] for k in ("loss", *metrics.MEAN_SCORES)}
     scalars.update({k: v for k, v in results.items() if k.startswith("foreground_")})
     for name, per_class in results["per_class"].items():
         scalars[f"iou/{name}"] = per_class["iou"]

@@ -223,6 +223,9 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 BINARY_KEYS = ("iou", "dice", "precision", "recall")
+# The headline scores of every result, and the foreground's of a binary data set.
+MEAN_SCORES = ("mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy")
+FOREGROUND_SCORES = tuple(f"foreground_{key}" for key in BINARY_KEYS)
 
 
 def segmentation_metrics(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
@@ -309,7 +312,8 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def format_score(value: Any, digits: int = 4) -> str:
+    """A score with ``digits`` decimals, ``n/a`` when undefined (None or NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
@@ -335,14 +339,13 @@ def format_table(metrics: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, m in metrics["per_class"].items():
-        lines.append(
-            f"| {name} | {_fmt(m['iou'])} | {_fmt(m['dice'])} | {_fmt(m['precision'])} "
-            f"| {_fmt(m['recall'])} | {m['pixels']} |"
-        )
+        scores = " | ".join(format_score(m[k]) for k in ("iou", "dice", "precision", "recall"))
+        lines.append(f"| {name} | {scores} | {m['pixels']} |")
     lines.append(
-        f"| **mean** | {_fmt(metrics['mean_iou'])} | {_fmt(metrics['mean_dice'])} |  "
-        f"| {_fmt(metrics['mean_class_accuracy'])} | {metrics['num_pixels']} |"
+        f"| **mean** | {format_score(metrics['mean_iou'])} "
+        f"| {format_score(metrics['mean_dice'])} |  "
+        f"| {format_score(metrics['mean_class_accuracy'])} | {metrics['num_pixels']} |"
     )
     lines.append("")
-    lines.append(f"pixel accuracy: {_fmt(metrics['pixel_accuracy'])}")
+    lines.append(f"pixel accuracy: {format_score(metrics['pixel_accuracy'])}")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from PIL import Image
 from unet_jax.data import image_ops
 from unet_jax.data.classes import IGNORE_COLOR, ClassSet, to_hex
 from unet_jax.evaluation import metrics, reports
+from unet_jax.evaluation.metrics import format_score
 
 THUMBNAIL_WIDTH = 384  # pixels; wider images are downscaled, smaller ones kept as they are
 
@@ -178,14 +179,8 @@ td.info li .swatch { width: 10px; height: 10px; margin-right: 3px; }
 """
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def _num_cell(value: Any, digits: int = 4) -> str:
-    text = _fmt(value, digits)
+    text = format_score(value, digits)
     return f'<td class="{"na" if text == "n/a" else "num"}">{text}</td>'
 
 
@@ -201,7 +196,7 @@ def _iou_color(iou: float) -> str:
 
 
 def _scores_section(results: dict[str, Any], rows: Sequence[ImageRow]) -> str:
-    cards = [(title, _fmt(results.get(key))) for title, key in reports.scores_of(results)]
+    cards = [(title, format_score(results.get(key))) for title, key in reports.scores_of(results)]
     cards.append(("images", str(results["num_examples"])))
     cards.append(("scored pixels", f"{results['num_pixels']:,}"))
     body = "".join(
@@ -212,7 +207,7 @@ def _scores_section(results: dict[str, Any], rows: Sequence[ImageRow]) -> str:
     per_image = [r.scores["mean_iou"] for r in rows if not math.isnan(r.scores["mean_iou"])]
     note = (
         "Scores pool the pixels of all images (ignored pixels excluded); the mean of the "
-        f"per-image IoUs below is {_fmt(float(np.mean(per_image)))}."
+        f"per-image IoUs below is {format_score(float(np.mean(per_image)))}."
         if per_image
         else "Scores pool the pixels of all images (ignored pixels excluded)."
     )
@@ -235,7 +230,7 @@ def _class_table(results: dict[str, Any], classes: ClassSet) -> str:
         )
         body.append(
             f'<tr class="class-row"><td>{_swatch(color)}{html.escape(name)}</td>'
-            f'<td class="{"na" if iou is None else "num"}"{bar}>{_fmt(iou)}</td>'
+            f'<td class="{"na" if iou is None else "num"}"{bar}>{format_score(iou)}</td>'
             + "".join(_num_cell(s[k]) for k in ("dice", "precision", "recall"))
             + f'<td class="num">{s["pixels"]:,}</td></tr>'
         )
@@ -305,15 +300,15 @@ def _image_row(rank: int, row: ImageRow, classes: ClassSet) -> str:
     ]
     present.sort(key=lambda p: p[2])
     items = "".join(
-        f'<li title="{html.escape(n)}: IoU {_fmt(v, 3)}">{_swatch(c)}{_fmt(v, 2)} '
+        f'<li title="{html.escape(n)}: IoU {format_score(v, 3)}">{_swatch(c)}{format_score(v, 2)} '
         f"{html.escape(n)}</li>"
         for n, c, v in present
     )
     info = (
         f'<td class="info"><div class="rank">#{rank}</div>'
         f'<div class="name">{name}</div>'
-        f'<div class="iou" style="color:{_iou_color(iou)}">IoU {_fmt(iou, 3)}</div>'
-        f"<div>pixel accuracy {_fmt(row.scores['pixel_accuracy'], 3)}</div>"
+        f'<div class="iou" style="color:{_iou_color(iou)}">IoU {format_score(iou, 3)}</div>'
+        f"<div>pixel accuracy {format_score(row.scores['pixel_accuracy'], 3)}</div>"
         f'<div class="meta">{row.size[0]}x{row.size[1]}</div><ul>{items}</ul></td>'
     )
     cells = "".join(
@@ -322,7 +317,8 @@ def _image_row(rank: int, row: ImageRow, classes: ClassSet) -> str:
             zip(row.pictures, ("image", "ground truth", "prediction"), strict=True)
         )
     )
-    return f'<tr class="image-row" id="image-{row.index}" data-iou="{_fmt(iou)}">{info}{cells}</tr>'
+    row_id = f'id="image-{row.index}" data-iou="{format_score(iou)}"'
+    return f'<tr class="image-row" {row_id}>{info}{cells}</tr>'
 
 
 def _images_section(rows: Sequence[ImageRow], classes: ClassSet) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
+from unet_jax.evaluation.metrics import format_score
 
 # error_map / class_comparison colours (RGB).
 WRONG_COLOR = (230, 25, 25)
@@ -435,12 +436,6 @@ def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
 # ----------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 SCORES = (
     ("mean IoU", "mean_iou"),
     ("mean Dice", "mean_dice"),
@@ -505,7 +500,9 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
     lines += ["", "| score | " + " | ".join(t for t, _ in columns) + " |"]
     lines.append("| --- |" + " ---: |" * len(columns))
     for title, key in scores_of(report):
-        lines.append(f"| {title} | " + " | ".join(_fmt(r.get(key)) for _, r in columns) + " |")
+        lines.append(
+            f"| {title} | " + " | ".join(format_score(r.get(key)) for _, r in columns) + " |"
+        )
     for title, results in columns:
         lines += ["", f"## Per class, {title}", "", format_table(results)]
     if pictures:
@@ -528,11 +525,12 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
         f"{'':22}" + "".join(f"{t.split(' ')[0]:>14}" for t, _ in columns),
     ]
     for title, key in scores_of(report):
-        head.append(f"{title:22}" + "".join(f"{_fmt(r.get(key)):>14}" for _, r in columns))
+        head.append(f"{title:22}" + "".join(f"{format_score(r.get(key)):>14}" for _, r in columns))
     head.append("IoU per class:")
     for name in report["per_class"]:
         head.append(
-            f"  {name:20}" + "".join(f"{_fmt(r['per_class'][name]['iou']):>14}" for _, r in columns)
+            f"  {name:20}"
+            + "".join(f"{format_score(r['per_class'][name]['iou']):>14}" for _, r in columns)
         )
     if files:
         folder = pathlib.Path(files[0]).parent

@@ -7,9 +7,8 @@ tap over blocks of rows (:func:`kernel_grad_by_row_blocks`) on large images, Win
 F(2x2, 3x3) (:func:`winograd_kernel_grad`) on 32x32 layers of 256+ channels. The same
 function and the same parameters, so checkpoints do not depend on the choice.
 ``conv_impl="auto"`` (the configs' default) picks it on the CPU backend and XLA's own
-gradient elsewhere (:func:`resolve_conv_impl`). :func:`winograd_conv` and
-:func:`conv_by_taps` (forward and input gradient as matmuls) are measured by
-benchmarks/conv_grad.py and lose to XLA's there.
+gradient elsewhere (:func:`resolve_conv_impl`). The forward pass and
+input gradient as matmuls (benchmarks/conv_matmul.py) lose to XLA's own on the CPU.
 Measurements: docs/PERFORMANCE.md, benchmarks/conv_grad.py."""
 
 import functools
@@ -145,36 +144,11 @@ def kernel_grad_by_row_blocks(
     return acc.reshape(kh, kw, c, o)
 
 
-def conv_by_taps(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
-    """A stride-1 NHWC/HWIO convolution as one [BHW, C] x [C, O] matmul per kernel tap.
-
-    ``y = sum_{i,j} xpad[:, i:i+H', j:j+W', :] @ kernel[i, j]``, accumulated in float32.
-
-    Args:
-      x: input [B, H, W, C].
-      kernel: [kh, kw, C, O].
-      padding: ((top, bottom), (left, right)), non-negative.
-
-    Returns:
-      The convolution output [B, H', W', O].
-    """
-    kh, kw, c, o = kernel.shape
-    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    b, out_h, out_w = x.shape[0], xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    y = None
-    for i in range(kh):
-        for j in range(kw):
-            window = xp[:, i : i + out_h, j : j + out_w, :].reshape(-1, c)
-            tap = jnp.dot(window, kernel[i, j], preferred_element_type=jnp.float32)
-            y = tap if y is None else y + tap
-    return y.reshape(b, out_h, out_w, o).astype(x.dtype)
-
-
 # Winograd F(2x2, 3x3) (Lavin and Gray, 2015): a 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A
 # for the 4x4 input tile d around it, 16 multiplications per tile and channel pair instead
 # of 36, so each of the three convolutions of a layer (forward, input and weight gradient)
 # is 16 batched [tiles, C] x [C, O] matmuls with 2.25x fewer FLOPs than the direct one.
-_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def _winograd_bt(a: jax.Array, axis: int) -> list[jax.Array]:
@@ -191,62 +165,12 @@ def _winograd_a(a: jax.Array, axis: int) -> list[jax.Array]:
     return [y0, y0 + y1, y0 - y1, -y1]
 
 
-def _winograd_input(x: jax.Array, tiles_h: int, tiles_w: int) -> jax.Array:
+def winograd_input(x: jax.Array, tiles_h: int, tiles_w: int) -> jax.Array:
     """[B, H, W, C] (SAME-padded here to 2t + 2) -> the 16 transformed inputs [16, B*th*tw, C]."""
     _, h, w, c = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 2 * tiles_h + 1 - h), (1, 2 * tiles_w + 1 - w), (0, 0)))
     v = [col for row in _winograd_bt(xp, 1) for col in _winograd_bt(row, 2)]
     return jnp.stack(v).reshape(16, -1, c)
-
-
-def _winograd_kernel(kernel: jax.Array) -> jax.Array:
-    """G g G^T: [3, 3, C, O] -> [16, C, O]."""
-    g = jnp.asarray(_WINOGRAD_G, jnp.float32)
-    u = jnp.einsum("ai,ijco,bj->abco", g, kernel.astype(jnp.float32), g, precision="highest")
-    return u.reshape(16, *kernel.shape[2:]).astype(kernel.dtype)
-
-
-def _winograd_output(m: jax.Array, b: int, tiles_h: int, tiles_w: int) -> jax.Array:
-    """A^T M A: [16, B*th*tw, O] -> [B, 2th, 2tw, O]."""
-    o = m.shape[-1]
-    m = m.reshape(4, 4, b, tiles_h, tiles_w, o)
-    rows = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
-    y = jnp.stack([jnp.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]]) for r in rows])
-    return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, 2 * tiles_h, 2 * tiles_w, o)
-
-
-def winograd_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A 3x3 "SAME" stride-1 NHWC/HWIO convolution by Winograd F(2x2, 3x3).
-
-    Args:
-      x: input [B, H, W, C] (odd H or W are padded to even and cropped).
-      kernel: [3, 3, C, O].
-
-    Returns:
-      The convolution output [B, H, W, O], in ``x.dtype``.
-    """
-    b, h, w, _ = x.shape
-    th, tw = (h + 1) // 2, (w + 1) // 2
-    m = lax.dot_general(
-        _winograd_input(x, th, tw),
-        _winograd_kernel(kernel),
-        (((2,), (1,)), ((0,), (0,))),
-        preferred_element_type=jnp.float32,
-    )
-    return _winograd_output(m, b, th, tw)[:, :h, :w].astype(x.dtype)
-
-
-def winograd_input_grad(dy: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Input gradient of :func:`winograd_conv`: the convolution of dy with the flipped kernel.
-
-    Args:
-      dy: output gradient [B, H, W, O].
-      kernel: [3, 3, C, O].
-
-    Returns:
-      dx [B, H, W, C].
-    """
-    return winograd_conv(dy, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
 
 
 def winograd_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
@@ -266,12 +190,12 @@ def winograd_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     dyp = jnp.pad(dy, ((0, 0), (0, 2 * th - h), (0, 2 * tw - w), (0, 0)))
     dm = jnp.stack([col for row in _winograd_a(dyp, 1) for col in _winograd_a(row, 2)])
     du = lax.dot_general(
-        _winograd_input(x, th, tw),
+        winograd_input(x, th, tw),
         dm.reshape(16, -1, o),
         (((1,), (1,)), ((0,), (0,))),
         preferred_element_type=jnp.float32,
     ).reshape(4, 4, x.shape[-1], o)
-    g = jnp.asarray(_WINOGRAD_G, jnp.float32)
+    g = jnp.asarray(WINOGRAD_G, jnp.float32)
     return jnp.einsum("ai,abco,bj->ijco", g, du, g, precision="highest")
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from unet_jax.errors import UserError
+from unet_jax.errors import UserError, import_optional
 from unet_jax.model.resnet import ARCHITECTURES, ENCODER_MODULE
 
 TORCH_SUFFIXES = (".pth", ".pt")
@@ -70,13 +70,12 @@ def download_hint(encoder: str) -> str:
 
 
 def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError as e:
-        raise EncoderWeightsError(
-            f"{path}: reading a .pth file needs PyTorch (pip install torch), or use timm's "
-            ".safetensors file of the same model (pip install -e '.[safetensors]')"
-        ) from e
+    torch = import_optional(
+        "torch",
+        EncoderWeightsError,
+        f"{path}: reading a .pth file needs PyTorch (pip install torch), or use timm's "
+        ".safetensors file of the same model (pip install -e '.[safetensors]')",
+    )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
@@ -99,13 +98,12 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as e:
-        raise EncoderWeightsError(
-            f"{path}: reading a .safetensors file needs the 'safetensors' package: "
-            "pip install -e '.[safetensors]'"
-        ) from e
+    load_file = import_optional(
+        "safetensors.numpy",
+        EncoderWeightsError,
+        f"{path}: reading a .safetensors file needs the 'safetensors' package: "
+        "pip install -e '.[safetensors]'",
+    ).load_file
     try:
         return dict(load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - SafetensorError and numpy's errors alike

@@ -180,7 +180,7 @@ class ResNetEncoder(nn.Module):
         norm = batchnorm_factory(train=train, axis_name=self.bn_axis_name, dtype=self.dtype)
         x = nn.relu(norm(name="bn1")(conv(64, 7, 2, name="conv1")(x)))
         features = [x]
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+        x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding=_pad(3))
         for stage, (width, blocks) in enumerate(zip(STAGE_WIDTHS, arch.layers, strict=True)):
             for index in range(blocks):
                 strides = 2 if stage > 0 and index == 0 else 1

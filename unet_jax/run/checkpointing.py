@@ -7,8 +7,7 @@ Layout in the workdir::
     best/<step>/...                    the same items, for the best validation result
 
 The input pipeline's position is a function of the step (``input_pipeline``), so no data
-iterator state is stored; checkpoints written before that carry a ``data_iterator`` item,
-which restore ignores.
+iterator state is stored.
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
 process killed mid-save leaves the previous checkpoints intact and the partial one is
@@ -259,17 +258,17 @@ def _variables_of(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: state_dict[k] for k in VARIABLE_COLLECTIONS}
 
 
-def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[str, Any]:
+def read_variables(step_dir: str | pathlib.Path, template: dict[str, Any]) -> dict[str, Any]:
     """Reads only ``params`` and ``batch_stats`` of one checkpoint step, read-only.
 
     Nothing in the workdir is created, renamed or deleted, and the optimizer state is never
     read (for Adam, twice the parameters' size). The variables are verified against the
-    SHA-256 recorded for them; a checkpoint from before that digest existed is read whole
-    and verified against the state's digest.
+    SHA-256 recorded for them.
 
     Args:
       step_dir: a step directory, e.g. ``<workdir>/best/<step>``.
-      template: a TrainState of the run's structure (abstract arrays are enough).
+      template: ``{"params": ..., "batch_stats": ...}`` of the run's model (abstract
+        arrays are enough, e.g. ``unet_jax.model.factory.abstract_variables``).
 
     Returns:
       ``{"params": ..., "batch_stats": ..., "step": int}`` of numpy arrays.
@@ -280,16 +279,15 @@ def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[s
     """
     step_dir = pathlib.Path(step_dir).absolute()  # orbax misreads relative paths
     where = f"checkpoint {step_dir}"
-    template_dict = serialization.to_state_dict(template)
+    wanted = _variables_of(template)
     try:
         meta = json.loads((step_dir / "meta" / "metadata").read_text())
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
-            saved = _shapes(reader.metadata(step_dir / "state").item_metadata.tree)
+            tree = reader.metadata(step_dir / "state").item_metadata.tree
+        saved = _shapes({k: tree.get(k, {}) for k in VARIABLE_COLLECTIONS})
     except Exception as e:  # noqa: BLE001 - unreadable files or metadata are damage
         raise CheckpointError(f"{where} is damaged ({e})") from e
-    _compare_shapes(saved, _shapes(template_dict), where=where)
-    recorded = meta.get(VARIABLES_DIGEST_KEY)
-    wanted = _variables_of(template_dict) if recorded else template_dict
+    _compare_shapes(saved, _shapes(wanted), where=where)
     try:
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
             restored = reader.restore(
@@ -297,13 +295,12 @@ def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[s
                 args=ocp.args.PyTreeRestore(
                     item=wanted,
                     restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
-                    partial_restore=bool(recorded),
+                    partial_restore=True,
                 ),
             )
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
         raise CheckpointError(f"{where} is damaged ({e})") from e
-    if recorded is None:
-        recorded = meta.get(DIGEST_KEY)
+    recorded = meta.get(VARIABLES_DIGEST_KEY)
     if recorded is None or recorded != state_digest(restored):
         raise CheckpointError(
             f"{where} is damaged (its contents do not match the SHA-256 recorded when it was saved)"

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from unet_jax.errors import InferenceError
+from unet_jax.model.factory import abstract_variables, create_model
 from unet_jax.model.unet import UNet
 from unet_jax.run.workdir import Workdir
 
@@ -152,8 +153,9 @@ def load_run(
     """Restores the model of a training run.
 
     Only ``params`` and ``batch_stats`` are read, into an abstract template (``jax.eval_shape``
-    of the state construction), so no initialisation is compiled or run; their SHA-256 is
-    verified (see ``unet_jax.run.checkpointing.read_variables``). Nothing is written.
+    of the model's initialisation: no optimizer is built), so nothing is compiled or run;
+    their SHA-256 is verified (see ``unet_jax.run.checkpointing.read_variables``). Nothing
+    is written.
 
     Args:
       workdir: the training run directory (holds config.json, checkpoints/, best/).
@@ -172,9 +174,8 @@ def load_run(
       unet_jax.run.checkpointing.CheckpointError: the checkpoint is damaged (it is left in
         place: restoring never moves or changes a checkpoint).
     """
-    # Imported here: orbax and the optimizer are only needed to restore.
+    # Imported here: orbax is only needed to restore.
     from unet_jax.run import checkpointing
-    from unet_jax.run.state import create_model, create_train_state
 
     workdir = pathlib.Path(workdir)
     spec = parse_checkpoint(checkpoint)
@@ -217,9 +218,8 @@ def load_run(
         )
 
     try:
-        template = jax.eval_shape(
-            lambda: create_train_state(config, rng=jax.random.key(0), total_steps=1)
-        )
+        model = create_model(config)
+        template = abstract_variables(model, image_size=tuple(config.image_size))
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise WorkdirError(
             f"the configuration of {workdir} cannot build a model ({type(e).__name__}: {e})"
@@ -234,7 +234,7 @@ def load_run(
     return LoadedRun(
         workdir=workdir,
         config=config,
-        model=create_model(config),
+        model=model,
         variables=jax.device_put(variables),
         step=restored["step"],
         checkpoint=spec,

@@ -1,21 +1,13 @@
-"""Training state, model and optimizer construction from a config."""
+"""The train state that checkpoints hold: parameters, optimizer state, BatchNorm statistics."""
 
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import optax
 from flax import struct
 from flax.training import train_state
 
-from unet_jax.model.conv_fast import resolve_conv_impl
-from unet_jax.model.outputs import num_outputs
-from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
-from unet_jax.model.unet import UNet
-from unet_jax.run import fine_tuning
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+from unet_jax.model.resnet import ENCODER_MODULE
 
 
 class TrainState(train_state.TrainState):
@@ -31,9 +23,9 @@ class TrainState(train_state.TrainState):
     encoder_frozen_steps: int = struct.field(pytree_node=False, default=0)
 
     def apply_gradients(self, *, grads: Any, **kwargs: Any) -> "TrainState":
-        """Flax's update, keeping a frozen encoder's BatchNorm statistics (see fine_tuning)."""
+        """Flax's update; a frozen encoder's BatchNorm statistics stay (keep_frozen_statistics)."""
         if "batch_stats" in kwargs:
-            kwargs["batch_stats"] = fine_tuning.keep_frozen_statistics(
+            kwargs["batch_stats"] = keep_frozen_statistics(
                 self.step,
                 kwargs["batch_stats"],
                 self.batch_stats,
@@ -42,132 +34,24 @@ class TrainState(train_state.TrainState):
         return super().apply_gradients(grads=grads, **kwargs)
 
 
-def create_model(
-    config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None
-) -> UNet | ResNetUNet:
-    """Builds the UNet (or, with ``model.encoder`` a ResNet, the ResNetUNet) of ``config.model``.
+def keep_frozen_statistics(
+    step: jax.Array, new: dict[str, Any], old: dict[str, Any], *, frozen_steps: int
+) -> dict[str, Any]:
+    """The BatchNorm statistics after a training step: the encoder's stay while frozen.
 
     Args:
-      config: the run configuration.
-      bn_axis_name: device axis for cross-device BatchNorm statistics, or None.
+      step: the train state's step before the update (0 for the first).
+      new: the statistics the forward pass computed.
+      old: the statistics before the step.
+      frozen_steps: steps during which the encoder's statistics stay.
 
     Returns:
-      An (unbound) model whose ``conv_impl`` is "xla" or "patches" ("auto" resolved
-      for this process's default backend, see ``conv_fast.resolve_conv_impl``).
+      ``new`` with the encoder's entries replaced by ``old``'s while ``step < frozen_steps``.
     """
-    m = config.model
-    if m.dtype not in DTYPES:
-        raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {m.dtype!r}")
-    common = dict(
-        num_classes=num_outputs(config.num_classes, m.output_activation),
-        use_batchnorm=m.use_batchnorm,
-        dropout_rate=m.dropout_rate,
-        bn_axis_name=bn_axis_name,
-        upsample=m.upsample,
-        # "auto" becomes "patches" on CPU and "xla" elsewhere, here once, so the model (and
-        # whatever logs it) carries the concrete choice. Workdirs written before the option
-        # existed trained with "xla"; they keep it so that a resumed run stays bit-identical.
-        conv_impl=resolve_conv_impl(m.get("conv_impl", "xla")),
-        dtype=DTYPES[m.dtype],
+    if not frozen_steps or ENCODER_MODULE not in new:
+        return new
+    frozen = step < frozen_steps
+    kept = jax.tree_util.tree_map(
+        lambda n, o: jnp.where(frozen, o, n), new[ENCODER_MODULE], old[ENCODER_MODULE]
     )
-    # Workdirs written before model.encoder existed hold classic U-Nets.
-    encoder = m.get("encoder", "unet")
-    if encoder not in ENCODERS:
-        raise ValueError(f"config.model.encoder must be one of {ENCODERS}, got {encoder!r}")
-    if encoder in ARCHITECTURES:
-        return ResNetUNet(encoder=encoder, decoder_features=tuple(m.decoder_features), **common)
-    return UNet(features=tuple(m.features), bridge_features=m.bridge_features, **common)
-
-
-def create_learning_rate_schedule(
-    config: ml_collections.ConfigDict, *, total_steps: int
-) -> optax.Schedule:
-    """Constant learning rate, or linear warmup then cosine decay to 0.
-
-    Args:
-      config: uses ``learning_rate``, ``schedule`` and ``warmup_steps``.
-      total_steps: number of training steps of the run.
-
-    Returns:
-      An optax schedule.
-    """
-    if config.schedule == "constant":
-        if config.warmup_steps > 0:
-            return optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
-        return optax.constant_schedule(config.learning_rate)
-    if config.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-            decay_steps=max(total_steps, config.warmup_steps + 1),
-            end_value=0.0,
-        )
-    raise ValueError(
-        f"config.schedule must be 'constant' or 'warmup_cosine', got {config.schedule!r}"
-    )
-
-
-def create_optimizer(
-    config: ml_collections.ConfigDict, *, total_steps: int
-) -> optax.GradientTransformation:
-    """Adam (the reference recipe) or SGD with momentum 0.9, on the configured schedule.
-
-    A ResNet encoder gets its own learning-rate multiple and frozen steps
-    (``unet_jax.fine_tuning``).
-
-    Args:
-      config: uses ``optimizer`` and the schedule fields.
-      total_steps: number of training steps of the run.
-
-    Returns:
-      An optax gradient transformation.
-    """
-    schedule = create_learning_rate_schedule(config, total_steps=total_steps)
-    if config.optimizer in ("adam", "sgd") and config.model.get("encoder", "unet") != "unet":
-        return fine_tuning.encoder_optimizer(
-            optimizer=config.optimizer,
-            schedule=schedule,
-            lr_multiplier=float(config.get("encoder_lr_multiplier", 1.0)),
-            frozen_steps=int(config.get("encoder_frozen_steps", 0)),
-        )
-    if config.optimizer == "adam":
-        return optax.adam(schedule)
-    if config.optimizer == "sgd":
-        return optax.sgd(schedule, momentum=0.9)
-    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
-
-
-def create_train_state(
-    config: ml_collections.ConfigDict, *, rng: jax.Array, total_steps: int
-) -> TrainState:
-    """Initialises parameters, BatchNorm statistics and Adam state on the default device.
-
-    Args:
-      config: the run configuration.
-      rng: PRNG key; split into an init key and the run's base key.
-      total_steps: length of the run, for the learning-rate schedule.
-
-    Returns:
-      An unreplicated TrainState whose ``apply_fn`` is the UNet without a BatchNorm device
-      axis (the drivers rebind it).
-    """
-    model = create_model(config)
-    init_rng, base_rng = jax.random.split(rng)
-    height, width = config.image_size
-    model.check_input_shape((1, height, width, 3))
-
-    @jax.jit
-    def init(key):
-        return model.init(key, jnp.zeros((1, height, width, 3), jnp.uint8), train=False)
-
-    variables = init(init_rng)
-    tx = create_optimizer(config, total_steps=total_steps)
-    return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}),
-        tx=tx,
-        rng=jax.random.key_data(base_rng),
-        encoder_frozen_steps=int(config.get("encoder_frozen_steps", 0)),
-    )
+    return {**new, ENCODER_MODULE: kept}

@@ -10,13 +10,15 @@ from typing import Any
 
 import ml_collections
 
+from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import ConfigError
+from unet_jax.evaluation import metrics
 from unet_jax.model.conv_fast import CONV_IMPLS
+from unet_jax.model.factory import DTYPES
 from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, size_multiple
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
-from unet_jax.run.state import DTYPES
 from unet_jax.train import losses
 from unet_jax.train.parallel import DRIVERS
 
@@ -36,15 +38,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.encoder": ENCODERS,
 }
 # Validation scores any run logs; binary data sets add FOREGROUND_METRICS.
-METRICS = ("mean_iou", "mean_dice", "pixel_accuracy", "mean_class_accuracy", "loss")
-FOREGROUND_METRICS = (
-    "foreground_iou",
-    "foreground_dice",
-    "foreground_precision",
-    "foreground_recall",
-)
-# The data set families of datasets.prepare_dataset (datasets/ is not importable from here).
-DATASETS = ("lyft_udacity", "aerial", "folder")
+METRICS = (*metrics.MEAN_SCORES, "loss")
+FOREGROUND_METRICS = metrics.FOREGROUND_SCORES
 POSITIVE_INTS = (
     "batch_size",
     "eval_batch_size",
@@ -62,7 +57,11 @@ def _get(config: ml_collections.ConfigDict, field: str) -> Any:
 
 
 def validate_config(
-    config: ml_collections.ConfigDict, *, process_count: int, local_device_count: int
+    config: ml_collections.ConfigDict,
+    *,
+    process_count: int,
+    local_device_count: int,
+    builders: data_sources.Builders | None = None,
 ) -> None:
     """Checks every field that can be checked without the data.
 
@@ -70,6 +69,8 @@ def validate_config(
       config: the run config.
       process_count: number of processes (hosts).
       local_device_count: devices per process.
+      builders: the data set builders, to check ``config.dataset`` against (None: the
+        caller gives the data itself).
 
     Raises:
       ConfigError: the first problem found.
@@ -122,11 +123,8 @@ def validate_config(
         )
     if config.best_metric == "loss" and config.best_mode != "min":
         raise ConfigError("config.best_metric='loss' needs config.best_mode='min'")
-    if str(config.dataset).partition("/")[0] not in DATASETS:
-        raise ConfigError(
-            f"config.dataset={config.dataset!r}: use 'lyft_udacity/<config>', 'aerial' or "
-            "'folder' (with --config.folder=DIR)"
-        )
+    if builders is not None:
+        builders.check_name(config.dataset)
     worker_count = config.worker_count
     if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 0:
         raise ConfigError(f"config.worker_count={worker_count!r}: must be an integer >= 0")

@@ -144,7 +144,7 @@ def merge_collection(
 
 def _architecture_hint(model: Any) -> str:
     """What a mismatch message says about the source run's architecture."""
-    encoder = model.get("encoder", "unet")  # workdirs from before model.encoder: the U-Net
+    encoder = model.encoder
     if encoder != "unet":
         return (
             f"the source run has model.encoder={encoder!r} and "

@@ -28,12 +28,14 @@ from unet_jax.data.run_data import (
 from unet_jax.errors import ConfigError
 from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor, flat_scalars
 from unet_jax.model import encoder_weights
+from unet_jax.model.factory import create_model
 from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import write_run_classes
-from unet_jax.run.state import create_learning_rate_schedule, create_model, create_train_state
 from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
+from unet_jax.train.init_state import create_train_state
+from unet_jax.train.optimizer import create_learning_rate_schedule
 
 
 class PreemptionGuard:
@@ -120,14 +122,15 @@ def make_loss_fn(
     )
     if weights is not None:
         kwargs["class_weights"] = weights
-    if config.loss in ("dice", "dice_ce", "dice_focal"):
-        kwargs["smooth"] = config.dice_smooth
-    if config.loss == "dice_ce":
-        kwargs["ce_weight"] = config.ce_weight
-    if config.loss in ("focal", "dice_focal"):
-        kwargs["gamma"] = config.focal_gamma
-    if config.loss == "dice_focal":
-        kwargs["focal_weight"] = config.focal_weight
+    # Each config field goes to the losses that take its option (by their signatures).
+    fields = {
+        "smooth": config.dice_smooth,
+        "ce_weight": config.ce_weight,
+        "gamma": config.focal_gamma,
+        "focal_weight": config.focal_weight,
+    }
+    accepted = losses.loss_options(config.loss)
+    kwargs.update({k: v for k, v in fields.items() if k in accepted})
     base = losses.get_loss_fn(config.loss, **kwargs)
     # A 1-channel sigmoid head (binary data) is scored as its two class logits [-z, z].
     return lambda logits, labels: base(class_logits(logits), labels)
@@ -337,7 +340,10 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
     log = print if is_main else (lambda *_: None)
     config_checks.validate_config(
-        config, process_count=jax.process_count(), local_device_count=jax.local_device_count()
+        config,
+        process_count=jax.process_count(),
+        local_device_count=jax.local_device_count(),
+        builders=prepare_fn,
     )
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)

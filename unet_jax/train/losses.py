@@ -416,6 +416,21 @@ _LOSSES: dict[str, Callable[..., jax.Array]] = {
 LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
 
 
+def loss_options(name: str) -> set[str]:
+    """The keyword options of the loss ``name`` (``num_classes``, ``smooth``, ...).
+
+    Raises:
+        ValueError: Unknown ``name``.
+    """
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss name {name!r}; expected one of {sorted(_LOSSES)}")
+    return {
+        p.name
+        for p in inspect.signature(_LOSSES[name]).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
 def get_loss_fn(name: str, **kwargs) -> LossFn:
     """Returns ``loss(logits, labels) -> [B]`` with the keyword options bound.
 
@@ -432,14 +447,7 @@ def get_loss_fn(name: str, **kwargs) -> LossFn:
         ValueError: Unknown ``name``.
         TypeError: An option the chosen loss does not accept, or no ``num_classes``.
     """
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss name {name!r}; expected one of {sorted(_LOSSES)}")
-    fn = _LOSSES[name]
-    accepted = {
-        p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    accepted = loss_options(name)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise TypeError(
@@ -447,4 +455,4 @@ def get_loss_fn(name: str, **kwargs) -> LossFn:
         )
     if "num_classes" not in kwargs:
         raise TypeError(f"loss {name!r} needs the keyword option num_classes")
-    return functools.partial(fn, **kwargs)
+    return functools.partial(_LOSSES[name], **kwargs)

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unet_jax.errors import FlagError
 from unet_jax.run.state import TrainState
-from unet_jax.train import steps
+from unet_jax.train import losses, steps
 
 AXIS = "batch"
 DRIVERS = ("pmap", "mesh")
@@ -82,7 +82,7 @@ def make_driver(
     name: str,
     *,
     model_apply: Callable,
-    loss_fn: steps.LossFn,
+    loss_fn: losses.LossFn,
     num_classes: int,
     devices: Sequence[jax.Device] | None = None,
 ) -> Driver:

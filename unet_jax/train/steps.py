@@ -6,8 +6,6 @@ and the model's BatchNorm averages its batch statistics over it, so N devices co
 exactly what one device computes on the same global batch.
 """
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,15 +14,14 @@ from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.evaluation import metrics
 from unet_jax.model.outputs import predict_labels
 from unet_jax.run.state import TrainState
-
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits, labels) -> per-example [B]
+from unet_jax.train import losses
 
 
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
     *,
-    loss_fn: LossFn,
+    loss_fn: losses.LossFn,
     axis_name: str,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on this device's share of the global batch.
@@ -79,7 +76,7 @@ def eval_step(
     state: TrainState,
     batch: dict[str, jax.Array],
     *,
-    loss_fn: LossFn,
+    loss_fn: losses.LossFn,
     num_classes: int,
     axis_name: str,
 ) -> dict[str, jax.Array]:

@@ -1,12 +1,13 @@
-"""Fine-tuning a pretrained encoder: its own learning rate, and the first steps frozen.
+"""The optimizer of a run: Adam or SGD on a learning-rate schedule, and fine-tuning rules.
 
-``config.encoder_lr_multiplier`` scales the ResNet encoder's learning rate relative to the
-decoder's (and head's) at every step of the schedule; ``config.encoder_frozen_steps``
-keeps the encoder's parameters, its optimizer state and its BatchNorm running statistics
-unchanged during the first N steps (the batch statistics still normalise its activations
-in training mode). Both are functions of counters inside the checkpointed train state
-(the optimizer's step count and ``TrainState.step``), so a resumed run does exactly what
-an uninterrupted one does.
+Fine-tuning a pretrained encoder: ``config.encoder_lr_multiplier`` scales the ResNet
+encoder's learning rate relative to the decoder's (and head's) at every step of the
+schedule; ``config.encoder_frozen_steps`` keeps the encoder's parameters, its optimizer
+state and (``unet_jax.run.state.TrainState``) its BatchNorm running statistics unchanged
+during the first N steps (the batch statistics still normalise its activations in training
+mode). Both are functions of counters inside the checkpointed train state (the optimizer's
+step count and ``TrainState.step``), so a resumed run does exactly what an uninterrupted
+one does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from unet_jax.model.resnet import ENCODER_MODULE
@@ -80,7 +82,7 @@ def encoder_optimizer(
     lr_multiplier: float,
     frozen_steps: int,
 ) -> optax.GradientTransformation:
-    """Adam or SGD (as ``train_state.create_optimizer``) with the encoder's own rules.
+    """Adam or SGD (as `create_optimizer`) with the encoder's own rules.
 
     Args:
       optimizer: "adam" or "sgd".
@@ -103,24 +105,60 @@ def encoder_optimizer(
     )
 
 
-def keep_frozen_statistics(
-    step: jax.Array, new: dict[str, Any], old: dict[str, Any], *, frozen_steps: int
-) -> dict[str, Any]:
-    """The BatchNorm statistics after a training step: the encoder's stay while frozen.
+def create_learning_rate_schedule(
+    config: ml_collections.ConfigDict, *, total_steps: int
+) -> optax.Schedule:
+    """Constant learning rate, or linear warmup then cosine decay to 0.
 
     Args:
-      step: the train state's step before the update (0 for the first).
-      new: the statistics the forward pass computed.
-      old: the statistics before the step.
-      frozen_steps: steps during which the encoder's statistics stay.
+      config: uses ``learning_rate``, ``schedule`` and ``warmup_steps``.
+      total_steps: number of training steps of the run.
 
     Returns:
-      ``new`` with the encoder's entries replaced by ``old``'s while ``step < frozen_steps``.
+      An optax schedule.
     """
-    if not frozen_steps or ENCODER_MODULE not in new:
-        return new
-    frozen = step < frozen_steps
-    kept = jax.tree_util.tree_map(
-        lambda n, o: jnp.where(frozen, o, n), new[ENCODER_MODULE], old[ENCODER_MODULE]
+    if config.schedule == "constant":
+        if config.warmup_steps > 0:
+            return optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+        return optax.constant_schedule(config.learning_rate)
+    if config.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=config.learning_rate,
+            warmup_steps=config.warmup_steps,
+            decay_steps=max(total_steps, config.warmup_steps + 1),
+            end_value=0.0,
+        )
+    raise ValueError(
+        f"config.schedule must be 'constant' or 'warmup_cosine', got {config.schedule!r}"
     )
-    return {**new, ENCODER_MODULE: kept}
+
+
+def create_optimizer(
+    config: ml_collections.ConfigDict, *, total_steps: int
+) -> optax.GradientTransformation:
+    """Adam (the reference recipe) or SGD with momentum 0.9, on the configured schedule.
+
+    A ResNet encoder gets its own learning-rate multiple and frozen steps
+    (`encoder_optimizer`).
+
+    Args:
+      config: uses ``optimizer`` and the schedule fields.
+      total_steps: number of training steps of the run.
+
+    Returns:
+      An optax gradient transformation.
+    """
+    schedule = create_learning_rate_schedule(config, total_steps=total_steps)
+    if config.optimizer in ("adam", "sgd") and config.model.encoder != "unet":
+        return encoder_optimizer(
+            optimizer=config.optimizer,
+            schedule=schedule,
+            lr_multiplier=float(config.encoder_lr_multiplier),
+            frozen_steps=int(config.encoder_frozen_steps),
+        )
+    if config.optimizer == "adam":
+        return optax.adam(schedule)
+    if config.optimizer == "sgd":
+        return optax.sgd(schedule, momentum=0.9)
+    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")

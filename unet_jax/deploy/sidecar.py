@@ -1,0 +1,84 @@
+"""The JSON sidecar written beside every exported model (jax.export, ONNX, int8 ONNX).
+
+Its fields are described in ``unet_jax.deploy.export``'s docstring and docs/EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.run import info as run_info
+from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import LoadedRun
+from unet_jax.run.workdir import Workdir
+
+FORMAT = "unet_jax.export/1"
+
+
+def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
+    """The sidecar of any artefact of ``run`` (jax.export here, ONNX in onnx_export).
+
+    Args:
+      run: the loaded run.
+      platforms: what the artefact runs on (lowering platforms, or ["onnx"]).
+
+    Returns:
+      A JSON-serialisable dict (see the module docstring).
+    """
+    model = run.model
+    m = model.size_multiple
+    training_info = {}
+    info_path = Workdir(run.workdir).run_info
+    if info_path.is_file():
+        try:
+            training_info = json.loads(info_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            training_info = {}
+    num_classes = int(run.config.num_classes)
+    classes = read_run_classes(run.workdir, num_classes=num_classes)
+    return {
+        "format": FORMAT,
+        "class_names": list(classes.names),
+        "num_classes": num_classes,
+        "palette": classes.palette.tolist(),
+        "label_format": classes.label_format,
+        "ignore_label": IGNORE_LABEL,
+        "input": {
+            "dtype": "uint8",
+            "shape": ["b", f"{m}*h", f"{m}*w", 3],
+            "layout": "NHWC",
+            "color": "RGB",
+            "range": [0, 255],
+            "size_multiple": m,
+            "training_size": [int(v) for v in run.config.image_size],
+        },
+        "normalisation": {
+            "done_by_model": True,
+            "formula": "(x / 255 - mean) / std, per RGB channel",
+            "mean": list(model.mean),
+            "std": list(model.std),
+            "note": "pass raw uint8 RGB in 0..255; do not normalise or scale",
+        },
+        "output": {
+            "dtype": "float32",
+            "shape": ["b", f"{m}*h", f"{m}*w", int(model.num_classes)],
+            "kind": "logits",
+            "activation": run.activation,
+            "prediction": "argmax over the last axis"
+            if model.num_classes > 1
+            else "foreground (class 1) where the logit > 0, else background (class 0)",
+        },
+        "platforms": list(platforms),
+        "checkpoint": {"requested": run.checkpoint, "step": run.step},
+        "workdir": str(run.workdir),
+        "config": json.loads(run.config.to_json_best_effort()),
+        "git_commit": run_info.git_commit(),
+        "training_git_commit": training_info.get("git_commit"),
+        "versions": {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib")},
+    }
