@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from datasets.synthetic.cars import _car
 from datasets.synthetic.environment import Environment
 from datasets.synthetic.objects import (
     _building,
-    _car,
     _clutter,
     _fence,
     _hedge,

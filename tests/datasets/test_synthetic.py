@@ -189,19 +189,19 @@ CARS_RENDERED_BEFORE = {
 
 
 def test_the_car_digests_cover_every_part_of_a_vehicle(monkeypatch):
-    from datasets.synthetic import objects
+    from datasets.synthetic import cars
 
     drawn = {"cabs": set(), "sides": 0, "sun_shadows": 0}
 
     def spy(name, record):
-        real = getattr(objects, name)
+        real = getattr(cars, name)
 
         def wrapped(*args):
             out = real(*args)
             record(args, out)
             return out
 
-        monkeypatch.setattr(objects, name, wrapped)
+        monkeypatch.setattr(cars, name, wrapped)
 
     spy("_car_dimensions", lambda args, out: drawn["cabs"].add(out[3]))
     spy("_car_side", lambda args, out: drawn.update(sides=drawn["sides"] + 1))
