@@ -161,4 +161,7 @@ def test_training_with_the_default_follows_xla_with_every_weight_gradient_route(
     auto_losses, _ = _train_losses("float32", steps, conv_impl="auto", config=tiny.get_config())
     assert xla_losses[-1] < 0.5 * xla_losses[0], xla_losses  # it learns
     assert not np.array_equal(auto_losses, xla_losses)  # another summation order...
-    np.testing.assert_allclose(auto_losses, xla_losses, rtol=2e-4)  # ...the same curve
+    # ...the same curve. Rounding differences compound over the 20 Adam steps: within 2e-4
+    # on jax 0.10.2, up to 5.3e-4 on jax 0.12.1 (another XLA); a wrong gradient on any
+    # route moves the curve by far more (the per-layer tests above check each to 1e-5).
+    np.testing.assert_allclose(auto_losses, xla_losses, rtol=1e-3)
