@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     # if any) stay in one split. None: episodes of Kaggle names stay together, and a
     # recording of numbered frames is cut into contiguous 60/20/20 blocks (docs/DATA.md).
     config.split_group = ml_collections.config_dict.placeholder(str)
+    # Several data sets in one run: ((data set, weight), ...), e.g.
+    # (("lyft_udacity/full", 0.6), ("lyft_udacity/synthetic", 0.4)). Each step's examples
+    # are drawn from them in these shares (grain's mix); the first is the target (validation,
+    # eval.py) and replaces config.dataset; all must declare one class set. None: dataset.
+    config.mixture = ml_collections.FieldReference(None, field_type=object)
     config.image_size = (256, 256)
     # "resize": whole images resized to image_size; "crop": random image_size crops at the
     # images' native scale (images of any size; evaluation and predict then run at native
