@@ -52,6 +52,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.saturation = 0.2
     config.augment.hue = 0.0
     config.augment.rot90 = False  # random 90-degree rotations (aerial images)
+    # Condition augmentation (docs/AUGMENTATION.md), applied with augmentation enabled:
+    # each condition with probability p (0: off) and a strength in [0, 1].
+    config.augment.conditions = ml_collections.ConfigDict()
+    for name in (
+        "shadows",
+        "wet_road",
+        "exposure",
+        "white_balance",
+        "fog",
+        "rain",
+        "blur",
+        "noise",
+        "jpeg",
+    ):
+        config.augment.conditions[name] = ml_collections.ConfigDict({"p": 0.0, "strength": 0.5})
 
     config.model = ml_collections.ConfigDict()
     config.model.features = (64, 128, 256, 512)
