@@ -238,3 +238,12 @@ def test_training_logs_each_sources_examples(tmp_path):
     for record in train:
         # Batch 4, two steps a window, equal weights: 4 examples of each.
         assert record["examples/real"] == record["examples/rendered"] == 4
+
+
+def test_counts_of_any_window_are_those_of_its_positions():
+    mixture = ip.MixtureSource([[0] * 5, [0] * 5, [0] * 3], weights=(0.6, 0.3, 0.1), names="abc")
+    for start, stop in ((0, 1), (3, 17), (1000, 1999), (5, 5), (10**12, 10**12 + 777)):
+        direct = np.bincount([mixture.source_at(q) for q in range(start, stop)], minlength=3)
+        assert list(mixture.examples_per_source(start, stop).values()) == direct.tolist()
+    shares = np.array(list(mixture.examples_per_source(0, 10_000).values())) / 10_000
+    np.testing.assert_allclose(shares, [0.6, 0.3, 0.1], atol=1e-3)

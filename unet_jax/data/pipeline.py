@@ -109,11 +109,9 @@ class MixtureSource:
         if empty:
             raise ValueError(f"The training source {empty[0]!r} of the mixture has no examples.")
         self._offsets = np.cumsum([0] + [len(s) for s in self.sources])
+        # Position q -> (source, index in that source's stream) under grain's mix.
         self._selection = grain.MapDataset.mix(
-            [
-                grain.MapDataset.source(_Constant(i, _MIX_PARENT_LEN))
-                for i in range(len(self.sources))
-            ],
+            [grain.MapDataset.source(_Tagged(i)) for i in range(len(self.sources))],
             self.weights,
         )
 
@@ -128,14 +126,25 @@ class MixtureSource:
 
     def source_at(self, position: int) -> int:
         """The index of the source that stream position ``position`` is drawn from."""
-        return int(self._selection[position])
+        return self._selection[position][0]
+
+    def _examples_before(self, position: int) -> list[int]:
+        # A source's stream index at its first position >= `position` counts its earlier
+        # positions: a scan of about 1 / (its share) positions, whatever the batch size.
+        counts = []
+        for i in range(len(self.sources)):
+            q = position
+            while (found := self._selection[q])[0] != i:
+                q += 1
+            counts.append(found[1])
+        return counts
 
     def examples_per_source(self, start: int, stop: int) -> dict[str, int]:
         """How many of the stream positions [start, stop) each source gives, by name."""
-        counts = np.bincount(
-            [self.source_at(q) for q in range(start, stop)], minlength=len(self.sources)
-        )
-        return dict(zip(self.names, (int(c) for c in counts), strict=True))
+        before_stop, before_start = self._examples_before(stop), self._examples_before(start)
+        return {
+            name: b - a for name, b, a in zip(self.names, before_stop, before_start, strict=True)
+        }
 
 
 # Length of each mixed source's stream: grain's mix is as long as its parents allow, and
@@ -143,17 +152,17 @@ class MixtureSource:
 _MIX_PARENT_LEN = 2**62
 
 
-class _Constant:
-    """A sequence of ``length`` copies of ``value`` (tags the source of a mixed position)."""
+class _Tagged:
+    """Source ``value``'s stream as a sequence: index j -> (value, j)."""
 
-    def __init__(self, value: int, length: int):
-        self._value, self._length = value, length
+    def __init__(self, value: int):
+        self._value = value
 
     def __len__(self) -> int:
-        return self._length
+        return _MIX_PARENT_LEN
 
-    def __getitem__(self, index: int) -> int:
-        return self._value
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        return self._value, index
 
 
 def source_counter(
