@@ -51,7 +51,7 @@ from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.deploy.backend import open_backend
 from unet_jax.deploy.options import OptionError, SegmenterOptions
 from unet_jax.errors import InferenceError
-from unet_jax.evaluation import metrics, report_html, reports
+from unet_jax.evaluation import challenge, metrics, report_html, reports
 from unet_jax.evaluation.evaluator import (
     Evaluator,
     Geometry,
@@ -211,6 +211,9 @@ def _json_results(results: dict[str, Any], resolution: str, dataset: str) -> dic
         **{k: v for k, v in results.items() if k != "confusion"},
         "confusion_matrix": results["confusion"],
     }
+    lyft = challenge.challenge_score(results["confusion"], list(results["per_class"]))
+    if lyft is not None:  # Lyft-Udacity classes: the challenge's score beside mIoU
+        out.update({f"challenge_{key}": value for key, value in lyft.items()})
     return metrics.to_jsonable(out)
 
 
