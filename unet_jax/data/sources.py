@@ -15,9 +15,8 @@ from jax.experimental import multihost_utils
 
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet
+from unet_jax.data.splits import SPLITS
 from unet_jax.errors import ConfigError, UserError
-
-SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +43,15 @@ class Builders:
     def __call__(self, config: ml_collections.ConfigDict, *, prepare: bool = True) -> Any:
         return self.open(config, prepare=prepare)
 
-    def check_name(self, dataset: str) -> None:
-        """Raises ConfigError unless ``dataset`` names one of the builders' families."""
+    def check_name(self, dataset: str, *, field: str = "config.dataset") -> None:
+        """Raises ConfigError unless ``dataset`` names one of the builders' families.
+
+        Args:
+          dataset: a data set name, e.g. ``lyft_udacity/full``.
+          field: where the name comes from, for the message.
+        """
         if str(dataset).partition("/")[0] not in self.families:
-            raise ConfigError(f"config.dataset={dataset!r}: {self.usage}")
+            raise ConfigError(f"{field}={dataset!r}: {self.usage}")
 
 
 PrepareFn = Builders  # the name of the parameter that takes it, ``prepare_fn``

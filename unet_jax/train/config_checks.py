@@ -13,6 +13,7 @@ import ml_collections
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
+from unet_jax.data.run_data import parse_mixture
 from unet_jax.errors import ConfigError
 from unet_jax.evaluation import metrics
 from unet_jax.model.conv_fast import CONV_IMPLS
@@ -125,6 +126,8 @@ def validate_config(
         raise ConfigError("config.best_metric='loss' needs config.best_mode='min'")
     if builders is not None:
         builders.check_name(config.dataset)
+        for name, _ in parse_mixture(config.get("mixture")) or ():
+            builders.check_name(name, field="config.mixture names")
     worker_count = config.worker_count
     if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 0:
         raise ConfigError(f"config.worker_count={worker_count!r}: must be an integer >= 0")

@@ -1,0 +1,3 @@
+"""The split names every data set has (light: imported by the commands' option sets)."""
+
+SPLITS = ("train", "validation", "test")
