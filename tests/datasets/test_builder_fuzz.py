@@ -22,7 +22,7 @@ from PIL import Image
 from datasets.lyft_udacity import decode, sources
 from datasets.lyft_udacity.errors import DataError
 from datasets.lyft_udacity.lyft_udacity_dataset_builder import archive_example
-from tests.datasets.test_builder import chunk, png, raw_png
+from tests.datasets.builder_helpers import chunk, png, raw_png
 
 FUZZ = settings(
     max_examples=100,

@@ -7,7 +7,7 @@ import pytest
 
 import datasets.lyft_udacity as lyft
 from datasets.lyft_udacity import splits
-from tests.datasets.test_builder import label_png, png, read_splits
+from tests.datasets.builder_helpers import label_png, png, read_splits
 
 
 def recording_tree(root, names: list[str], height: int = 16, width: int = 16) -> None:
