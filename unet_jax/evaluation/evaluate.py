@@ -48,6 +48,7 @@ import tqdm
 
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
+from unet_jax.data.splits import SPLITS
 from unet_jax.deploy.backend import open_backend
 from unet_jax.deploy.options import OptionError
 from unet_jax.errors import InferenceError
@@ -59,7 +60,7 @@ from unet_jax.evaluation.evaluator import (
     example_name,
     segmenter_predictor,
 )
-from unet_jax.evaluation.options import FULL_RESOLUTION_INPUTS, SPLITS, EvalOptions
+from unet_jax.evaluation.options import FULL_RESOLUTION_INPUTS, EvalOptions
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
