@@ -8,10 +8,12 @@ Set ``UNET_JAX_TRACEBACK=1`` to see the traceback of a mapped error too.
 
 import ast
 import functools
+import logging
 import os
 import pathlib
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -26,6 +28,7 @@ from unet_jax.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
     EXIT_UNEXPECTED,
+    VERBOSE_ENV_VAR,
     UserError,
 )
 
@@ -117,6 +120,7 @@ def run(main: Callable[[], int | None]) -> int:
     Returns:
       ``main``'s exit code, or the code of the exception it raised (see :func:`exit_code`).
     """
+    quiet_background_noise()
     try:
         code = main()
     except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 - mapped or re-shown below
@@ -126,6 +130,44 @@ def run(main: Callable[[], int | None]) -> int:
         print(f"\n{error_message(e)}", file=sys.stderr)
         return code
     return EXIT_OK if code is None else code
+
+
+def quiet_background_noise() -> None:
+    """Only what concerns the run: no library warnings, one line per warning of this
+    project, no "Event loop is closed" at exit.
+
+    TensorStore's and orbax's asyncio loops can be collected after they were closed,
+    which Python reports as an ignored ``RuntimeError: Event loop is closed`` traceback,
+    once per loop; they say nothing about the run. ``UNET_JAX_VERBOSE=1`` keeps them.
+    """
+    if os.environ.get(VERBOSE_ENV_VAR):
+        return
+    # The libraries' warnings (TFDS's "Using custom data configuration", orbax's missing
+    # metadata of older checkpoints, ...) are about their internals, not the run's input.
+    logging.getLogger("absl").addFilter(lambda record: record.levelno >= logging.ERROR)
+    default_hook = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(
+            info.exc_value
+        ):
+            return
+        default_hook(info)
+
+    sys.unraisablehook = unraisable
+    default_format = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        if _is_own_file(filename):
+            return f"warning: {message}\n"
+        return default_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+
+
+def _is_own_file(filename: str) -> bool:
+    parts = pathlib.PurePath(filename).parts
+    return "site-packages" not in parts and bool({"unet_jax", "datasets"} & set(parts))
 
 
 def absl_main(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], int]:
