@@ -8,9 +8,11 @@ at their native size: ``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "na
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import os
 import pathlib
 import re
 import shutil
@@ -28,6 +30,7 @@ from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet
+from unet_jax.errors import VERBOSE_ENV_VAR
 
 FILE_FORMAT = "array_record"
 
@@ -130,6 +133,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._plan = plan
         super().__init__(**kwargs)
 
+    # open_builder says what it prepared in its own words; TFDS's banners stay quiet.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=segmentation_features(),
@@ -166,6 +176,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             self.info.metadata["train_stats"] = stats.to_metadata(
                 self._plan.rule.classes.num_classes
             )
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """TFDS's per-split progress bars, shown only with ``UNET_JAX_VERBOSE`` set."""
+    tfds.display_progress_bar(enabled)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(True)
 
 
 def open_builder(
@@ -208,16 +228,18 @@ def open_builder(
         return builder
     if not prepare:
         raise FileNotFoundError(f"{root} is not prepared (or changed) in {builder.data_dir}")
+    log(f"Preparing {root}: checking its {len(found.pairs())} image/mask pairs")
     plan = make_plan(root, group_pattern=group_pattern)
     stale = builder.is_prepared()
     if stale:
         log(f"{root} changed since it was prepared: preparing it again")
         shutil.rmtree(builder.data_dir)
     builder = Builder(plan=plan, config=config, data_dir=data_dir, file_format=FILE_FORMAT)
-    builder.download_and_prepare(
-        file_format=FILE_FORMAT,
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-    )
+    with _progress_bars(bool(os.environ.get(VERBOSE_ENV_VAR))):
+        builder.download_and_prepare(
+            file_format=FILE_FORMAT,
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
     sizes = ", ".join(f"{s} {len(p)}" for s, p in plan.layout.splits.items())
     how = "split folders as given" if plan.layout.given_splits else "60/20/20 split"
     log(f"Prepared {root} ({how}: {sizes}) in {builder.data_dir}")
