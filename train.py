@@ -10,6 +10,7 @@ in the environment it sets ``unet_jax.train.xla_flags.CPU_TRAINING_XLA_FLAGS`` (
 
 import pathlib
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -20,6 +21,7 @@ from unet_jax.train import xla_flags
 xla_flags.set_default_training_flags()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
+STARTED_AT = time.monotonic()  # where config.time_budget_minutes starts counting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, logs).", required=True)
@@ -55,7 +57,12 @@ def main(argv: list[str]) -> int:
     import datasets  # the TFDS builders of this project
 
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=datasets.prepare_dataset)
+    result = train_and_evaluate(
+        FLAGS.config,
+        FLAGS.workdir,
+        prepare_fn=datasets.prepare_dataset,
+        started_at=STARTED_AT,
+    )
     if result["preempted"]:
         return EXIT_PREEMPTED
     validation = result["validation"]
