@@ -39,6 +39,24 @@ flags.DEFINE_integer(
 )
 
 
+def _auto_config(config, *, prepare_fn):
+    """configs/auto.py: the workdir's plan when it has one, else a new plan (docs/AUTO.md)."""
+    from unet_jax.configs import auto
+    from unet_jax.train import auto_plan
+
+    stored = pathlib.Path(FLAGS.workdir) / auto_plan.PLAN_FILE
+    if stored.exists():
+        print(f"Keeping the plan in {stored}")
+        return auto.get_config(str(stored))
+    return auto_plan.plan_config(
+        config,
+        workdir=FLAGS.workdir,
+        fixed=config_flags.get_override_values(FLAGS["config"]),
+        prepare_fn=prepare_fn,
+        elapsed_s=lambda: time.monotonic() - STARTED_AT,
+    )
+
+
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -57,8 +75,11 @@ def main(argv: list[str]) -> int:
     import datasets  # the TFDS builders of this project
 
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    config = FLAGS.config
+    if config.get("auto"):
+        config = _auto_config(config, prepare_fn=datasets.prepare_dataset)
     result = train_and_evaluate(
-        FLAGS.config,
+        config,
         FLAGS.workdir,
         prepare_fn=datasets.prepare_dataset,
         started_at=STARTED_AT,
