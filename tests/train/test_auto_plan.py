@@ -161,6 +161,25 @@ def test_plan_json_and_config_json_agree_and_reproduce_the_run(tmp_path):
     assert again.to_dict() == planned.to_dict()
 
 
+def test_short_budgets_take_the_narrowest_widths_unprobed(tmp_path):
+    def no_probe(config):
+        raise AssertionError("probed")
+
+    config = auto.get_config()
+    config.time_budget_minutes = 5.0
+    planned = auto_plan.plan_config(
+        config,
+        workdir=tmp_path,
+        fixed=(),
+        sources={"train": make_examples(40, size=(48, 64), seed=1)},
+        num_classes=13,
+        machine=CPU,
+        step_s_of=no_probe,
+        log=lambda *_: None,
+    )
+    assert (tuple(planned.model.features), planned.model.bridge_features) == auto_plan.WIDTHS[0]
+
+
 def test_auto_plan_needs_a_budget(tmp_path):
     with pytest.raises(ConfigError, match="time_budget_minutes"):
         _plan(tmp_path, time_budget_minutes=0.0)

@@ -41,6 +41,9 @@ MIN_THICKNESS_PX = 1.5  # the thinnest class keeps at least this width after res
 FEW_IMAGES = 100  # fewer training images (or groups) than this: stronger augmentation
 PROBE_STEPS = 3
 PROBE_SHARE = 0.15  # the probe may take at most this share of the budget
+# Shorter budgets train the narrowest widths unprobed: on a 2-core CPU compiling one
+# candidate takes 0.5-3 minutes, more than a wider net could return in such a budget.
+PROBE_MIN_BUDGET_S = 15 * 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,7 +364,16 @@ def plan_config(
     probe_limit = PROBE_SHARE * budget_s
     probe_start = elapsed_s()
     probed: list[dict[str, Any]] = []
-    if not (_given("model.features", fixed) or _given("model.bridge_features", fixed)):
+    widths_given = _given("model.features", fixed) or _given("model.bridge_features", fixed)
+    if not widths_given and budget_s < PROBE_MIN_BUDGET_S:
+        features, bridge = WIDTHS[0]
+        decision = Decision(
+            {"model.features": features, "model.bridge_features": bridge},
+            f"the narrowest, unprobed: a budget under {PROBE_MIN_BUDGET_S // 60} min",
+        )
+        planned, more = apply(planned, [decision], fixed=fixed)
+        rows += more
+    elif not widths_given:
 
         def step_s_of_widths(features: tuple, bridge: int) -> float:
             if probed and elapsed_s() - probe_start > probe_limit:
