@@ -112,6 +112,8 @@ def test_the_widest_net_that_sees_enough_pixels_is_chosen():
         training_s=10.0, step_s_of=lambda f, b: times[b], pixels_per_step=pixels
     )
     assert narrow.fields["model.bridge_features"] == 256  # the narrowest, even if short
+    assert narrow.reason.startswith("narrowest; sees only")
+    assert decision.reason.startswith("widest that sees")
     assert len(probed) == 1
 
 

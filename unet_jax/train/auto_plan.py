@@ -213,11 +213,13 @@ def plan_widths(
             break
     step_s = next(p["step_s"] for p in probed if p["features"] == chosen[0])
     pixels = training_s / step_s * pixels_per_step
-    return Decision(
-        {"model.features": chosen[0], "model.bridge_features": chosen[1]},
-        f"widest that sees {pixels / 1e6:.0f}M training pixels (>= "
-        f"{MIN_TRAINING_PIXELS / 1e6:.0f}M) at {step_s:.3f} s/step",
-    ), probed
+    enough = pixels >= MIN_TRAINING_PIXELS
+    why = (
+        f"{'widest that sees' if enough else 'narrowest; sees only'} {pixels / 1e6:.0f}M "
+        f"training pixels ({'>=' if enough else '<'} {MIN_TRAINING_PIXELS / 1e6:.0f}M) at "
+        f"{step_s:.3f} s/step"
+    )
+    return Decision({"model.features": chosen[0], "model.bridge_features": chosen[1]}, why), probed
 
 
 def probe_step_time(config: ml_collections.ConfigDict, *, steps: int = PROBE_STEPS) -> float:

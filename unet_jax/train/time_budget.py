@@ -34,9 +34,15 @@ def check_config(config: ml_collections.ConfigDict) -> float | None:
     """The budget in seconds (None: off), checked with the fields it needs.
 
     Raises:
-      ConfigError: a bad budget, or a budget with a ResNet encoder.
+      ConfigError: a bad budget, several processes, or a ResNet encoder.
     """
     seconds = budget.check_budget(config.get(budget.FIELD))
+    if seconds is not None and jax.process_count() > 1:
+        # Each process would time its own steps and could plan another length.
+        raise ConfigError(
+            f"config.{budget.FIELD} plans on one process; with several, set "
+            "config.num_train_steps (e.g. the total_steps of a one-host run's budget.json)"
+        )
     if seconds is not None and config.model.get("encoder", "unet") != "unet":
         raise ConfigError(
             f"config.{budget.FIELD} works with the classic U-Net only, not "
