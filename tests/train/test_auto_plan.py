@@ -1,8 +1,11 @@
 """configs/auto.py's planning rules on constructed fingerprints, overrides, plan.json."""
 
 import json
+import sys
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from tests.fake_data import make_examples
 from unet_jax.configs import auto
@@ -185,3 +188,36 @@ def test_short_budgets_take_the_narrowest_widths_unprobed(tmp_path):
 def test_auto_plan_needs_a_budget(tmp_path):
     with pytest.raises(ConfigError, match="time_budget_minutes"):
         _plan(tmp_path, time_budget_minutes=0.0)
+
+
+def test_command_line_overrides_beat_the_plan(monkeypatch, tmp_path):
+    # As train.py reads them: the fields config_flags saw on the command line are kept.
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", "unet_jax/configs/auto.py", flag_values=values, lock_config=True
+    )
+    argv = [
+        "train.py",
+        "--config=unet_jax/configs/auto.py",
+        "--config.image_size=(64,64)",
+        "--config.augment.rot90=True",
+        "--config.time_budget_minutes=20",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    values(argv)
+    planned = auto_plan.plan_config(
+        values.config,
+        workdir=tmp_path,
+        fixed=config_flags.get_override_values(values["config"]),
+        sources={"train": make_examples(40, size=(48, 64), seed=1)},
+        num_classes=13,
+        machine=CPU,
+        step_s_of=lambda c: 0.01,
+        log=lambda *_: None,
+    )
+    assert tuple(planned.image_size) == (64, 64)
+    assert planned.augment.rot90 is True
+    assert planned.input_mode == "resize"  # planned: the images are all 48x64
+    rows = json.loads((tmp_path / "plan.json").read_text())["decisions"]
+    given = {r["field"] for r in rows if r["reason"] == "given"}
+    assert given == {"image_size", "augment.rot90"}

@@ -429,7 +429,7 @@ def train_and_evaluate(
             },
         )
     progress = tqdm.tqdm(
-        total=schedule.total_steps,
+        total=None if budget is not None and budget.plan is None else schedule.total_steps,
         initial=start_step,
         unit="step",
         dynamic_ncols=True,
