@@ -17,34 +17,17 @@ import sys
 from absl import app, flags, logging
 
 from unet_jax.deploy import options as option_flags
+from unet_jax.evaluation.options import EvalOptions
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training run directory.", required=True)
-flags.DEFINE_string("split", "test", "Split to evaluate: train, validation or test.")
-flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
-flags.DEFINE_bool(
-    "full_resolution", False, "Also evaluate at the examples' original (full-size) resolution."
-)
-flags.DEFINE_enum(
-    "full_resolution_input",
-    None,
-    ["native", "resized"],
-    "Full resolution: segment at the stored size (native: pad/tile) or at the training size "
-    "with the prediction resized back (resized). Default: the scale the model was trained at "
-    "(native for runs trained on crops, resized otherwise).",
-)
-option_flags.define_absl_flags()  # --tta_flip, --batch_size, --max_side, --tile_size, ...
-flags.DEFINE_integer("num_gallery", 4, "Examples shown in the gallery picture.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's data_dir).")
 flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval/SPLIT[_onnx]).")
-flags.DEFINE_bool("pictures", True, "Draw the PNG pictures.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
-flags.DEFINE_string(
-    "onnx", None, "Score this exported ONNX model instead of the checkpoint (writes to SPLIT_onnx)."
+# --split, --checkpoint, --onnx, --tta_flip, --batch_size, ...: one flag per EvalOptions field.
+option_flags.define_absl_flags(
+    EvalOptions, module_name=sys.argv[0] if __name__ == "__main__" else __name__
 )
-flags.DEFINE_integer("onnx_threads", 2, "ONNX Runtime intra-op threads (with --onnx).")
 
 
 def main(argv: list[str]) -> int:
@@ -57,19 +40,7 @@ def main(argv: list[str]) -> int:
     import datasets  # the TFDS builders of this project
     from unet_jax.evaluation import evaluate, reports
 
-    options = evaluate.EvalOptions(
-        split=FLAGS.split,
-        checkpoint=FLAGS.checkpoint,
-        full_resolution=FLAGS.full_resolution,
-        full_resolution_input=FLAGS.full_resolution_input,
-        segment=option_flags.options_from_flags(FLAGS),
-        num_gallery=FLAGS.num_gallery,
-        data_dir=FLAGS.data_dir,
-        pictures=FLAGS.pictures,
-        progress=FLAGS.progress,
-        onnx=FLAGS.onnx,
-        onnx_threads=FLAGS.onnx_threads,
-    )
+    options = option_flags.from_flags(EvalOptions, FLAGS)
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
     report = evaluate.run_evaluation(
         FLAGS.workdir, options, prepare_fn=datasets.prepare_dataset, out_dir=FLAGS.out

@@ -15,6 +15,7 @@ scores an exported model (float32 or int8) instead of the checkpoint.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import pathlib
 import sys
@@ -26,6 +27,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 
 from datasets.lyft_udacity import decode  # noqa: E402
+from unet_jax.deploy import options as option_flags  # noqa: E402
+from unet_jax.deploy.options import ModelSource  # noqa: E402
 from unet_jax.evaluation import evaluate, metrics  # noqa: E402
 
 
@@ -58,22 +61,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--frames", required=True, help="folder with CameraRGB/ and CameraSeg/")
-    parser.add_argument("--checkpoint", default="best")
-    parser.add_argument("--onnx", help="score this exported ONNX model (float32 or int8) instead")
+    option_flags.add_arguments(parser, ModelSource)  # --checkpoint, --onnx, --onnx_threads
     parser.add_argument("--out", help="report folder (default: WORKDIR/eval)")
     args = parser.parse_args()
+    source = option_flags.from_flags(ModelSource, args)
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "eval"
     for hood in ("keep", "ignore"):
         frames = load_frames(pathlib.Path(args.frames), hood=hood)
         suffix = "hood" if hood == "keep" else "nohood"
         report = evaluate.run_evaluation(
             args.workdir,
-            evaluate.EvalOptions(
+            option_flags.build(
+                evaluate.EvalOptions,
                 split="test",
-                checkpoint=args.checkpoint,
                 full_resolution=True,
                 progress=False,
-                onnx=args.onnx,
+                **dataclasses.asdict(source),
             ),
             sources={"test": frames},
             out_dir=out / f"real_frames_{suffix}{'_onnx' if args.onnx else ''}",

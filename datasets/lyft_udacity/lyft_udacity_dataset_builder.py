@@ -1,7 +1,7 @@
 """TFDS builder `lyft_udacity`: CARLA driving scenes with 13-class semantic labels.
 
 Configs (see `LyftUdacityConfig`): ``full``, ``full_nohood``, ``resized_256``
-(the default), ``resized_256_nohood`` and ``synthetic``. Examples are
+(the default), ``resized_256_nohood``, ``synthetic`` and ``synthetic_nohood``. Examples are
 ``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "name": str}``; splits
 train / validation / test (60/20/20 of the frames, grouped by episode).
 
@@ -103,6 +103,14 @@ CONFIGS: tuple[LyftUdacityConfig, ...] = (
         size=_RESIZED,
         source="synthetic",
     ),
+    LyftUdacityConfig(
+        name="synthetic_nohood",
+        description="1000 rendered scenes at 240x320 (the real frames' 4:3), the hood labelled "
+        "255 (ignore): mixes with `full_nohood` frames.",
+        size=(240, 320),
+        source="synthetic",
+        hood="ignore",
+    ),
 )
 CONFIG_NAMES: tuple[str, ...] = tuple(c.name for c in CONFIGS)
 
@@ -194,7 +202,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         if source is None:
             render = importlib.import_module(SYNTHETIC_MODULE).render_scene
-            fn = functools.partial(synthetic_example, render=render, size=config.size)
+            fn = functools.partial(
+                synthetic_example, render=render, size=config.size, hood=config.hood
+            )
         else:
             fn = functools.partial(
                 archive_example,
@@ -257,7 +267,11 @@ def synthetic_name(seed: int) -> str:
 
 
 def synthetic_example(
-    seed: int, *, render: Callable[..., tuple[np.ndarray, np.ndarray]], size: tuple[int, int]
+    seed: int,
+    *,
+    render: Callable[..., tuple[np.ndarray, np.ndarray]],
+    size: tuple[int, int],
+    hood: decode.HoodRule = "keep",
 ) -> tuple[str, dict[str, Any]]:
     """Renders, checks and encodes one synthetic frame.
 
@@ -265,6 +279,7 @@ def synthetic_example(
       seed: the scene's seed.
       render: ``render_scene(seed, height=, width=) -> (image, label)``.
       size: (height, width).
+      hood: rule for the rendered ego car's hood (`decode.apply_hood_rule`).
 
     Returns:
       (key, TFDS example with PNG bytes, label counts [256]).
@@ -289,6 +304,7 @@ def synthetic_example(
         raise DataError(
             f"{name}: render_scene({seed}) returned class id {int(label.max())} > {NUM_CLASSES - 1}"
         )
+    label = decode.apply_hood_rule(label, hood)
     return (
         name,
         {

@@ -27,7 +27,7 @@ def prepare(
 
     Args:
       config_name: one of `CONFIG_NAMES` (``full``, ``full_nohood``,
-        ``resized_256``, ``resized_256_nohood``, ``synthetic``).
+        ``resized_256``, ``resized_256_nohood``, ``synthetic``, ``synthetic_nohood``).
       data_dir: TFDS data directory; None uses the TFDS default
         (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       manual_dir: where the Kaggle zip or its extracted tree is (or a folder of one's

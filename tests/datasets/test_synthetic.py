@@ -215,3 +215,29 @@ def test_the_car_digests_cover_every_part_of_a_vehicle(monkeypatch):
         assert digest == want
     assert drawn["cabs"] == {0.55, 0.4, 0.0}  # car, van, truck
     assert drawn["sides"] > 0 and drawn["sun_shadows"] > 0
+
+
+def test_nohood_scenes_ignore_the_hood_and_keep_the_other_cars():
+    """synthetic_nohood: the rendered hood becomes 255 (as the real frames' full_nohood), the
+    rest of the label is the `synthetic` label of the same seed."""
+    import io
+
+    from PIL import Image
+
+    from datasets.lyft_udacity.lyft_udacity_dataset_builder import synthetic_example
+
+    vehicles = CLASS_NAMES.index("Vehicles")
+    other_cars = 0
+    for seed in range(6):
+        (_, kept, _), (_, ignored, counts) = (
+            synthetic_example(seed, render=render_scene, size=(240, 320), hood=hood)
+            for hood in ("keep", "ignore")
+        )
+        kept, ignored = (np.asarray(Image.open(io.BytesIO(e["label"]))) for e in (kept, ignored))
+        hood = ignored == 255
+        # The whole bottom strip is hood, and only Vehicles pixels became 255.
+        assert hood[-20:].all() and (kept[hood] == vehicles).all()
+        np.testing.assert_array_equal(ignored[~hood], kept[~hood])
+        assert counts[255] == hood.sum()
+        other_cars += int((ignored == vehicles).sum() > 0)
+    assert other_cars >= 4  # cars in front are not the hood

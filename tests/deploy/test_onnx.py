@@ -282,11 +282,11 @@ def test_predict_cli_onnx_backend_matches_jax_backend(tiny, tiny_onnx, tmp_path)
     rng = np.random.default_rng(4)
     for i, (h, w) in enumerate([(30, 45), (32, 32), (70, 50)]):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    common = [str(tmp_path / "*.png"), "--no_progress", "--native", "--probabilities"]
+    common = [str(tmp_path / "*.png"), "--noprogress", "--native", "--probabilities"]
     assert (
         predict.main(common + ["--workdir", str(tiny.workdir), "--out", str(tmp_path / "j")]) == 0
     )
-    onnx_args = ["--backend", "onnx", "--model", str(tiny_onnx[0]), "--threads", "1"]
+    onnx_args = ["--onnx", str(tiny_onnx[0]), "--onnx_threads", "1"]
     assert predict.main(common + onnx_args + ["--out", str(tmp_path / "o")]) == 0
     for i in range(3):
         probs_j = np.load(tmp_path / "j" / "probabilities" / f"{i}.npy").astype(np.float32)
@@ -303,7 +303,7 @@ def test_predict_cli_onnx_backend_matches_jax_backend(tiny, tiny_onnx, tmp_path)
             assert a.shape == b.shape
             np.testing.assert_array_equal(a[decided], b[decided])
     result = json.loads((tmp_path / "o" / "predictions.json").read_text())
-    assert result["onnx_model"] == str(tiny_onnx[0]) and result["checkpoint"]["step"] == 6
+    assert result["onnx"] == str(tiny_onnx[0]) and result["checkpoint"]["step"] == 6
     assert result["class_names"] == json.loads(tiny_onnx[1].read_text())["class_names"]
 
 
@@ -354,16 +354,16 @@ def test_eval_cli_onnx_end_to_end(tiny, tiny_onnx, tmp_path):
 def test_cli_errors_name_the_file(tiny, tiny_onnx, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
-    args = [str(image), "--out", str(tmp_path / "o"), "--no_progress", "--backend", "onnx"]
-    assert predict.main(args + ["--model", str(tmp_path / "gone.onnx")]) == 2
+    args = [str(image), "--out", str(tmp_path / "o"), "--noprogress"]
+    assert predict.main(args + ["--onnx", str(tmp_path / "gone.onnx")]) == 2
     assert f"ONNX model {tmp_path / 'gone.onnx'} does not exist" in capsys.readouterr().err
-    assert predict.main(args + ["--model", str(image)]) == 2
+    assert predict.main(args + ["--onnx", str(image)]) == 2
     assert f"{image} is not a loadable ONNX model" in capsys.readouterr().err
     assert predict.main(args) == 2
-    assert "--backend onnx needs --model" in capsys.readouterr().err
+    assert "--workdir is required (or --onnx FILE.onnx)" in capsys.readouterr().err
     lone = tmp_path / "lone.onnx"
     shutil.copy(tiny_onnx[0], lone)  # no sidecar beside it
-    assert predict.main(args + ["--model", str(lone)]) == 2
+    assert predict.main(args + ["--onnx", str(lone)]) == 2
     assert f"{lone}.json is missing" in capsys.readouterr().err
     out = str(tmp_path / "m.onnx")
     assert export.main(["--workdir", str(tmp_path / "none"), "--format", "onnx", "--out", out]) == 2

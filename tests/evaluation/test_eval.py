@@ -149,6 +149,15 @@ def test_training_resolution_matches_the_training_loop_validation(tiny, loaded, 
             assert scores["iou"] is None and scores["dice"] is None
         assert scores["pixels"] == cm[i].sum()
     assert report["pixel_accuracy"] == pytest.approx(tp.sum() / cm.sum())
+    # Lyft-Udacity classes: the challenge's Vehicles F2 by its formula, beside mIoU.
+    car = CLASS_NAMES.index("Vehicles")
+    tp_car, fp_car, fn_car = tp[car], cm[:, car].sum() - tp[car], cm[car].sum() - tp[car]
+    if tp_car + fp_car + fn_car:
+        f2 = 5 * tp_car / (5 * tp_car + 4 * fn_car + fp_car)
+        assert report["challenge_vehicles_f2"] == pytest.approx(f2)
+    road = [CLASS_NAMES.index("Roads"), CLASS_NAMES.index("RoadLines")]
+    assert report["challenge_road_f05"] is None or 0 <= report["challenge_road_f05"] <= 1
+    assert cm[np.ix_(road, road)].sum() == 0 or report["challenge_road_f05"] > 0
 
     # Files: metrics.json (valid strict JSON) and metrics.md, and the pictures.
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
@@ -431,6 +440,7 @@ def test_eval_cli_end_to_end_on_a_prepared_tfds_data_set(tiny, tmp_path):
     for name in ("confusion_matrix_full", "gallery_full", "class_panels_full", "training_curves"):
         assert (workdir / "eval" / "test" / f"{name}.png").is_file()
     assert "confusion_matrix_full.png" in result.stdout  # the summary lists the files
+    assert "Lyft challenge score" in result.stdout and "Vehicles F2" in result.stdout
 
 
 # ----------------------------------------------------------------------------

@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     # if any) stay in one split. None: episodes of Kaggle names stay together, and a
     # recording of numbered frames is cut into contiguous 60/20/20 blocks (docs/DATA.md).
     config.split_group = ml_collections.config_dict.placeholder(str)
+    # Several data sets in one run: ((data set, weight), ...), e.g.
+    # (("lyft_udacity/full", 0.6), ("lyft_udacity/synthetic", 0.4)). Each step's examples
+    # are drawn from them in these shares (grain's mix); the first is the target (validation,
+    # eval.py) and replaces config.dataset; all must declare one class set. None: dataset.
+    config.mixture = ml_collections.FieldReference(None, field_type=object)
     config.image_size = (256, 256)
     # "resize": whole images resized to image_size; "crop": random image_size crops at the
     # images' native scale (images of any size; evaluation and predict then run at native
@@ -47,6 +52,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.saturation = 0.2
     config.augment.hue = 0.0
     config.augment.rot90 = False  # random 90-degree rotations (aerial images)
+    # Condition augmentation (docs/AUGMENTATION.md), applied with augmentation enabled:
+    # each condition with probability p (0: off) and a strength in [0, 1].
+    config.augment.conditions = ml_collections.ConfigDict()
+    for name in (
+        "shadows",
+        "wet_road",
+        "exposure",
+        "white_balance",
+        "fog",
+        "rain",
+        "blur",
+        "noise",
+        "jpeg",
+    ):
+        config.augment.conditions[name] = ml_collections.ConfigDict({"p": 0.0, "strength": 0.5})
 
     config.model = ml_collections.ConfigDict()
     config.model.features = (64, 128, 256, 512)

@@ -32,6 +32,7 @@ from PIL import Image
 
 from unet_jax.data import image_ops
 from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.data.conditions import build_conditions, default_settings
 from unet_jax.errors import ConfigError
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
@@ -439,6 +440,8 @@ class AugmentConfig:
         it) or "crop" (random crops of the output size at the image's native scale,
         scale jitter relative to the image; padded with the ignore label when smaller).
         Crops are taken with augmentation off too.
+      conditions: condition augmentation (``unet_jax.data.conditions``): ``{name: {"p",
+        "strength"}}``; conditions left out, or with p = 0, are off (None: all off).
     """
 
     enabled: bool = True
@@ -453,6 +456,7 @@ class AugmentConfig:
     resize_method: str = "bilinear"
     rot90: bool = False
     input_mode: str = "resize"
+    conditions: Mapping[str, Any] | None = dataclasses.field(default_factory=default_settings)
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
@@ -499,7 +503,8 @@ def build_train_transforms(
     """Returns the per-example training transforms for a ``height x width`` output.
 
     Order: scale-crop (or plain resize; with ``input_mode="crop"`` a random crop), flip,
-    90-degree rotation, photometric jitter; parts whose strength is zero are left out.
+    90-degree rotation, photometric jitter, then the conditions with p > 0; parts whose
+    strength is zero are left out.
 
     Args:
       height: output height.
@@ -510,6 +515,7 @@ def build_train_transforms(
       A list of grain transforms, each working on one example.
     """
     cfg = AugmentConfig.from_any(augment)
+    conditions = build_conditions(cfg.conditions)  # checked even when augmentation is off
     crop = cfg.input_mode == "crop"
     if not cfg.enabled:
         if crop:
@@ -536,4 +542,4 @@ def build_train_transforms(
         transforms.append(RandomRot90())
     if any((cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)):
         transforms.append(PhotometricJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
-    return transforms
+    return transforms + conditions

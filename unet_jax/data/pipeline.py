@@ -37,7 +37,7 @@ only the step (``create_train_loader(..., start_step=k)``): no iterator state.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing import shared_memory
 from typing import Any, Protocol
 
@@ -50,6 +50,7 @@ from unet_jax.data.classes import IGNORE_LABEL
 
 __all__ = [
     "AugmentConfig",
+    "MixtureSource",
     "RandomAccessSource",
     "create_eval_batches",
     "create_train_loader",
@@ -66,6 +67,128 @@ class RandomAccessSource(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+
+class MixtureSource:
+    """Several training sources drawn into one stream with weights; the first is the target.
+
+    The training loader interleaves them with grain's ``MapDataset.mix``: stream position
+    q comes from the source that grain's mixing assigns to q (a deterministic interleave
+    whose shares equal the weights, after grain rounds them to integer proportions with the
+    smallest at 100), and each source is read in its own seeded shuffle, epoch after epoch.
+    Which source a position holds depends on the weights only, so resuming needs only the
+    step, as for one source.
+
+    As a plain source it is the concatenation of its sources (for class statistics).
+
+    Attributes:
+      sources: random-access sources of data-contract examples (any image sizes).
+      weights: sampling weights, > 0 (normalised by grain).
+      names: one name per source, for metrics and messages.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[RandomAccessSource],
+        *,
+        weights: Sequence[float],
+        names: Sequence[str],
+    ):
+        self.sources = tuple(sources)
+        self.weights = tuple(float(w) for w in weights)
+        self.names = tuple(str(n) for n in names)
+        if not self.sources or not len(self.sources) == len(self.weights) == len(self.names):
+            raise ValueError(
+                f"A mixture needs as many sources, weights and names, got {len(self.sources)}, "
+                f"{len(self.weights)} and {len(self.names)}."
+            )
+        bad = [w for w in self.weights if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise ValueError(f"Mixture weights must be finite and > 0, got {self.weights}.")
+        empty = [n for n, s in zip(self.names, self.sources, strict=True) if len(s) == 0]
+        if empty:
+            raise ValueError(f"The training source {empty[0]!r} of the mixture has no examples.")
+        self._offsets = np.cumsum([0] + [len(s) for s in self.sources])
+        # Position q -> (source, index in that source's stream) under grain's mix.
+        self._selection = grain.MapDataset.mix(
+            [grain.MapDataset.source(_Tagged(i)) for i in range(len(self.sources))],
+            self.weights,
+        )
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a mixture of {len(self)}")
+        i = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return self.sources[i][index - int(self._offsets[i])]
+
+    def source_at(self, position: int) -> int:
+        """The index of the source that stream position ``position`` is drawn from."""
+        return self._selection[position][0]
+
+    def _examples_before(self, position: int) -> list[int]:
+        # A source's stream index at its first position >= `position` counts its earlier
+        # positions: a scan of about 1 / (its share) positions, whatever the batch size.
+        counts = []
+        for i in range(len(self.sources)):
+            q = position
+            while (found := self._selection[q])[0] != i:
+                q += 1
+            counts.append(found[1])
+        return counts
+
+    def examples_per_source(self, start: int, stop: int) -> dict[str, int]:
+        """How many of the stream positions [start, stop) each source gives, by name."""
+        before_stop, before_start = self._examples_before(stop), self._examples_before(start)
+        return {
+            name: b - a for name, b, a in zip(self.names, before_stop, before_start, strict=True)
+        }
+
+
+# Length of each mixed source's stream: grain's mix is as long as its parents allow, and
+# positions of a run stay far below this.
+_MIX_PARENT_LEN = 2**62
+
+
+class _Tagged:
+    """Source ``value``'s stream as a sequence: index j -> (value, j)."""
+
+    def __init__(self, value: int):
+        self._value = value
+
+    def __len__(self) -> int:
+        return _MIX_PARENT_LEN
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        return self._value, index
+
+
+def source_counter(
+    source: RandomAccessSource, *, global_batch_size: int
+) -> Callable[[int, int], dict[str, int]] | None:
+    """The per-source example counts of training steps, for a mixture (else None).
+
+    Args:
+      source: the training source.
+      global_batch_size: batch size over all processes.
+
+    Returns:
+      None for a plain source; for a ``MixtureSource`` a function
+      ``(first_step, last_step) -> {"examples/<name>": count}`` over the global batches of
+      steps first_step..last_step (step s trains on batch s - 1).
+    """
+    if not isinstance(source, MixtureSource):
+        return None
+
+    def counts(first_step: int, last_step: int) -> dict[str, int]:
+        per_source = source.examples_per_source(
+            (first_step - 1) * global_batch_size, last_step * global_batch_size
+        )
+        return {f"examples/{name}": n for name, n in per_source.items()}
+
+    return counts
 
 
 # ----------------------------------------------------------------------------
@@ -224,14 +347,53 @@ class _HostPositions:
         return (batch * self._process_count + self._process_index) * self._local_batch + slot
 
 
+class _ShuffledKeys:
+    """Stream index j of one source -> (source index, record key): epoch j // N of the
+    source's N records is one seeded shuffle of them (grain's ``IndexSampler``, random
+    access)."""
+
+    def __init__(self, num_records: int, *, seed: int, source_index: int = 0):
+        self._source_index = source_index
+        self._order = grain.IndexSampler(
+            num_records=num_records,
+            shard_options=grain.NoSharding(),
+            shuffle=True,
+            num_epochs=None,
+            seed=seed,
+        )
+
+    def __len__(self) -> int:
+        return _MIX_PARENT_LEN
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        return self._source_index, self._order[index].record_key
+
+
+def _record_at(source: RandomAccessSource, seed: int) -> Any:
+    """Stream position -> (source index, record key) for a plain source or a mixture."""
+    if not isinstance(source, MixtureSource):
+        return _ShuffledKeys(len(source), seed=seed)
+    # Each source its own shuffle seed, so sources of equal length are not shuffled alike.
+    seeds = np.random.SeedSequence(seed).spawn(len(source.sources))
+    return grain.MapDataset.mix(
+        [
+            grain.MapDataset.source(
+                _ShuffledKeys(len(s), seed=int(ss.generate_state(1)[0]), source_index=i)
+            )
+            for i, (s, ss) in enumerate(zip(source.sources, seeds, strict=True))
+        ],
+        source.weights,
+    )
+
+
 class _ExampleAtPosition(grain.MapTransform):
     """Stream position -> the finished (augmented, checked) example there.
 
-    Epoch e = position // N is one seeded global shuffle of all N records
-    (grain's ``IndexSampler``, random access). The augmentation generator is a
-    Philox keyed by (seed, position) and the transforms draw only from it, so an
-    example's augmentation depends on where it sits in the stream, never on
-    which process, worker or thread produces it.
+    The record at a position comes from ``_record_at``: one seeded global shuffle per
+    epoch of a plain source, or grain's mix of the shuffled streams of a mixture's
+    sources. The augmentation generator is a Philox keyed by (seed, position) and the
+    transforms draw only from it, so an example's augmentation depends on where it sits in
+    the stream, never on which process, worker or thread produces it.
     """
 
     def __init__(
@@ -243,21 +405,16 @@ class _ExampleAtPosition(grain.MapTransform):
         height: int,
         width: int,
     ):
-        self._source = source
+        self._sources = source.sources if isinstance(source, MixtureSource) else (source,)
         self._seed = seed
         self._transforms = transforms
         self._finish = _ToModelInputs(height, width)
-        self._order = grain.IndexSampler(
-            num_records=len(source),
-            shard_options=grain.NoSharding(),
-            shuffle=True,
-            num_epochs=None,
-            seed=seed,
-        )
+        self._records = _record_at(source, seed)
 
     def map(self, element: int) -> dict[str, np.ndarray]:
         position = int(element)
-        example = self._source[self._order[position].record_key]
+        source_index, key = self._records[position]
+        example = self._sources[source_index][key]
         rng = np.random.Generator(np.random.Philox(key=(self._seed << 64) | position))
         for transform in self._transforms:
             if isinstance(transform, grain.RandomMapTransform):
@@ -295,8 +452,13 @@ def create_train_loader(
     other without a gap, so batches can straddle an epoch boundary and every
     batch is full.
 
+    A ``MixtureSource`` gives one stream of its sources: position q holds an example of
+    the source grain's mix assigns to q, each source read in its own shuffle; each
+    example is resized or cropped to ``image_size`` by the transforms before batching, so
+    the sources may have any image sizes.
+
     Args:
-      source: random-access source of data-contract examples.
+      source: random-access source of data-contract examples, or a ``MixtureSource``.
       global_batch_size: batch size over all processes.
       image_size: output (height, width).
       seed: shuffling and augmentation seed, 0 <= seed < 2**32.

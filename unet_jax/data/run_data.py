@@ -1,19 +1,25 @@
 """The data of a training run: its splits, its classes, and the config made to agree.
 
 The data set decides the class count; a config that says otherwise, or a workdir whose
-checkpoints were trained on other classes, is refused before any training.
+checkpoints were trained on other classes, is refused before any training. A mixture
+(``config.mixture``) trains on several data sets of one class set at once and validates
+on the first.
 """
 
 from __future__ import annotations
 
+import math
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import ClassSet
-from unet_jax.errors import UserError
+from unet_jax.data.pipeline import MixtureSource
+from unet_jax.errors import ConfigError, UserError
 
 
 class DataConfigError(UserError, ValueError):
@@ -59,6 +65,112 @@ def check_resumed_classes(
         )
 
 
+def parse_mixture(value: Any) -> tuple[tuple[str, float], ...] | None:
+    """``config.mixture`` as ``((data set, weight), ...)``, or None when it is unset.
+
+    Raises:
+      ConfigError: not a non-empty sequence of (name, weight > 0) pairs of distinct names.
+    """
+    if value is None:
+        return None
+    usage = (
+        "a sequence of (data set, weight) pairs, e.g. "
+        '(("lyft_udacity/full", 0.6), ("lyft_udacity/synthetic", 0.4))'
+    )
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(f"config.mixture={value!r}: must be {usage}")
+    pairs = []
+    for entry in value:
+        if isinstance(entry, str) or not isinstance(entry, Sequence) or len(entry) != 2:
+            raise ConfigError(f"config.mixture entry {entry!r}: must be {usage}")
+        name, weight = entry
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"config.mixture entry {entry!r}: the data set must be a name")
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ConfigError(f"config.mixture entry {entry!r}: the weight must be a number")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ConfigError(f"config.mixture entry {entry!r}: the weight must be > 0")
+        pairs.append((name, float(weight)))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config.mixture names a data set twice: {names}")
+    return tuple(pairs)
+
+
+def check_same_classes(first: str, first_classes: ClassSet, other: str, classes: ClassSet):
+    """Refuses a mixture of data sets whose class sets differ.
+
+    Raises:
+      DataConfigError: naming both data sets and their classes.
+    """
+    if classes.names != first_classes.names:
+        raise DataConfigError(
+            f"config.mixture: {other} declares the classes {list(classes.names)}, but {first} "
+            f"declares {list(first_classes.names)}; a mixture needs one class set"
+        )
+
+
+def mixture_stats(stats: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, Any]:
+    """Pixel statistics of a mixture's training stream from its sources' statistics.
+
+    Every training example has the same size after the transforms, so a source contributes
+    its per-pixel class frequencies (counts over all of its pixels, ignored ones included)
+    in proportion to its weight. Class weights depend only on these ratios.
+    """
+    total_weight = float(sum(weights))
+    mixed = {}
+    for key in ("pixel_counts", "present_pixel_counts"):
+        mixed[key] = sum(
+            (w / total_weight)
+            * np.asarray(s[key], np.float64)
+            / (float(np.sum(s["pixel_counts"])) + float(s.get("ignored_pixels", 0)))
+            for s, w in zip(stats, weights, strict=True)
+        ).tolist()
+    return mixed
+
+
+def _open_mixture(
+    config: ml_collections.ConfigDict,
+    mixture: tuple[tuple[str, float], ...],
+    *,
+    prepare_fn: data_sources.PrepareFn | None,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], ClassSet, dict[str, Any] | None]:
+    """Opens every data set of a mixture: its train splits mixed, the first's validation.
+
+    Returns:
+      ``(config whose dataset is the first (target) data set, sources, classes, stats)``;
+      stats are None unless ``config.class_weights`` names a method.
+    """
+    budget = config.get("in_memory_mb", 0)
+    datasets = []
+    for name, _ in mixture:
+        one = config.copy_and_resolve_references()
+        with one.unlocked():
+            one.dataset = name
+        splits = ("train", "validation") if not datasets else ("train",)
+        datasets.append(data_sources.open_dataset(one, splits=splits, prepare_fn=prepare_fn))
+        if len(datasets) > 1:
+            check_same_classes(mixture[0][0], datasets[0].classes, name, datasets[-1].classes)
+    trains = [data_sources.in_memory(d.sources["train"], budget_mb=budget) for d in datasets]
+    weights = [w for _, w in mixture]
+    sources = {
+        "train": MixtureSource(trains, weights=weights, names=[n for n, _ in mixture]),
+        "validation": data_sources.in_memory(datasets[0].sources["validation"], budget_mb=budget),
+    }
+    stats = None
+    if isinstance(config.class_weights, str):
+        classes = datasets[0].classes
+        per_source = [
+            d.train_stats or data_sources.scan_class_stats(t, classes.num_classes)
+            for d, t in zip(datasets, trains, strict=True)
+        ]
+        stats = mixture_stats(per_source, weights)
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.dataset = mixture[0][0]  # the target: eval.py scores the run on it
+    return config, sources, datasets[0].classes, stats
+
+
 def open_training_data(
     config: ml_collections.ConfigDict,
     *,
@@ -68,11 +180,17 @@ def open_training_data(
 ) -> tuple[ml_collections.ConfigDict, dict[str, Any], ClassSet, dict[str, Any] | None]:
     """Opens (preparing if needed) the train and validation splits and their classes.
 
+    With ``config.mixture`` the train split is a ``MixtureSource`` of every data set's
+    train split, and validation is the first data set's.
+
     Returns:
       ``(config with num_classes from the data, sources, classes, train pixel stats)``.
     """
     stats = None
-    if sources is None:
+    mixture = parse_mixture(config.get("mixture"))
+    if sources is None and mixture is not None:
+        config, sources, classes, stats = _open_mixture(config, mixture, prepare_fn=prepare_fn)
+    elif sources is None:
         dataset = data_sources.open_dataset(
             config, splits=("train", "validation"), prepare_fn=prepare_fn
         )
@@ -86,5 +204,15 @@ def open_training_data(
         classes = ClassSet.numbered(config.num_classes)
     config = with_data_classes(config, classes)
     if isinstance(config.class_weights, str) and stats is None:
-        stats = data_sources.scan_class_stats(sources["train"], classes.num_classes)
+        stats = _scan_train_stats(sources["train"], classes.num_classes)
     return config, sources, classes, stats
+
+
+def _scan_train_stats(source: Any, num_classes: int) -> dict[str, Any]:
+    """Pixel statistics of a training source by reading it (a mixture's: weighted)."""
+    if isinstance(source, MixtureSource):
+        return mixture_stats(
+            [data_sources.scan_class_stats(s, num_classes) for s in source.sources],
+            source.weights,
+        )
+    return data_sources.scan_class_stats(source, num_classes)

@@ -14,7 +14,8 @@ from typing import Any
 import jax
 
 from unet_jax.data.classes import ClassSet
-from unet_jax.deploy.segmenter import OptionError, Segmenter, SegmenterOptions
+from unet_jax.deploy.options import ModelSource, OptionError, SegmenterOptions
+from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.run.classes_file import read_run_classes
 from unet_jax.run.loading import load_config, load_run
 
@@ -43,20 +44,17 @@ class Backend:
 def open_backend(
     *,
     workdir: str | pathlib.Path | None = None,
-    checkpoint: str | int = "best",
-    onnx: str | pathlib.Path | None = None,
-    onnx_threads: int = 2,
+    source: ModelSource | None = None,
     options: SegmenterOptions | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> Backend:
-    """Opens the run's checkpoint, or the ONNX file when ``onnx`` is given.
+    """Opens the run's checkpoint, or the ONNX file when ``source.onnx`` is given.
 
     Args:
-      workdir: the training run; with ``onnx`` optional (then its config and classes are
-        used, and the file must predict the run's classes).
-      checkpoint: "best", "latest" or a step number (JAX backend).
-      onnx: an exported ``.onnx`` file (with its ``.json`` sidecar) to run with ONNX Runtime.
-      onnx_threads: ONNX Runtime intra-op threads.
+      workdir: the training run; with ``source.onnx`` optional (then its config and classes
+        are used, and the file must predict the run's classes).
+      source: the checkpoint, or the ONNX file and its threads (any :class:`ModelSource`,
+        e.g. the EvalOptions or PredictOptions of a command); None: the best checkpoint.
       options: how to segment; ``batch_size`` None takes the run's ``eval_batch_size``.
       devices: JAX devices to shard batches over (default: all local devices).
 
@@ -69,10 +67,12 @@ def open_backend(
         OnnxModelError: the run, checkpoint or file cannot be used.
     """
     options = options or SegmenterOptions()
+    source = source or ModelSource()
+    onnx = source.onnx
     if onnx is not None:
         from unet_jax.deploy.onnx_inference import load_onnx_model
 
-        model = load_onnx_model(onnx, threads=onnx_threads)
+        model = load_onnx_model(onnx, threads=source.onnx_threads)
         config, classes = model.config, model.classes
         if workdir is not None:
             config = load_config(workdir)
@@ -92,7 +92,7 @@ def open_backend(
         )
     if workdir is None:
         raise OptionError("a workdir (JAX backend) or an ONNX file is needed")
-    run = load_run(workdir, checkpoint=checkpoint)
+    run = load_run(workdir, checkpoint=source.checkpoint)
     return Backend(
         segmenter=Segmenter.from_run(run, options, devices=devices or jax.local_devices()),
         config=run.config,

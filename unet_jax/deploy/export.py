@@ -36,16 +36,16 @@ import jax
 import jax.numpy as jnp
 
 from unet_jax.data.classes import IGNORE_LABEL
-from unet_jax.deploy.options import OptionError
+from unet_jax.deploy.options import ExportOptions, OptionError, add_arguments, from_flags
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import read_run_classes
-from unet_jax.run.loading import LoadedRun, load_run
+from unet_jax.run.loading import DEFAULT_CHECKPOINT, LoadedRun, load_run
 from unet_jax.run.workdir import Workdir
 
 FORMAT = "unet_jax.export/1"
-DEFAULT_PLATFORMS = ("cpu", "cuda")
+DEFAULT_PLATFORMS = ExportOptions.platforms
 
 
 class ExportError(InferenceError, RuntimeError):
@@ -176,7 +176,7 @@ def export_run(
     workdir: str | pathlib.Path,
     out: str | pathlib.Path,
     *,
-    checkpoint: str | int = "best",
+    checkpoint: str | int = DEFAULT_CHECKPOINT,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Exports a run's checkpoint to ``out`` and its sidecar to ``out + ".json"``.
@@ -220,32 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", required=True, help="output file, e.g. model.jaxexport or model.onnx"
     )
-    parser.add_argument(
-        "--format",
-        choices=("jaxexport", "onnx"),
-        default="jaxexport",
-        help="jaxexport (jax.export, default) or onnx (needs pip install -e '.[onnx]')",
-    )
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
-    parser.add_argument(
-        "--platforms",
-        default=",".join(DEFAULT_PLATFORMS),
-        help="comma-separated lowering platforms (default: cpu,cuda; jaxexport only)",
-    )
-    parser.add_argument(
-        "--int8",
-        action="store_true",
-        help="onnx only: statically quantise to int8, calibrated on training images",
-    )
-    parser.add_argument(
-        "--calibration",
-        type=int,
-        default=32,
-        help="with --int8: training images to calibrate on (default 32)",
-    )
-    parser.add_argument(
-        "--data_dir", default=None, help="with --int8: TFDS data directory (default: the run's)"
-    )
+    add_arguments(parser, ExportOptions)
     args = parser.parse_args(argv)
     from unet_jax import cli
 
@@ -254,29 +229,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export_command(args: argparse.Namespace) -> int:
-    if args.int8:
-        if args.format != "onnx":
-            raise OptionError(f"--int8 needs --format onnx (got --format {args.format})")
+    options = from_flags(ExportOptions, args)
+    if options.int8:
+        if options.format != "onnx":
+            raise OptionError(f"--int8 needs --format onnx (got --format {options.format})")
         from unet_jax.deploy import onnx_int8
 
         artifact, side = onnx_int8.export_int8_run(
             args.workdir,
             args.out,
-            calibration=args.calibration,
-            checkpoint=args.checkpoint,
+            calibration=options.calibration,
+            checkpoint=options.checkpoint,
             prepare_fn=onnx_int8.repository_prepare_fn(),
-            data_dir=args.data_dir,
+            data_dir=options.data_dir,
         )
-    elif args.format == "onnx":
+    elif options.format == "onnx":
         from unet_jax.deploy.onnx_export import export_onnx_run
 
-        artifact, side = export_onnx_run(args.workdir, args.out, checkpoint=args.checkpoint)
+        artifact, side = export_onnx_run(args.workdir, args.out, checkpoint=options.checkpoint)
     else:
         artifact, side = export_run(
-            args.workdir,
-            args.out,
-            checkpoint=args.checkpoint,
-            platforms=args.platforms.split(","),
+            args.workdir, args.out, checkpoint=options.checkpoint, platforms=options.platforms
         )
     size = artifact.stat().st_size
     print(f"Exported {args.workdir} to {artifact} ({size / 1e6:.1f} MB) and {side}")

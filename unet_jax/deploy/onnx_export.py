@@ -34,7 +34,7 @@ import numpy as np
 
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
-from unet_jax.run.loading import LoadedRun, load_run
+from unet_jax.run.loading import DEFAULT_CHECKPOINT, LoadedRun, load_run
 
 OPSET = 17
 IR_VERSION = 8
@@ -384,7 +384,10 @@ def onnx_sidecar(run: LoadedRun, proto: Any) -> dict[str, Any]:
 
 
 def export_onnx_run(
-    workdir: str | pathlib.Path, out: str | pathlib.Path, *, checkpoint: str | int = "best"
+    workdir: str | pathlib.Path,
+    out: str | pathlib.Path,
+    *,
+    checkpoint: str | int = DEFAULT_CHECKPOINT,
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes a run's checkpoint as ONNX to ``out`` and its sidecar to ``out + ".json"``.
 

@@ -14,8 +14,9 @@ give the same outputs for the same logits. Class names, palette, activation, siz
 multiple and training size come from the sidecar that ``python -m unet_jax.export
 --format onnx`` writes next to the model.
 
-Sessions use ``threads`` intra-op threads (default 2) with thread spinning off: spinning
-threads burn CPU that other processes on a shared machine (and the input pipeline) need.
+Sessions use ``threads`` intra-op threads (default ``ModelSource.onnx_threads``) with thread
+spinning off: spinning threads burn CPU that other processes on a shared machine (and the
+input pipeline) need.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from unet_jax.data.classes import ClassSet, ClassSetError
-from unet_jax.deploy.segmenter import OptionError, Segmenter
+from unet_jax.deploy.options import ModelSource, OptionError
+from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.errors import InferenceError
 from unet_jax.model.outputs import num_outputs
 
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = ModelSource.onnx_threads  # the one default, in deploy/options.py
 
 
 class OnnxModelError(InferenceError, ValueError):

@@ -4,7 +4,7 @@
 writes ``m.onnx`` (QDQ format: uint8 activations, int8 per-channel weights) and its sidecar
 ``m.onnx.json``, the float model's sidecar plus a ``quantization`` entry (format, types,
 calibration count, split and data set). The model keeps the float model's interface
-(uint8 RGB NHWC in, float32 logits out), so ``predict --backend onnx`` and ``eval.py
+(uint8 RGB NHWC in, float32 logits out), so ``predict --onnx`` and ``eval.py
 --onnx`` take it like any exported model.
 
 Calibration: K images of the run's own training split, read by the training input
@@ -31,7 +31,7 @@ from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.deploy.options import OptionError
 from unet_jax.errors import InferenceError
-from unet_jax.run.loading import load_run
+from unet_jax.run.loading import DEFAULT_CHECKPOINT, load_run
 
 CALIBRATION_SPLIT = "train"
 DEFAULT_CALIBRATION = 32
@@ -275,7 +275,7 @@ def export_int8_run(
     out: str | pathlib.Path,
     *,
     calibration: int = DEFAULT_CALIBRATION,
-    checkpoint: str | int = "best",
+    checkpoint: str | int = DEFAULT_CHECKPOINT,
     prepare_fn: data_sources.PrepareFn | None = None,
     data_dir: str | None = None,
     sources: dict[str, Any] | None = None,

@@ -1,23 +1,70 @@
-"""How a trained model segments images: the options and their defaults, in one place.
+"""The inference options and their defaults, in one place; the command lines' flags too.
 
-Light (no JAX import), so the command lines can build their flags from it quickly.
+Every option of eval.py, ``python -m unet_jax.predict`` and ``python -m unet_jax.export``
+is a field of a frozen dataclass here (or of ``unet_jax.evaluation.options.EvalOptions``),
+with its default and its help text. The commands' flags are generated from these fields
+(:func:`add_arguments` for argparse, :func:`define_absl_flags` for absl), so an option has
+one name and one default in every command: ``--checkpoint``, ``--onnx``,
+``--onnx_threads``, ``--tta_flip``, ``--progress``/``--noprogress``...
+
+Light (no JAX import), so the command lines build their flags quickly.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from unet_jax.errors import InferenceError
+from unet_jax.run.checkpoint_choice import DEFAULT_CHECKPOINT
 
 
 class OptionError(InferenceError, ValueError):
     """An invalid inference setting (batch size, tile size, activation...)."""
 
 
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its flag's help text (and allowed values)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+# ----------------------------------------------------------------------------
+# The options.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointChoice:
+    """Which checkpoint of a run.
+
+    Attributes:
+      checkpoint: "best" (best validation metric), "latest" or a step number.
+    """
+
+    checkpoint: str | int = option(DEFAULT_CHECKPOINT, "'best', 'latest' or a step number.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource(CheckpointChoice):
+    """The model to segment with: a run's checkpoint, or an exported ONNX file.
+
+    Attributes:
+      onnx: an exported ``.onnx`` file (with its ``.json`` sidecar) to run with ONNX
+        Runtime instead of the checkpoint.
+      onnx_threads: ONNX Runtime intra-op threads.
+    """
+
+    onnx: str | None = option(
+        None, "Segment with this exported ONNX model (ONNX Runtime) instead of the checkpoint."
+    )
+    onnx_threads: int = option(2, "ONNX Runtime intra-op threads (with --onnx).")
+
+
 @dataclasses.dataclass(frozen=True)
 class SegmenterOptions:
-    """How images are segmented: the one place of these defaults (API, eval.py, predict).
+    """How images are segmented (API, eval.py, predict).
 
     Attributes:
       tta_flip: average each image's probabilities with its mirror image's.
@@ -30,11 +77,13 @@ class SegmenterOptions:
 
     FALLBACK_BATCH_SIZE: ClassVar[int] = 8  # a config without eval_batch_size, no config
 
-    tta_flip: bool = False
-    batch_size: int | None = None
-    max_side: int = 1024
-    tile_size: int = 512
-    tile_overlap: int = 128
+    tta_flip: bool = option(False, "Average the predictions of each image and its mirror image.")
+    batch_size: int | None = option(
+        None, "Images (or tiles) per forward pass (default: the run's eval_batch_size)."
+    )
+    max_side: int = option(1024, "Largest padded side segmented whole; larger images are tiled.")
+    tile_size: int = option(512, "Tile side for images larger than --max_side.")
+    tile_overlap: int = option(128, "Overlap (blending ramp) between tiles.")
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -62,41 +111,220 @@ class SegmenterOptions:
             raise OptionError(f"max_side must be >= {m}, got {self.max_side}")
 
 
-_HELP = {
-    "tta_flip": "Average the predictions of each image and its mirror image.",
-    "batch_size": "Images (or tiles) per forward pass (default: the run's eval_batch_size).",
-    "max_side": "Largest padded side segmented whole; larger images are tiled.",
-    "tile_size": "Tile side for images larger than --max_side.",
-    "tile_overlap": "Overlap (blending ramp) between tiles.",
-}
+@dataclasses.dataclass(frozen=True)
+class PredictOptions(ModelSource):
+    """What ``python -m unet_jax.predict`` does besides choosing the model.
+
+    Attributes:
+      native: segment at each image's own size (padded or tiled) instead of resized to the
+        training size; None: native for runs trained on crops, resized otherwise.
+      probabilities: also write float16 per-class probabilities (.npy).
+      progress: show a progress bar.
+      segment: TTA, batch size and tiling.
+    """
+
+    native: bool | None = option(
+        None,
+        "Segment at each image's own size (pad/tile) instead of resizing to the training "
+        "size (default: native for runs trained on crops, resized otherwise).",
+    )
+    probabilities: bool = option(False, "Also write float16 probabilities (.npy).")
+    progress: bool = option(True, "Show a progress bar.")
+    segment: SegmenterOptions = SegmenterOptions()
 
 
-def add_arguments(parser: Any) -> None:
-    """Adds the SegmenterOptions flags to an ``argparse.ArgumentParser`` (predict)."""
-    for field in dataclasses.fields(SegmenterOptions):
-        if field.type in (bool, "bool"):
-            parser.add_argument(f"--{field.name}", action="store_true", help=_HELP[field.name])
+EXPORT_FORMATS = ("jaxexport", "onnx")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions(CheckpointChoice):
+    """What ``python -m unet_jax.export`` writes.
+
+    Attributes:
+      format: "jaxexport" (jax.export) or "onnx".
+      platforms: jax.export lowering platforms.
+      int8: ONNX only: statically quantise to int8, calibrated on training images.
+      calibration: training images to calibrate int8 on.
+      data_dir: TFDS data directory of the calibration images (None: the run's).
+    """
+
+    format: str = option(
+        "jaxexport",
+        "jaxexport (jax.export) or onnx (needs pip install -e '.[onnx]').",
+        choices=EXPORT_FORMATS,
+    )
+    platforms: tuple[str, ...] = option(
+        ("cpu", "cuda"), "Comma-separated lowering platforms (jaxexport only)."
+    )
+    int8: bool = option(
+        False, "ONNX only: statically quantise to int8, calibrated on training images."
+    )
+    calibration: int = option(32, "With --int8: training images to calibrate on.")
+    data_dir: str | None = option(None, "With --int8: TFDS data directory (default: the run's).")
+
+
+# ----------------------------------------------------------------------------
+# Building options from flat names, and flags from options.
+# ----------------------------------------------------------------------------
+
+
+def _is_nested(field: dataclasses.Field) -> bool:
+    return dataclasses.is_dataclass(field.default)
+
+
+def flat_fields(cls: type) -> Iterator[dataclasses.Field]:
+    """Every option field of ``cls``, nested option dataclasses flattened into theirs."""
+    for field in dataclasses.fields(cls):
+        if _is_nested(field):
+            yield from flat_fields(type(field.default))
         else:
-            parser.add_argument(
-                f"--{field.name}", type=int, default=field.default, help=_HELP[field.name]
-            )
+            yield field
 
 
-def define_absl_flags(flag_values: Any = None) -> None:
-    """Defines the SegmenterOptions flags as absl flags (eval.py).
+def override(options: Any, **flat: Any) -> Any:
+    """``options`` with fields replaced by flat name (nested options' fields included).
 
     Args:
+      options: an options dataclass instance.
+      **flat: field values by name; a nested option dataclass may be given whole too.
+
+    Returns:
+      A new instance.
+
+    Raises:
+      TypeError: a name that is no option of ``options``.
+    """
+    unknown = (
+        set(flat)
+        - {f.name for f in dataclasses.fields(options)}
+        - {f.name for f in flat_fields(type(options))}
+    )
+    if unknown:
+        raise TypeError(f"{type(options).__name__} has no option {sorted(unknown)}")
+    changes = {}
+    for field in dataclasses.fields(options):
+        if _is_nested(field):
+            nested = flat.get(field.name, getattr(options, field.name))
+            names = {f.name for f in flat_fields(type(field.default))}
+            inner = {k: v for k, v in flat.items() if k in names}
+            changes[field.name] = override(nested, **inner) if inner else nested
+        elif field.name in flat:
+            changes[field.name] = flat[field.name]
+    return dataclasses.replace(options, **changes)
+
+
+def build(cls: type, **flat: Any) -> Any:
+    """``cls()`` with options given by flat name (see :func:`override`)."""
+    return override(cls(), **flat)
+
+
+def _kind(field: dataclasses.Field) -> str:
+    text = str(field.type).replace(" ", "")
+    for prefix, kind in (("bool", "bool"), ("int", "int"), ("float", "float")):
+        if text.startswith(prefix):
+            return kind
+    if text.startswith("tuple[float"):
+        return "floats"
+    if text.startswith("tuple[str"):
+        return "strs"
+    return "str"
+
+
+def _parse(kind: str, value: Any) -> Any:
+    """A flag's text (or absl's list) as the option's value."""
+    if value is None or kind in ("bool", "int", "float", "str"):
+        return value
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [str(v).strip() for v in items if str(v).strip()]
+    return tuple(float(v) for v in items) if kind == "floats" else tuple(items)
+
+
+def _help(field: dataclasses.Field) -> str:
+    default = field.default
+    if isinstance(default, tuple):
+        default = ",".join(str(v) for v in default)
+    if _kind(field) == "bool":
+        return field.metadata["help"] + (f" (--no{field.name} to turn off)" if default else "")
+    shown = "" if default is None else f" (default: {default})"
+    return field.metadata["help"] + shown
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = ()) -> None:
+    """Adds the options of ``cls`` as argparse flags, spelt as absl spells them.
+
+    Booleans are ``--NAME`` and ``--noNAME``; tuples are comma-separated lists.
+
+    Args:
+      parser: the command's parser.
+      cls: an options dataclass (nested ones are flattened).
+      skip: field names to leave out.
+    """
+    for field in flat_fields(cls):
+        name, kind = field.name, _kind(field)
+        if name in skip:
+            continue
+        if kind == "bool":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(
+                f"--{name}",
+                dest=name,
+                action="store_true",
+                default=field.default,
+                help=_help(field),
+            )
+            group.add_argument(
+                f"--no{name}", dest=name, action="store_false", default=field.default,
+                help=argparse.SUPPRESS,
+            )  # fmt: skip
+            continue
+        parse = {"int": int, "float": float}.get(kind, str)
+        parser.add_argument(
+            f"--{name}",
+            type=parse,
+            default=field.default,
+            choices=field.metadata["choices"],
+            help=_help(field),
+        )
+
+
+def define_absl_flags(
+    cls: type, flag_values: Any = None, *, module_name: str | None = None, skip: tuple = ()
+) -> None:
+    """Defines the options of ``cls`` as absl flags (eval.py).
+
+    Args:
+      cls: an options dataclass (nested ones are flattened).
       flag_values: an ``absl.flags.FlagValues``; None: ``absl.flags.FLAGS``.
+      module_name: the module the flags belong to (``--help`` lists the main module's).
+      skip: field names to leave out.
     """
     from absl import flags
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
-    for field in dataclasses.fields(SegmenterOptions):
-        define = flags.DEFINE_bool if field.type in (bool, "bool") else flags.DEFINE_integer
-        define(field.name, field.default, _HELP[field.name], flag_values=flag_values)
+    for field in flat_fields(cls):
+        name, kind = field.name, _kind(field)
+        if name in skip:
+            continue
+        # absl shows the default itself.
+        common = dict(help=field.metadata["help"], flag_values=flag_values, module_name=module_name)
+        if field.metadata["choices"]:
+            flags.DEFINE_enum(name, field.default, list(field.metadata["choices"]), **common)
+        elif kind in ("floats", "strs"):
+            flags.DEFINE_list(name, list(field.default), **common)
+        else:
+            define = {
+                "bool": flags.DEFINE_bool,
+                "int": flags.DEFINE_integer,
+                "float": flags.DEFINE_float,
+            }.get(kind, flags.DEFINE_string)
+            define(name, field.default, **common)
 
 
-def options_from_flags(values: Any) -> SegmenterOptions:
-    """The SegmenterOptions that parsed flags (argparse namespace or absl FLAGS) ask for."""
-    names = [field.name for field in dataclasses.fields(SegmenterOptions)]
-    return SegmenterOptions(**{name: getattr(values, name) for name in names})
+def from_flags(cls: type, values: Any, *, skip: tuple = ()) -> Any:
+    """The options of ``cls`` that parsed flags (argparse namespace or absl FLAGS) ask for."""
+    flat = {
+        field.name: _parse(_kind(field), getattr(values, field.name))
+        for field in flat_fields(cls)
+        if field.name not in skip
+    }
+    return build(cls, **flat)

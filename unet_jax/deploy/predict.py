@@ -49,7 +49,7 @@ from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
 from unet_jax.data.image_files import read_image
 from unet_jax.deploy import options as option_flags
-from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.deploy.options import OptionError, PredictOptions
 from unet_jax.errors import InferenceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -156,33 +156,22 @@ def predict_files(
     workdir: str | pathlib.Path | None,
     inputs: Sequence[str | pathlib.Path],
     out: str | pathlib.Path,
+    options: PredictOptions | None = None,
     *,
-    checkpoint: str | int = "best",
-    probabilities: bool = False,
-    native: bool | None = None,
-    options: SegmenterOptions | None = None,
     skip_bad: bool = False,
-    progress: bool = True,
-    onnx_model: str | pathlib.Path | None = None,
-    onnx_threads: int = 2,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Segments image files with a trained run and writes labels, overlays, probabilities.
 
     Args:
-      workdir: the training run directory (None with ``onnx_model``).
+      workdir: the training run directory (None with ``onnx``).
       inputs: files, glob patterns and folders.
       out: output directory.
-      checkpoint: "best", "latest" or a step number.
-      probabilities: also write float16 per-class probabilities (.npy).
-      native: segment at each image's own size (pad/tile) instead of at the training size;
-        None: native for runs trained on crops.
-      options: TTA, batch size (default: the run's eval_batch_size) and tiling
-        (:class:`SegmenterOptions`; its defaults when None).
+      options: the checkpoint (or ONNX model), scale, probabilities, TTA, batch size and
+        tiling (:class:`PredictOptions`; its defaults when None).
       skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
-      progress: show a progress bar.
-      onnx_model: segment with this exported ONNX model (ONNX Runtime) instead of the
-        run's checkpoint; classes, training size and options come from its sidecar.
-      onnx_threads: ONNX Runtime intra-op threads.
+      **overrides: options by name, replacing those of ``options``
+        (``predict_files(w, inputs, out, native=True, tta_flip=True)``).
 
     Returns:
       The content of ``predictions.json``: ``checkpoint``, ``options``, ``images`` (one
@@ -192,20 +181,16 @@ def predict_files(
       InputError: an input names no image.
       ImageError: an image cannot be used (unless ``skip_bad``).
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
-        ``unet_jax.inference.load_run``.
+        ``unet_jax.run.loading.load_run``.
     """
     import tqdm
 
     from unet_jax.deploy.backend import open_backend
 
+    options = option_flags.override(options or PredictOptions(), **overrides)
+    probabilities, native = options.probabilities, options.native
     images = expand_inputs(inputs)
-    backend = open_backend(
-        workdir=None if onnx_model is not None else workdir,
-        checkpoint=checkpoint,
-        onnx=onnx_model,
-        onnx_threads=onnx_threads,
-        options=options,
-    )
+    backend = open_backend(workdir=workdir, source=options, options=options.segment)
     config, segmenter, classes = backend.config, backend.segmenter, backend.classes
     train_h, train_w = backend.training_size
     checkpoint_info = backend.checkpoint
@@ -229,7 +214,7 @@ def predict_files(
         model_input = image if native else image_ops.resize_image(image, train_h, train_w)
         return item, image, model_input
 
-    bar = tqdm.tqdm(total=len(images), unit="img", disable=not progress, desc="predict")
+    bar = tqdm.tqdm(total=len(images), unit="img", disable=not options.progress, desc="predict")
 
     def readable():
         for item in image_ops.prefetch_map(load, images):
@@ -276,7 +261,7 @@ def predict_files(
     bar.close()
     result = {
         "workdir": None if workdir is None else str(workdir),
-        "onnx_model": None if onnx_model is None else str(onnx_model),
+        "onnx": options.onnx,
         "checkpoint": checkpoint_info,
         "options": {
             "native": native,
@@ -300,29 +285,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Segment images with a trained run (see docs/EVALUATION.md).",
     )
     parser.add_argument("inputs", nargs="+", help="image files, glob patterns or folders")
-    parser.add_argument("--workdir", help="training run directory (--backend jax)")
-    parser.add_argument(
-        "--backend",
-        choices=("jax", "onnx"),
-        default="jax",
-        help="jax: the run's checkpoint; onnx: an exported --model with ONNX Runtime",
-    )
-    parser.add_argument("--model", help="--backend onnx: the .onnx file (with its .json)")
-    parser.add_argument("--threads", type=int, default=2, help="--backend onnx: CPU threads")
+    parser.add_argument("--workdir", help="training run directory")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
-    parser.add_argument(
-        "--probabilities", action="store_true", help="also write float16 probabilities (.npy)"
-    )
-    parser.add_argument(
-        "--native",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="segment at each image's own size (pad/tile) instead of resizing to the training "
-        "size (default: native for runs trained on crops, resized otherwise)",
-    )
-    option_flags.add_arguments(parser)
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    option_flags.add_arguments(parser, PredictOptions)
     return parser
 
 
@@ -336,33 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
-    from unet_jax.deploy.options import OptionError
-
-    if args.backend == "onnx" and not args.model:
-        raise OptionError("--backend onnx needs --model FILE.onnx")
-    if args.backend == "jax" and not args.workdir:
-        raise OptionError("--workdir is required (or --backend onnx --model FILE.onnx)")
-    if args.backend == "jax" and args.model:
-        raise OptionError("--model is for --backend onnx; the jax backend reads --workdir")
-    result = predict_files(
-        args.workdir,
-        args.inputs,
-        args.out,
-        checkpoint=args.checkpoint,
-        probabilities=args.probabilities,
-        native=args.native,
-        options=option_flags.options_from_flags(args),
-        skip_bad=True,
-        progress=not args.no_progress,
-        onnx_model=args.model if args.backend == "onnx" else None,
-        onnx_threads=args.threads,
-    )
+    options = option_flags.from_flags(PredictOptions, args)
+    if not args.workdir and not options.onnx:
+        raise OptionError("--workdir is required (or --onnx FILE.onnx)")
+    result = predict_files(args.workdir, args.inputs, args.out, options, skip_bad=True)
     step = result["checkpoint"].get("step")
-    source = args.model if args.backend == "onnx" else args.workdir
+    source = options.onnx or args.workdir
     print(
         f"Segmented {len(result['images'])} image(s) with {source} step {step}: "
         f"{args.out}/labels, {args.out}/overlays"
-        + (f", {args.out}/probabilities" if args.probabilities else "")
+        + (f", {args.out}/probabilities" if options.probabilities else "")
         + f", {args.out}/predictions.json"
     )
     if result["errors"]:

@@ -49,9 +49,9 @@ import tqdm
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.deploy.backend import open_backend
-from unet_jax.deploy.options import OptionError, SegmenterOptions
+from unet_jax.deploy.options import OptionError
 from unet_jax.errors import InferenceError
-from unet_jax.evaluation import metrics, report_html, reports
+from unet_jax.evaluation import challenge, metrics, report_html, reports
 from unet_jax.evaluation.evaluator import (
     Evaluator,
     Geometry,
@@ -59,51 +59,13 @@ from unet_jax.evaluation.evaluator import (
     example_name,
     segmenter_predictor,
 )
+from unet_jax.evaluation.options import FULL_RESOLUTION_INPUTS, SPLITS, EvalOptions
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
-
-SPLITS = ("train", "validation", "test")
-FULL_RESOLUTION_INPUTS = ("native", "resized")
 
 
 class SplitError(InferenceError, ValueError):
     """The split does not exist in the data set, or is empty."""
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalOptions:
-    """What to evaluate and how.
-
-    Attributes:
-      split: "train", "validation" or "test".
-      checkpoint: "best", "latest" or a step number.
-      full_resolution: also evaluate at the examples' stored resolution.
-      full_resolution_input: how the model sees a full-size example: "native" (at its
-        stored size, padded or tiled) or "resized" (resized to the training size, the
-        prediction resized back with nearest neighbour); the labels stay full size.
-        None: the scale the model was trained at ("native" for crop-trained runs,
-        "resized" otherwise).
-      segment: TTA, batch size (None: ``config.eval_batch_size``) and tiling.
-      num_gallery: examples shown in the gallery.
-      data_dir: TFDS data directory; None: the run's ``config.data_dir``.
-      pictures: write the PNG pictures.
-      progress: show a progress bar.
-      onnx: score this exported ONNX model (ONNX Runtime) instead of the checkpoint; the
-        run gives the configuration, classes and data set.
-      onnx_threads: ONNX Runtime intra-op threads.
-    """
-
-    split: str = "test"
-    checkpoint: str | int = "best"
-    full_resolution: bool = False
-    full_resolution_input: str | None = None
-    segment: SegmenterOptions = SegmenterOptions()
-    num_gallery: int = 4
-    data_dir: str | None = None
-    pictures: bool = True
-    progress: bool = True
-    onnx: str | None = None
-    onnx_threads: int = 2
 
 
 def full_resolution_dataset(dataset: str) -> str:
@@ -211,12 +173,15 @@ def _json_results(results: dict[str, Any], resolution: str, dataset: str) -> dic
         **{k: v for k, v in results.items() if k != "confusion"},
         "confusion_matrix": results["confusion"],
     }
+    lyft = challenge.challenge_score(results["confusion"], list(results["per_class"]))
+    if lyft is not None:  # Lyft-Udacity classes: the challenge's score beside mIoU
+        out.update({f"challenge_{key}": value for key, value in lyft.items()})
     return metrics.to_jsonable(out)
 
 
 def run_evaluation(
     workdir: str | pathlib.Path,
-    options: EvalOptions = EvalOptions(),
+    options: EvalOptions | None = None,
     *,
     sources: dict[str, Any] | None = None,
     full_sources: dict[str, Any] | None = None,
@@ -246,13 +211,12 @@ def run_evaluation(
     """
     if jax.process_count() > 1:
         raise InferenceError("evaluation runs in one process; start eval.py on one host")
+    options = options or EvalOptions()
     start = time.perf_counter()
     workdir = pathlib.Path(workdir)
     backend = open_backend(
         workdir=workdir,
-        checkpoint=options.checkpoint,
-        onnx=options.onnx,
-        onnx_threads=options.onnx_threads,
+        source=options,
         options=options.segment,
     )
     config, segmenter, classes = backend.config, backend.segmenter, backend.classes

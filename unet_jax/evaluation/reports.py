@@ -455,9 +455,18 @@ BINARY_SCORES = (
 )
 
 
+# The Lyft Perception Challenge's scores (unet_jax.evaluation.challenge).
+CHALLENGE_SCORES = (
+    ("Lyft challenge score", "challenge_average"),
+    ("Vehicles F2", "challenge_vehicles_f2"),
+    ("Road F0.5", "challenge_road_f05"),
+)
+
+
 def scores_of(report: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """(title, key) of the headline scores: binary data sets add the foreground's."""
-    return BINARY_SCORES + SCORES if "foreground_iou" in report else SCORES
+    """(title, key) of the headline scores, with the foreground's or the challenge's."""
+    scores = BINARY_SCORES + SCORES if "foreground_iou" in report else SCORES
+    return scores + CHALLENGE_SCORES if "challenge_average" in report else scores
 
 
 def results_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

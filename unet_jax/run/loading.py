@@ -2,7 +2,7 @@
 
 Public API (also re-exported by ``unet_jax.inference``)::
 
-    model, variables = unet_jax.load("runs/demo", checkpoint="best")
+    model, variables = unet_jax.load("runs/demo")  # the best checkpoint
     apply_fn = make_apply_fn(model)           # jitted (variables, images) -> logits
     logits = apply_fn(variables, images)      # images uint8 [B, H, W, 3] RGB in 0..255
 
@@ -26,21 +26,20 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
+from unet_jax.run.checkpoint_choice import (  # noqa: F401 (re-exported)
+    CHECKPOINT_CHOICES,
+    DEFAULT_CHECKPOINT,
+    CheckpointSpecError,
+    parse_checkpoint,
+)
 from unet_jax.run.workdir import Workdir
-
-CHECKPOINT_CHOICES = ("best", "latest")
 
 
 class WorkdirError(InferenceError, FileNotFoundError):
     """The workdir is missing, not a training run, or holds no (such) checkpoint."""
-
-
-class CheckpointSpecError(InferenceError, ValueError):
-    """``checkpoint`` is neither "best", "latest" nor a step number."""
 
 
 def _tupleize(value: Any) -> Any:
@@ -84,33 +83,6 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_tupleize(raw))
 
 
-def parse_checkpoint(spec: str | int) -> str | int:
-    """Validates a checkpoint choice.
-
-    Args:
-      spec: "best", "latest", or a step number (int or decimal string).
-
-    Returns:
-      "best", "latest" or the step as an int.
-
-    Raises:
-      CheckpointSpecError: anything else.
-    """
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        step = int(spec)
-    elif isinstance(spec, str) and spec.strip().lower() in CHECKPOINT_CHOICES:
-        return spec.strip().lower()
-    elif isinstance(spec, str) and spec.strip().isdigit():
-        step = int(spec.strip())
-    else:
-        raise CheckpointSpecError(
-            f"checkpoint must be 'best', 'latest' or a step number, got {spec!r}"
-        )
-    if step < 0:
-        raise CheckpointSpecError(f"checkpoint step must be >= 0, got {step}")
-    return step
-
-
 def _steps(directory: pathlib.Path) -> list[int]:
     if not directory.is_dir():
         return []
@@ -146,7 +118,7 @@ class LoadedRun:
 def load_run(
     workdir: str | pathlib.Path,
     *,
-    checkpoint: str | int = "best",
+    checkpoint: str | int = DEFAULT_CHECKPOINT,
     config: ml_collections.ConfigDict | None = None,
 ) -> LoadedRun:
     """Restores the model of a training run.
@@ -241,7 +213,9 @@ def load_run(
     )
 
 
-def load(workdir: str | pathlib.Path, checkpoint: str | int = "best") -> tuple[UNet, dict]:
+def load(
+    workdir: str | pathlib.Path, checkpoint: str | int = DEFAULT_CHECKPOINT
+) -> tuple[UNet, dict]:
     """Loads a trained model for reuse.
 
     Args:

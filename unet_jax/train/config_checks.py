@@ -12,6 +12,7 @@ import ml_collections
 
 from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
+from unet_jax.data.run_data import parse_mixture
 from unet_jax.errors import ConfigError
 from unet_jax.model.conv_fast import CONV_IMPLS
 from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, size_multiple
@@ -127,6 +128,11 @@ def validate_config(
             f"config.dataset={config.dataset!r}: use 'lyft_udacity/<config>', 'aerial' or "
             "'folder' (with --config.folder=DIR)"
         )
+    for name, _ in parse_mixture(config.get("mixture")) or ():
+        if name.partition("/")[0] not in DATASETS:
+            raise ConfigError(
+                f"config.mixture names {name!r}: use 'lyft_udacity/<config>', 'aerial' or 'folder'"
+            )
     worker_count = config.worker_count
     if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 0:
         raise ConfigError(f"config.worker_count={worker_count!r}: must be an integer >= 0")

@@ -61,7 +61,7 @@ def parse_spec(spec: str) -> InitSpec:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InitFromError(f"config.init_from={spec!r}: give a run directory, e.g. runs/demo")
-    workdir, checkpoint = spec, "best"
+    workdir, checkpoint = spec, run_loading.DEFAULT_CHECKPOINT
     head, sep, tail = spec.rpartition(":")
     if sep and (tail.strip().lower() in run_loading.CHECKPOINT_CHOICES or tail.strip().isdigit()):
         workdir, checkpoint = head, run_loading.parse_checkpoint(tail)

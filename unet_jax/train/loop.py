@@ -200,6 +200,7 @@ class MetricWindow:
         images_per_step: int,
         progress: tqdm.tqdm,
         last_good: Any,
+        source_counts: Any = None,
     ) -> None:
         self._driver = driver
         self._writer = writer
@@ -208,6 +209,7 @@ class MetricWindow:
         self._images_per_step = images_per_step
         self._progress = progress
         self._last_good = last_good  # () -> description of the last good checkpoint
+        self._source_counts = source_counts  # (first, last step) -> a mixture's counts
         self._pending: list[dict[str, Any]] = []
         self.restart()
 
@@ -244,6 +246,8 @@ class MetricWindow:
             "images_per_sec": len(fetched) * self._images_per_step / max(elapsed, 1e-9),
             "epoch": step / self._schedule.steps_per_epoch,
         }
+        if self._source_counts is not None:
+            scalars.update(self._source_counts(step - len(fetched) + 1, step))
         self._writer.write(step, "train", scalars)
         self._progress.update(len(fetched))
         self._progress.set_postfix(
@@ -449,6 +453,9 @@ def train_and_evaluate(
         images_per_step=config.batch_size,
         progress=progress,
         last_good=lambda: f"step {checkpointer.latest_step()} in {workdir}",
+        source_counts=input_pipeline.source_counter(
+            sources["train"], global_batch_size=config.batch_size
+        ),
     )
 
     # 4. The loop.

@@ -1,0 +1,117 @@
+"""The one option set of eval.py, predict and export: generated flags, one name per option."""
+
+import argparse
+import ast
+import dataclasses
+import pathlib
+
+import pytest
+from absl import flags
+
+from tests.conftest import REPO_ROOT
+from unet_jax.deploy import options as option_flags
+from unet_jax.deploy.options import (
+    ExportOptions,
+    ModelSource,
+    PredictOptions,
+    SegmenterOptions,
+)
+from unet_jax.evaluation.options import EvalOptions
+
+ALL = (PredictOptions, ExportOptions, EvalOptions)
+
+
+def _argparse(cls, argv):
+    parser = argparse.ArgumentParser()
+    option_flags.add_arguments(parser, cls)
+    return option_flags.from_flags(cls, parser.parse_args(argv))
+
+
+def _absl(cls, argv):
+    values = flags.FlagValues()
+    option_flags.define_absl_flags(cls, values)
+    values(["prog", *argv])
+    return option_flags.from_flags(cls, values)
+
+
+@pytest.mark.parametrize("cls", ALL)
+@pytest.mark.parametrize("parse", [_argparse, _absl])
+def test_no_flags_give_the_dataclass_defaults(cls, parse):
+    assert parse(cls, []) == cls()
+
+
+@pytest.mark.parametrize("parse", [_argparse, _absl])
+def test_flags_set_nested_and_inherited_fields(parse):
+    argv = ["--tta_flip", "--noprogress", "--checkpoint=latest", "--batch_size=3"]
+    argv += ["--onnx=m.onnx", "--onnx_threads=1"]
+    expected = PredictOptions(
+        checkpoint="latest",
+        onnx="m.onnx",
+        onnx_threads=1,
+        progress=False,
+        segment=SegmenterOptions(tta_flip=True, batch_size=3),
+    )
+    assert parse(PredictOptions, argv) == expected
+    evaluated = parse(EvalOptions, argv + ["--split=validation"])
+    assert evaluated.segment == expected.segment and evaluated.split == "validation"
+    assert (evaluated.checkpoint, evaluated.onnx, evaluated.onnx_threads) == ("latest", "m.onnx", 1)
+
+
+@pytest.mark.parametrize("parse", [_argparse, _absl])
+def test_list_flags(parse):
+    assert parse(ExportOptions, ["--platforms=cpu, tpu"]).platforms == ("cpu", "tpu")
+
+
+def test_the_model_and_segmenting_flags_have_one_name_in_every_command():
+    shared = {f.name for f in option_flags.flat_fields(ModelSource)}
+    shared |= {f.name for f in option_flags.flat_fields(SegmenterOptions)}
+    for cls in (PredictOptions, EvalOptions):
+        names = [f.name for f in option_flags.flat_fields(cls)]
+        assert shared <= set(names) and len(names) == len(set(names))
+    assert "checkpoint" in {f.name for f in option_flags.flat_fields(ExportOptions)}
+
+
+def test_override_by_flat_name():
+    options = option_flags.build(EvalOptions, split="train", tile_size=256, onnx_threads=3)
+    assert options.split == "train" and options.segment.tile_size == 256
+    assert options.onnx_threads == 3 and options.segment.max_side == SegmenterOptions().max_side
+    again = option_flags.override(options, segment=SegmenterOptions(tta_flip=True), max_side=99)
+    assert again.segment == SegmenterOptions(tta_flip=True, max_side=99)
+    with pytest.raises(TypeError, match="no option"):
+        option_flags.override(options, tta_flop=True)
+
+
+def test_every_field_has_help():
+    for cls in ALL:
+        for field in option_flags.flat_fields(cls):
+            assert field.metadata["help"], field.name
+
+
+def _string_defaults(path: pathlib.Path, value: str) -> list[str]:
+    """Function and field defaults equal to ``value`` in one file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        defaults = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defaults = node.args.defaults + [d for d in node.args.kw_defaults if d]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "option":
+            defaults = node.args[:1]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            defaults = [node.value]
+        found += [f"{path}:{d.lineno}" for d in defaults if getattr(d, "value", None) == value]
+    return found
+
+
+def test_the_checkpoint_default_is_written_once():
+    files = sorted((REPO_ROOT / "unet_jax").rglob("*.py")) + [REPO_ROOT / "eval.py"]
+    assert [hit for path in files for hit in _string_defaults(path, "best")] == []
+    source = (REPO_ROOT / "unet_jax" / "run" / "checkpoint_choice.py").read_text()
+    assert 'DEFAULT_CHECKPOINT = "best"' in source
+    assert ModelSource().checkpoint == ExportOptions().checkpoint == "best"
+
+
+def test_eval_options_do_not_restate_the_model_defaults():
+    own = {f.name for f in dataclasses.fields(EvalOptions)} - {
+        f.name for f in dataclasses.fields(ModelSource)
+    }
+    assert "checkpoint" not in own and "onnx_threads" not in own

@@ -1,0 +1,51 @@
+"""What eval.py evaluates and how: the options and their defaults, in one place.
+
+eval.py's flags are generated from :class:`EvalOptions` (``unet_jax.deploy.options``), so
+a default lives here only. Light (no JAX import), so ``eval.py --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from unet_jax.deploy.options import ModelSource, SegmenterOptions, option
+
+SPLITS = ("train", "validation", "test")
+FULL_RESOLUTION_INPUTS = ("native", "resized")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions(ModelSource):
+    """What to evaluate and how (the checkpoint or ONNX model: :class:`ModelSource`).
+
+    Attributes:
+      split: "train", "validation" or "test".
+      full_resolution: also evaluate at the examples' stored resolution.
+      full_resolution_input: how the model sees a full-size example: "native" (at its
+        stored size, padded or tiled) or "resized" (resized to the training size, the
+        prediction resized back with nearest neighbour); the labels stay full size.
+        None: the scale the model was trained at ("native" for crop-trained runs,
+        "resized" otherwise).
+      segment: TTA, batch size (None: ``config.eval_batch_size``) and tiling.
+      num_gallery: examples shown in the gallery.
+      data_dir: TFDS data directory; None: the run's ``config.data_dir``.
+      pictures: write the PNG pictures.
+      progress: show a progress bar.
+    """
+
+    split: str = option("test", "Split to evaluate: train, validation or test.")
+    full_resolution: bool = option(
+        False, "Also evaluate at the examples' original (full-size) resolution."
+    )
+    full_resolution_input: str | None = option(
+        None,
+        "Full resolution: segment at the stored size (native: pad/tile) or at the training "
+        "size with the prediction resized back (resized). Default: the scale the model was "
+        "trained at (native for runs trained on crops, resized otherwise).",
+        choices=FULL_RESOLUTION_INPUTS,
+    )
+    segment: SegmenterOptions = SegmenterOptions()
+    num_gallery: int = option(4, "Examples shown in the gallery picture.")
+    data_dir: str | None = option(None, "TFDS data directory (default: the run's data_dir).")
+    pictures: bool = option(True, "Draw the PNG pictures.")
+    progress: bool = option(True, "Show a progress bar.")
