@@ -403,7 +403,7 @@ def train_and_evaluate(
             workdir=workdir if is_main else None,
             log=log,
         )
-        schedule = time_budget.loop_schedule(schedule, budget)
+        schedule = budget.loop_schedule(schedule)
 
     # 3. Input: batch k depends only on the seed, the data and k (resume needs only k).
     data_iterator = iter(
@@ -477,8 +477,7 @@ def train_and_evaluate(
                 device_state, step_metrics = driver.train_step(device_state, batch)
                 window.add(step_metrics)
                 if budget is not None and (plan := budget.after_step(step, step_metrics)):
-                    device_state = time_budget.apply_plan(driver, device_state, plan)
-                    schedule = time_budget.loop_schedule(schedule, budget)
+                    device_state, schedule = budget.adopt(plan, driver, device_state, schedule)
                     progress.total = schedule.total_steps
                 log_now = schedule.due(step, schedule.log_every)
                 if log_now:
@@ -508,8 +507,7 @@ def train_and_evaluate(
                             f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
                         )
                     if budget is not None and (plan := budget.after_validation(step)):
-                        device_state = time_budget.apply_plan(driver, device_state, plan)
-                        schedule = time_budget.loop_schedule(schedule, budget)
+                        device_state, schedule = budget.adopt(plan, driver, device_state, schedule)
                         progress.total = schedule.total_steps
                     if improved:
                         save(best=True)

@@ -198,6 +198,26 @@ class BudgetRun:
         self._announce(f"re-fit at step {step}")
         return self.plan
 
+    def loop_schedule(self, schedule: Any) -> Any:
+        """The loop's `Schedule` with the plan's length and intervals (checkpoints at
+        validations)."""
+        return dataclasses.replace(
+            schedule,
+            total_steps=self.total_steps(),
+            eval_every=self.eval_every(),
+            checkpoint_every=self.eval_every(),
+        )
+
+    def adopt(self, plan: Plan, driver: Any, device_state: Any, schedule: Any) -> tuple[Any, Any]:
+        """The device state with ``plan``'s warm-up and knots in its optimizer state, and the
+        loop's schedule with its length."""
+        state = driver.get_state(device_state)
+        opt_state = budget_schedule.set_schedule(
+            state.opt_state, warmup=plan.warmup_steps, knots=plan.knots
+        )
+        device_state = driver.put_state(state.replace(opt_state=opt_state))
+        return device_state, self.loop_schedule(schedule)
+
     def _announce(self, what: str) -> None:
         plan = self.plan
         self._log(
@@ -224,23 +244,4 @@ def validation_cost_in_steps(source: Any, config: ml_collections.ConfigDict) -> 
         height, width = label.shape[0], label.shape[1]
     return (
         n * height * width / (3.0 * config.batch_size * config.image_size[0] * config.image_size[1])
-    )
-
-
-def apply_plan(driver: Any, device_state: Any, plan: Plan) -> Any:
-    """The device state with the plan's warm-up and knots in its optimizer state."""
-    state = driver.get_state(device_state)
-    opt_state = budget_schedule.set_schedule(
-        state.opt_state, warmup=plan.warmup_steps, knots=plan.knots
-    )
-    return driver.put_state(state.replace(opt_state=opt_state))
-
-
-def loop_schedule(schedule: Any, run: BudgetRun) -> Any:
-    """The loop's `Schedule` with the plan's length and intervals (checkpoints at validations)."""
-    return dataclasses.replace(
-        schedule,
-        total_steps=run.total_steps(),
-        eval_every=run.eval_every(),
-        checkpoint_every=run.eval_every(),
     )
