@@ -112,6 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 16
     config.num_epochs = 100
     config.num_train_steps = -1  # > 0 overrides num_epochs
+    # Minutes of wall clock for the whole run (preparation, compilation, validations): the
+    # steps that fit are measured at the start and re-checked at each validation, the
+    # warm-up and cosine laid over them; num_epochs/num_train_steps are then unused.
+    # None: off. docs/AUTO.md.
+    config.time_budget_minutes = ml_collections.config_dict.placeholder(float)
 
     # Fine-tuning: "WORKDIR[:best|latest|STEP]" of another run whose parameters and
     # BatchNorm statistics start this one (fresh optimizer, step 0; a head of another class

@@ -13,7 +13,7 @@ from unet_jax.model.conv_fast import resolve_conv_impl
 from unet_jax.model.outputs import num_outputs
 from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
 from unet_jax.model.unet import UNet
-from unet_jax.run import fine_tuning
+from unet_jax.run import budget_schedule, fine_tuning
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -123,6 +123,8 @@ def create_optimizer(
     Returns:
       An optax gradient transformation.
     """
+    if config.get("time_budget_minutes") is not None:
+        return _budget_optimizer(config)
     schedule = create_learning_rate_schedule(config, total_steps=total_steps)
     if config.optimizer in ("adam", "sgd") and config.model.get("encoder", "unet") != "unet":
         return fine_tuning.encoder_optimizer(
@@ -135,6 +137,27 @@ def create_optimizer(
         return optax.adam(schedule)
     if config.optimizer == "sgd":
         return optax.sgd(schedule, momentum=0.9)
+    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+
+
+def _budget_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam or SGD (as `create_optimizer`) on a schedule the time budget sets at run time.
+
+    Until the loop has measured the step time, the warm-up is the config's and the cosine
+    has not started (its knots lie far beyond any run); ``unet_jax.train.time_budget``
+    replaces them.
+    """
+    far = 2**30
+    scale = budget_schedule.scale_by_budget_schedule(
+        config.learning_rate,
+        cosine=config.schedule == "warmup_cosine",
+        warmup=config.warmup_steps,
+        knots=((config.warmup_steps, 0.0), (far, 1.0), (far + 1, 1.0)),
+    )
+    if config.optimizer == "adam":
+        return optax.chain(optax.scale_by_adam(), scale)
+    if config.optimizer == "sgd":
+        return optax.chain(optax.trace(decay=0.9), scale)
     raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
 
 
