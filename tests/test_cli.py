@@ -9,12 +9,12 @@ from datasets.common.errors import DataError
 from tests.conftest import REPO_ROOT
 from unet_jax import cli
 from unet_jax.errors import ConfigError, UserError
-from unet_jax.inference import WorkdirError
 from unet_jax.run.checkpointing import (
     CheckpointError,
     IncompatibleCheckpointError,
     NoUsableCheckpointError,
 )
+from unet_jax.run.loading import WorkdirError
 
 
 def _train(*args: str, tmp_path) -> subprocess.CompletedProcess:

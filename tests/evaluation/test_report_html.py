@@ -20,10 +20,10 @@ from PIL import Image
 
 from tests.evaluation.test_eval import _reference_predictions, tiny_run
 from tests.fake_data import make_examples
-from unet_jax import inference
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.evaluation import evaluate, metrics, report_html
 from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import load_run
 
 VOID = {"meta", "img", "br", "hr", "input", "link"}
 
@@ -210,7 +210,7 @@ def evaluated(tmp_path_factory):
             checkpoint="latest",
             num_gallery=2,
             full_resolution=True,
-            full_resolution_input="native",
+            scale="native",
             progress=False,
         ),
         sources=tiny.sources,
@@ -224,7 +224,7 @@ def test_eval_writes_the_report_with_every_image_and_its_iou(evaluated):
     tiny, report, out = evaluated
     assert str(out / "report.html") in report["files"]
     examples = tiny.sources["test"]
-    run = inference.load_run(tiny.workdir, checkpoint="latest")
+    run = load_run(tiny.workdir, checkpoint="latest")
     images = np.stack([x["image"] for x in examples])
     labels = np.stack([x["label"][..., 0] for x in examples])
     predictions = _reference_predictions(run, images)

@@ -21,14 +21,13 @@ Two resolutions:
   (``Geometry.of_run``), scored by the same evaluator (``unet_jax.evaluation.evaluator``),
   so the numbers are those of ``metrics.jsonl``: the examples resized to
   ``config.image_size`` (image bilinear, label nearest, the last batch padded and
-  masked), or for runs trained on crops (``config.input_mode="crop"``) the training-size
-  tiles of the native images; ``full_resolution`` adds the whole native images, padded
-  or tiled and blended.
+  masked), or for runs trained on crops (``config.input_mode="crop"``, native scale) the
+  training-size tiles of the native images.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a
-  run trained at 128x128). Labels are never resized; the model's input is padded or tiled
-  by the size rule of :mod:`unet_jax.inference`.
+  run trained at 128x128). Labels are never resized; the model sees them at ``scale``
+  (``resize`` or ``native``; default the run's trained scale).
 """
 
 from __future__ import annotations
@@ -49,17 +48,18 @@ import tqdm
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.deploy.backend import open_backend
-from unet_jax.deploy.options import OptionError
+from unet_jax.deploy.options import scale_for
 from unet_jax.errors import InferenceError
 from unet_jax.evaluation import challenge, metrics, report_html, reports
 from unet_jax.evaluation.evaluator import (
     Evaluator,
     Geometry,
     Predictor,
+    adapted_to,
     example_name,
     segmenter_predictor,
 )
-from unet_jax.evaluation.options import FULL_RESOLUTION_INPUTS, SPLITS, EvalOptions
+from unet_jax.evaluation.options import SPLITS, EvalOptions
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
@@ -205,7 +205,7 @@ def run_evaluation(
 
     Raises:
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: the
-        run or checkpoint cannot be used (see ``unet_jax.inference.load_run``).
+        run or checkpoint cannot be used (see ``unet_jax.run.loading.load_run``).
       SplitError: the split does not exist or is empty.
       FileNotFoundError: the data set is not prepared and cannot be.
     """
@@ -234,13 +234,7 @@ def run_evaluation(
             data_dir=options.data_dir,
             prepare_fn=prepare_fn,
         )
-    crop_trained = config.get("input_mode", "resize") == "crop"
-    full_input = options.full_resolution_input or ("native" if crop_trained else "resized")
-    if full_input not in FULL_RESOLUTION_INPUTS:
-        raise OptionError(
-            f"full_resolution_input must be one of {FULL_RESOLUTION_INPUTS}, got "
-            f"{options.full_resolution_input!r}"
-        )
+    full_scale = scale_for(options.scale, config)
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
     image_size = tuple(int(v) for v in config.image_size)
@@ -258,7 +252,7 @@ def run_evaluation(
     html_rows = [report_html.ImageRows(classes)] if options.pictures else []
     results, samples = _score(
         evaluator,
-        segmenter_predictor(segmenter),
+        segmenter_predictor(adapted_to(segmenter, evaluator)),
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
         progress=options.progress,
@@ -272,14 +266,14 @@ def run_evaluation(
         "checkpoint": checkpoint,
         "options": {
             **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
-            **dataclasses.asdict(options.segment),
+            **dataclasses.asdict(segmenter.options),
         },
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         **_json_results(results, resolution, config.dataset),
     }
     report["options"]["batch_size"] = segmenter.batch_size
-    report["options"]["full_resolution_input"] = full_input
+    report["options"]["scale"] = full_scale
     full_samples: list[dict[str, Any]] = []
     if options.full_resolution:
         full_dataset = full_resolution_dataset(config.dataset)
@@ -301,15 +295,18 @@ def run_evaluation(
         tick = time.perf_counter()
         if options.pictures:
             html_rows.append(report_html.ImageRows(classes))
+        full_evaluator = Evaluator(
+            full_source,
+            geometry=Geometry("native"),  # whole examples, padded or tiled
+            class_names=classes.names,
+            batch_size=segmenter.batch_size,
+        )
+        input_size = image_size if full_scale == "resize" else None
         full_results, full_samples = _score(
-            Evaluator(
-                full_source,
-                geometry=Geometry("native"),
-                class_names=classes.names,
-                batch_size=segmenter.batch_size,
-            ),
+            full_evaluator,
             segmenter_predictor(
-                segmenter, input_size=image_size if full_input == "resized" else None
+                adapted_to(segmenter, full_evaluator, input_size=input_size),
+                input_size=input_size,
             ),
             num_samples=options.num_gallery,
             description=f"{options.split} at full resolution",

@@ -475,7 +475,7 @@ def results_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     columns = [("whole images" if first == "native" else f"training resolution {first}", report)]
     if report.get("full_resolution"):
         full = report["full_resolution"]
-        how = report["options"].get("full_resolution_input", "native")
+        how = report["options"]["scale"]
         columns.append((f"full resolution {full['resolution']} ({how})", full))
     return columns
 
@@ -504,12 +504,11 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
     ]
     if report.get("full_resolution"):
         full = report["full_resolution"]
-        modes = ", ".join(f"{k}: {v}" for k, v in full["modes"].items() if v)
         lines.append(
-            f"- full resolution: `{full['dataset']}`, sizes {full['sizes']}, model input "
-            f"{options.get('full_resolution_input', 'native')} (examples by way of "
-            f"segmenting: {modes}; max side {options['max_side']}, tiles "
-            f"{options['tile_size']} overlap {options['tile_overlap']})"
+            f"- full resolution: `{full['dataset']}`, sizes {full['sizes']}, scale "
+            f"{options['scale']} ({full['tiled']} examples tiled; max side "
+            f"{options['max_side']}, tiles {options['tile_size']} overlap "
+            f"{options['tile_overlap']})"
         )
     lines += ["", "| score | " + " | ".join(t for t, _ in columns) + " |"]
     lines.append("| --- |" + " ---: |" * len(columns))

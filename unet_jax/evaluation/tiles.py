@@ -7,7 +7,7 @@ end at the image border (so tiles hold only image pixels); pixels that an earlie
 already covered are labelled ignore in the later one, so each pixel counts exactly once.
 An image smaller than a tile is padded (image 0, label ignore). The tiles all have one
 shape, so they batch and shard across devices like any validation batch. The training
-loop and eval.py score them alike (``evaluator.Geometry("tiles", ...)``).
+loop and eval.py score them alike (``evaluator.Geometry("native", image_size)``).
 """
 
 from __future__ import annotations
