@@ -103,7 +103,7 @@ def test_workdir_without_write_permission(tmp_path):
         ("def get_config(:\n", "line 1: SyntaxError: invalid syntax"),
         ("def get_config():\n    return undefined_name\n", "line 2: NameError"),
         ("def get_config():\n    raise ValueError('bad value')\n", "line 2: ValueError: bad value"),
-        ("x = 1\n", "has no attribute 'get_config'"),
+        ("x = 1\n", "defines no get_config()"),
     ],
     ids=["missing", "syntax", "name", "raises", "no_get_config"],
 )
