@@ -115,10 +115,14 @@ def test_misspelt_config_override_is_one_line_with_the_suggestion(tmp_path):
 
 def test_config_override_errors_of_this_project_are_not_disguised(monkeypatch):
     # Only what ml_collections raises while parsing is an override's fault.
-    def parse(argv):
-        raise AttributeError("'NoneType' object has no attribute 'x'")
+    class Flags:  # no flags defined; parsing fails inside this project
+        def __iter__(self):
+            return iter(())
 
-    monkeypatch.setattr(cli.flags, "FLAGS", parse)
+        def __call__(self, argv):
+            raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(cli.flags, "FLAGS", Flags())
     with pytest.raises(AttributeError, match="no attribute 'x'"):
         cli.parse_absl_flags(["train.py"])
 

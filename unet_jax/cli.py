@@ -294,7 +294,11 @@ def config_file_message(
             where = at[-1].strip().split(", ")[1] + ": " if at and ", line" in at[-1] else ""
             detail = where + lines[-1].strip()
         elif any(f.name == "parse" and "get_config" in (f.line or "") for f in all_frames):
-            detail = f"{type(error).__name__}: {text}"  # e.g. no get_config() in the file
+            detail = (
+                "defines no get_config()"
+                if isinstance(error, AttributeError) and "'get_config'" in text
+                else f"{type(error).__name__}: {text}"
+            )
         else:
             continue
         return f"error: --{name} {path}: {detail}"

@@ -36,16 +36,17 @@ def doc_block(name: str, doc=DOC) -> str:
     return found[0]
 
 
-def test_readme_reuse_example(tiny):
+def test_readme_reuse_example(tiny, tmp_path, monkeypatch):
+    # Exactly as written, where the demo run is runs/demo (the tiny run: 13 classes too).
     code = doc_block("readme-reuse", REPO_ROOT / "README.md")
-    assert code.count(PLACEHOLDER_WORKDIR) == 1
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo").symlink_to(tiny.workdir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(
-        compile(code.replace(PLACEHOLDER_WORKDIR, repr(str(tiny.workdir))), "README", "exec"),
-        namespace,
-    )
+    exec(compile(code, "README", "exec"), namespace)
     run = load_run(tiny.workdir, checkpoint="best")
     expected = np.asarray(run.model.apply(run.variables, namespace["images"], train=False))
+    assert namespace["logits"].shape == (2, 128, 128, 13)  # as its comment says
     assert namespace["labels"].shape == namespace["images"].shape[:3]
     np.testing.assert_array_equal(namespace["labels"], expected.argmax(-1))
 

@@ -435,7 +435,7 @@ def test_eval_cli_end_to_end_on_a_prepared_tfds_data_set(tiny, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "on lyft_udacity/resized_256 test: 6 examples, flip TTA" in result.stdout
+    assert "on lyft_udacity/resized_256 test: 6 images, flip TTA" in result.stdout
     report = json.loads((workdir / "eval" / "test" / "metrics.json").read_text())
     assert report["full_resolution"]["dataset"] == "lyft_udacity/full"
     assert report["full_resolution"]["sizes"] == {"24x32": 6}

@@ -499,7 +499,7 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
         f"# Evaluation of `{report['workdir']}` on the {report['split']} split",
         "",
         f"- checkpoint: {checkpoint['requested']} (step {checkpoint['step']})",
-        f"- data set: `{report['dataset']}`, {report['num_examples']} examples",
+        f"- data set: `{report['dataset']}`, {counted(report)}",
         f"- test-time flip augmentation: {'on' if options['tta_flip'] else 'off'}",
     ]
     if report.get("full_resolution"):
@@ -522,6 +522,12 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
     return "\n".join(lines) + "\n"
 
 
+def counted(report: dict[str, Any]) -> str:
+    """``60 images`` (``60 images in 1211 tiles`` where tiles were scored)."""
+    tiles = report.get("num_tiles")
+    return f"{report['num_examples']} images" + (f" in {tiles} tiles" if tiles else "")
+
+
 def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = ()) -> str:
     """A one-screen console summary of an evaluation report."""
     columns = results_columns(report)
@@ -529,7 +535,7 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
     head = [
         f"Evaluated {report['workdir']} checkpoint {checkpoint['requested']} "
         f"(step {checkpoint['step']}) on {report['dataset']} {report['split']}: "
-        f"{report['num_examples']} examples"
+        f"{counted(report)}"
         + (", flip TTA" if report["options"]["tta_flip"] else ""),
         "",
         f"{'':22}" + "".join(f"{r['resolution']:>14}" for _, r in columns),

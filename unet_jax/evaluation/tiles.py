@@ -47,6 +47,19 @@ class TiledSource:
         self._lock = threading.Lock()
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
 
+    @property
+    def source(self) -> Any:
+        """The whole examples the tiles are cut from."""
+        return self._source
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        return self._th, self._tw
+
+    def origin(self, k: int) -> tuple[int, int, int]:
+        """``(example index, top, left)`` of tile ``k``."""
+        return self._index[k]
+
     def __len__(self) -> int:
         return len(self._index)
 
