@@ -535,8 +535,7 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
     head = [
         f"Evaluated {report['workdir']} checkpoint {checkpoint['requested']} "
         f"(step {checkpoint['step']}) on {report['dataset']} {report['split']}: "
-        f"{counted(report)}"
-        + (", flip TTA" if report["options"]["tta_flip"] else ""),
+        f"{counted(report)}" + (", flip TTA" if report["options"]["tta_flip"] else ""),
         "",
         f"{'':22}" + "".join(f"{r['resolution']:>14}" for _, r in columns),
         f"{'':22}" + "".join(f"{t.split(' ')[0]:>14}" for t, _ in columns),
