@@ -10,6 +10,7 @@ in the environment it sets ``unet_jax.train.xla_flags.CPU_TRAINING_XLA_FLAGS`` (
 
 import pathlib
 import sys
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -20,6 +21,7 @@ from unet_jax.train import xla_flags
 xla_flags.set_default_training_flags()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
+STARTED_AT = time.monotonic()  # where config.time_budget_minutes starts counting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, logs).", required=True)
@@ -35,6 +37,24 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
 flags.DEFINE_integer(
     "heartbeat_timeout_seconds", 100, "Multi-host: declare a silent process dead after this."
 )
+
+
+def _auto_config(config, *, prepare_fn):
+    """configs/auto.py: the workdir's plan when it has one, else a new plan (docs/AUTO.md)."""
+    from unet_jax.configs import auto
+    from unet_jax.train import auto_plan
+
+    stored = pathlib.Path(FLAGS.workdir) / auto_plan.PLAN_FILE
+    if stored.exists():
+        print(f"Keeping the plan in {stored}")
+        return auto.get_config(str(stored))
+    return auto_plan.plan_config(
+        config,
+        workdir=FLAGS.workdir,
+        fixed=config_flags.get_override_values(FLAGS["config"]),
+        prepare_fn=prepare_fn,
+        elapsed_s=lambda: time.monotonic() - STARTED_AT,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -55,7 +75,15 @@ def main(argv: list[str]) -> int:
     import datasets  # the TFDS builders of this project
 
     # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir, prepare_fn=datasets.prepare_dataset)
+    config = FLAGS.config
+    if config.get("auto"):
+        config = _auto_config(config, prepare_fn=datasets.prepare_dataset)
+    result = train_and_evaluate(
+        config,
+        FLAGS.workdir,
+        prepare_fn=datasets.prepare_dataset,
+        started_at=STARTED_AT,
+    )
     if result["preempted"]:
         return EXIT_PREEMPTED
     validation = result["validation"]

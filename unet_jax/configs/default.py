@@ -112,11 +112,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 16
     config.num_epochs = 100
     config.num_train_steps = -1  # > 0 overrides num_epochs
+    # Minutes of wall clock for the whole run (preparation, compilation, validations): the
+    # steps that fit are measured at the start and re-checked at each validation, the
+    # warm-up and cosine laid over them; num_epochs/num_train_steps are then unused.
+    # None: off. docs/AUTO.md.
+    config.time_budget_minutes = ml_collections.config_dict.placeholder(float)
 
     # Fine-tuning: "WORKDIR[:best|latest|STEP]" of another run whose parameters and
     # BatchNorm statistics start this one (fresh optimizer, step 0; a head of another class
     # count is re-initialised). Ignored once this run has a checkpoint. docs/AERIAL.md.
     config.init_from = ml_collections.config_dict.placeholder(str)
+    # A workdir with checkpoints resumes on the data set (and folder) it was trained on;
+    # True continues it on other data (its classes and widths must still match).
+    config.allow_new_data = False
 
     config.driver = "pmap"  # or "mesh" (jax.jit + shard_map over a device Mesh)
     config.seed = 0

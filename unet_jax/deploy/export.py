@@ -18,7 +18,7 @@ Loading needs only jax (and the ``flatbuffers`` package that jax's serialisation
     logits = exported.call(images)  # uint8 [B, H, W, 3] RGB 0..255 -> float32 logits
 
 An input whose height or width is not a multiple of the size multiple is rejected by
-``exported.call`` with a shape error (pad it first, as ``unet_jax.inference`` does).
+``exported.call`` with a shape error (pad it first, as ``unet_jax.Segmenter`` does).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def export_run(
 
     Raises:
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
-        ``unet_jax.inference.load_run``.
+        ``unet_jax.run.loading.load_run``.
       ExportError: lowering or serialisation failed.
     """
     platforms = tuple(p.strip().lower() for p in platforms if p.strip())

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.deploy.options import SegmenterOptions, recipe_of, scale_for
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import read_run_classes
 from unet_jax.run.loading import LoadedRun
@@ -75,10 +76,38 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
             else "foreground (class 1) where the logit > 0, else background (class 0)",
         },
         "platforms": list(platforms),
+        "inference": inference_record(run.config),
         "checkpoint": {"requested": run.checkpoint, "step": run.step},
         "workdir": str(run.workdir),
         "config": json.loads(run.config.to_json_best_effort()),
         "git_commit": run_info.git_commit(),
         "training_git_commit": training_info.get("git_commit"),
         "versions": {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib")},
+    }
+
+
+def inference_record(config: Any) -> dict[str, Any]:
+    """The sidecar's ``inference``: the run's inference recipe, as exported.
+
+    Args:
+      config: the run's config (its recipe is ``config.inference``).
+
+    Returns:
+      The scale, TTA and BatchNorm adaptation of the recipe (fallbacks filled in), and
+      what the artefact itself does of them.
+    """
+    recipe = recipe_of(config)
+    segment = SegmenterOptions(
+        **{k: v for k, v in recipe.items() if k in SegmenterOptions.FALLBACKS}
+    ).resolved()
+    return {
+        "scale": scale_for(None, config),
+        "tta_flip": segment.tta_flip,
+        "tta_scales": list(segment.tta_scales),
+        "adapt_bn": segment.adapt_bn,
+        "adapt_momentum": segment.adapt_momentum,
+        "note": "The artefact maps images to logits with the checkpoint's stored BatchNorm "
+        "statistics: BatchNorm adaptation (adapt_bn) is not exportable, and test-time "
+        "augmentation and scale are applied around it (predict and eval.py --onnx apply "
+        "this recipe, except adapt_bn).",
     }

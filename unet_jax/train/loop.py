@@ -6,6 +6,7 @@ Only process 0 logs and writes files other than checkpoints (orbax coordinates t
 """
 
 import dataclasses
+import functools
 import math
 import pathlib
 import signal
@@ -33,7 +34,16 @@ from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import write_run_classes
-from unet_jax.train import class_weights, config_checks, init_from, losses, parallel
+from unet_jax.run.workdir import create_writable
+from unet_jax.train import (
+    class_weights,
+    config_checks,
+    init_from,
+    losses,
+    parallel,
+    resume_checks,
+    time_budget,
+)
 from unet_jax.train.init_state import create_train_state
 from unet_jax.train.optimizer import create_learning_rate_schedule
 
@@ -321,6 +331,7 @@ def train_and_evaluate(
     prepare_fn: data_sources.PrepareFn | None = None,
     sources: dict[str, Any] | None = None,
     classes: ClassSet | None = None,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """Trains (resuming from ``workdir`` when it holds checkpoints) and evaluates.
 
@@ -331,6 +342,8 @@ def train_and_evaluate(
       sources: {"train": ..., "validation": ...} random-access sources to use instead of
         ``config.dataset`` (tests, custom data).
       classes: the classes of ``sources`` (default ``class0..``); ignored without them.
+      started_at: ``time.monotonic()`` at the process start, where a time budget starts
+        (default: now).
 
     Returns:
       ``{"step", "preempted", "validation": last validation results or None,
@@ -340,23 +353,28 @@ def train_and_evaluate(
       ConfigError, DataConfigError: the config cannot work (checked before any work).
       FloatingPointError: a non-finite loss or gradient; the last good checkpoint stays.
     """
+    started_at = time.monotonic() if started_at is None else started_at
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
     log = print if is_main else (lambda *_: None)
+    config = config_checks.expand_shorthands(config)
     config_checks.validate_config(
         config,
         process_count=jax.process_count(),
         local_device_count=jax.local_device_count(),
         builders=prepare_fn,
     )
+    budget_s = time_budget.check_config(config)
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        create_writable(workdir)
+    resume_checks.check_same_data(config, workdir)
 
     # 1. Data, classes and the schedule.
     config, sources, classes, stats = open_training_data(
         config, prepare_fn=prepare_fn, sources=sources, classes=classes
     )
     config_checks.validate_against_data(config, classes)
+    resume_checks.check_same_model(config, classes, workdir)
     if is_main:
         write_run_classes(workdir, classes)
     schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
@@ -390,6 +408,20 @@ def train_and_evaluate(
         config, state, checkpointer=checkpointer, classes=classes, workdir=workdir, log=log
     )
     start_step = int(state.step)
+    budget = None
+    if budget_s is not None:
+        budget = time_budget.BudgetRun(
+            budget_s=budget_s,
+            meta=meta,
+            start_step=start_step,
+            started_at=started_at,
+            warmup_steps=config.warmup_steps,
+            eval_every=config.eval_every_steps if config.eval_every_steps > 0 else None,
+            validation_steps=time_budget.validation_cost_in_steps(sources["validation"], config),
+            workdir=workdir if is_main else None,
+            log=log,
+        )
+        schedule = budget.loop_schedule(schedule)
 
     # 3. Input: batch k depends only on the seed, the data and k (resume needs only k).
     data_iterator = iter(
@@ -419,7 +451,7 @@ def train_and_evaluate(
             },
         )
     progress = tqdm.tqdm(
-        total=schedule.total_steps,
+        total=None if budget is not None and budget.plan is None else schedule.total_steps,
         initial=start_step,
         unit="step",
         dynamic_ncols=True,
@@ -428,7 +460,13 @@ def train_and_evaluate(
     window = MetricWindow(
         driver=driver,
         writer=writer,
-        learning_rate=create_learning_rate_schedule(config, total_steps=schedule.total_steps),
+        learning_rate=create_learning_rate_schedule(config, total_steps=schedule.total_steps)
+        if budget is None
+        else functools.partial(
+            budget.learning_rate,
+            peak=config.learning_rate,
+            cosine=config.schedule == "warmup_cosine",
+        ),
         schedule=schedule,
         images_per_step=config.batch_size,
         progress=progress,
@@ -445,14 +483,20 @@ def train_and_evaluate(
     validation, preempted = None, False
 
     def save(*, best: bool = False) -> None:
-        checkpointer.save(driver.get_state(device_state), meta=meta, best=best)
+        saved_meta = meta if budget is None else budget.to_meta(meta)
+        checkpointer.save(driver.get_state(device_state), meta=saved_meta, best=best)
 
     try:
         with PreemptionGuard() as guard:
-            for step in range(start_step + 1, schedule.total_steps + 1):
+            step = start_step
+            while step < schedule.total_steps:  # a time budget may move the end
+                step += 1
                 batch = next(batches)
                 device_state, step_metrics = driver.train_step(device_state, batch)
                 window.add(step_metrics)
+                if budget is not None and (plan := budget.after_step(step, step_metrics)):
+                    device_state, schedule = budget.adopt(plan, driver, device_state, schedule)
+                    progress.total = schedule.total_steps
                 log_now = schedule.due(step, schedule.log_every)
                 if log_now:
                     window.flush(step)
@@ -464,6 +508,8 @@ def train_and_evaluate(
                     break
                 if schedule.due(step, schedule.eval_every):
                     window.flush(step)
+                    if budget is not None:
+                        budget.validation_starts(step)
                     validation, meta, improved = validate_and_track_best(
                         driver,
                         device_state,
@@ -478,6 +524,9 @@ def train_and_evaluate(
                             f"step {step}: validation loss {validation['loss']:.4f}, "
                             f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
                         )
+                    if budget is not None and (plan := budget.after_validation(step)):
+                        device_state, schedule = budget.adopt(plan, driver, device_state, schedule)
+                        progress.total = schedule.total_steps
                     if improved:
                         save(best=True)
                     window.restart()
@@ -485,6 +534,8 @@ def train_and_evaluate(
                     window.flush(step)
                     save()
                     window.restart()
+                if budget is not None:
+                    progress.set_description(f"{budget.time_left()} left", refresh=False)
     finally:
         # Also on errors: the grain workers, the TensorBoard writer and the orbax
         # managers are released, and the progress bar line is ended.

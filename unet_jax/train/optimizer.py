@@ -20,6 +20,7 @@ import ml_collections
 import optax
 
 from unet_jax.model.resnet import ENCODER_MODULE
+from unet_jax.run import budget_schedule
 
 ENCODER_LABEL = "encoder"
 DECODER_LABEL = "decoder"
@@ -149,6 +150,8 @@ def create_optimizer(
     Returns:
       An optax gradient transformation.
     """
+    if config.get("time_budget_minutes") is not None:
+        return _budget_optimizer(config)
     schedule = create_learning_rate_schedule(config, total_steps=total_steps)
     if config.optimizer in ("adam", "sgd") and config.model.encoder != "unet":
         return encoder_optimizer(
@@ -161,4 +164,25 @@ def create_optimizer(
         return optax.adam(schedule)
     if config.optimizer == "sgd":
         return optax.sgd(schedule, momentum=0.9)
+    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+
+
+def _budget_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam or SGD (as `create_optimizer`) on a schedule the time budget sets at run time.
+
+    Until the loop has measured the step time, the warm-up is the config's and the cosine
+    has not started (its knots lie far beyond any run); ``unet_jax.train.time_budget``
+    replaces them.
+    """
+    far = 2**30
+    scale = budget_schedule.scale_by_budget_schedule(
+        config.learning_rate,
+        cosine=config.schedule == "warmup_cosine",
+        warmup=config.warmup_steps,
+        knots=((config.warmup_steps, 0.0), (far, 1.0), (far + 1, 1.0)),
+    )
+    if config.optimizer == "adam":
+        return optax.chain(optax.scale_by_adam(), scale)
+    if config.optimizer == "sgd":
+        return optax.chain(optax.trace(decay=0.9), scale)
     raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
