@@ -28,7 +28,7 @@ pytest.importorskip("onnxruntime")
 from tests.conftest import REAL_SAMPLES, REPO_ROOT  # noqa: E402
 from tests.evaluation.test_eval import tiny_run  # noqa: E402
 from unet_jax.configs import tiny as tiny_config  # noqa: E402
-from unet_jax.deploy import export, onnx_export, onnx_inference, predict
+from unet_jax.deploy import export, onnx_export, onnx_graph, onnx_inference, predict  # noqa: E402
 from unet_jax.deploy.options import OptionError  # noqa: E402
 from unet_jax.deploy.segmenter import Segmenter  # noqa: E402
 from unet_jax.evaluation import evaluate
@@ -191,7 +191,7 @@ def test_parity_check_catches_unfolded_batchnorm(monkeypatch):
     def no_folding(kernel, *, scale, bias, mean, var, epsilon=1e-5):
         return kernel, bias
 
-    monkeypatch.setattr(onnx_export, "fold_batchnorm", no_folding)
+    monkeypatch.setattr(onnx_graph, "fold_batchnorm", no_folding)
     images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     actual = session(onnx_export.build_model(model, variables)).run(None, {"images": images})[0]
     with pytest.raises(AssertionError):
