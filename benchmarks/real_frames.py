@@ -9,7 +9,10 @@ sources), twice: with the ego car's hood labelled Vehicles as stored, and with t
 ignored (docs/DATA.md: the hood inflates the Vehicles IoU). The frames are only scored,
 never trained or tuned on. Prints per-class IoU tables; the reports land in
 WORKDIR/eval/real_frames_{hood,nohood}[_onnx]/ (or under --out). ``--onnx model.onnx``
-scores an exported model (float32 or int8) instead of the checkpoint.
+scores an exported model (float32 or int8) instead of the checkpoint. Also prints the Lyft
+Perception Challenge score (hood left out) and the frames per second of ``predict`` on these
+frames (reading, segmenting at their size and writing labels and overlays, after one
+warm-up pass that compiles) on this machine.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import dataclasses
 import io
 import pathlib
 import sys
+import tempfile
+import time
 
 import numpy as np
 from PIL import Image
@@ -29,6 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 from datasets.lyft_udacity import decode  # noqa: E402
 from unet_jax.deploy import options as option_flags  # noqa: E402
 from unet_jax.deploy.options import ModelSource  # noqa: E402
+from unet_jax.deploy.predict import predict_files  # noqa: E402
 from unet_jax.evaluation import evaluate, metrics  # noqa: E402
 
 
@@ -90,7 +96,25 @@ def main() -> int:
         ):
             print(f"\n### {len(frames)} real frames, hood {hood}, {title}\n")
             print(metrics.format_table(results))
+            if hood == "ignore" and "challenge_average" in results:
+                print(
+                    f"\nLyft challenge score, {title}: {results['challenge_average']:.4f} "
+                    f"(Vehicles F2 {results['challenge_vehicles_f2']:.4f}, "
+                    f"Road F0.5 {results['challenge_road_f05']:.4f})"
+                )
+    print(f"\npredict: {predict_fps(args.workdir, args.frames, source):.2f} frames/s")
     return 0
+
+
+def predict_fps(workdir: str, frames: str, source: ModelSource) -> float:
+    """Frames per second of ``predict_files`` on ``frames/CameraRGB`` after a warm-up pass."""
+    images = pathlib.Path(frames) / "CameraRGB"
+    with tempfile.TemporaryDirectory() as out:
+        options = {**dataclasses.asdict(source), "progress": False}
+        predict_files(workdir, [images], out, **options)  # compiles
+        start = time.perf_counter()
+        written = predict_files(workdir, [images], out, **options)
+        return len(written["images"]) / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

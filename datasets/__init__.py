@@ -13,7 +13,8 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
 
     Args:
       config: a run config: ``dataset`` is ``lyft_udacity/<builder config>``,
-        ``aerial`` or ``folder`` (with ``folder`` and ``folder_group``); ``split_group``
+        ``aerial`` or ``folder`` (with ``folder``, ``folder_group`` and the optional
+        ``folder_images``, ``folder_masks``, ``folder_mask_suffix``); ``split_group``
         for ``lyft_udacity``; ``data_dir`` and
         ``manual_dir`` as in TFDS.
       prepare: prepare the data set when it is not prepared (or, for a folder, stale).
@@ -48,6 +49,11 @@ def prepare_dataset(config: Any, *, prepare: bool = True) -> Any:
         return folder.open_builder(
             config.get("folder"),
             group_pattern=config.get("folder_group"),
+            names=folder.FileNames(
+                images=config.get("folder_images"),
+                masks=config.get("folder_masks"),
+                mask_suffix=config.get("folder_mask_suffix"),
+            ),
             data_dir=config.data_dir,
             prepare=prepare,
         )

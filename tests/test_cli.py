@@ -9,12 +9,12 @@ from datasets.common.errors import DataError
 from tests.conftest import REPO_ROOT
 from unet_jax import cli
 from unet_jax.errors import ConfigError, UserError
-from unet_jax.inference import WorkdirError
 from unet_jax.run.checkpointing import (
     CheckpointError,
     IncompatibleCheckpointError,
     NoUsableCheckpointError,
 )
+from unet_jax.run.loading import WorkdirError
 
 
 def _train(*args: str, tmp_path) -> subprocess.CompletedProcess:
@@ -115,10 +115,14 @@ def test_misspelt_config_override_is_one_line_with_the_suggestion(tmp_path):
 
 def test_config_override_errors_of_this_project_are_not_disguised(monkeypatch):
     # Only what ml_collections raises while parsing is an override's fault.
-    def parse(argv):
-        raise AttributeError("'NoneType' object has no attribute 'x'")
+    class Flags:  # no flags defined; parsing fails inside this project
+        def __iter__(self):
+            return iter(())
 
-    monkeypatch.setattr(cli.flags, "FLAGS", parse)
+        def __call__(self, argv):
+            raise AttributeError("'NoneType' object has no attribute 'x'")
+
+    monkeypatch.setattr(cli.flags, "FLAGS", Flags())
     with pytest.raises(AttributeError, match="no attribute 'x'"):
         cli.parse_absl_flags(["train.py"])
 

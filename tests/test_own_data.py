@@ -19,13 +19,13 @@ from PIL import Image
 
 import datasets
 from tests.conftest import REPO_ROOT
-from unet_jax import inference
 from unet_jax.configs import folder as folder_config
 from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.data.run_data import DataConfigError
 from unet_jax.deploy import export, predict
 from unet_jax.evaluation import evaluate, reports
 from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import load_run
 from unet_jax.run.metric_writers import read_metrics
 from unet_jax.train import loop as train_lib
 
@@ -175,7 +175,7 @@ def test_native_size_evaluation_equals_the_model_applied_by_hand(tmp_path):
         prepare_fn=datasets.prepare_dataset,
     )
     # By hand: pad each test image (reflect) to a multiple of 4, apply, crop, argmax.
-    run = inference.load_run(workdir)
+    run = load_run(workdir)
     test = datasets.prepare_dataset(config, prepare=False).as_data_source()["test"]
     cm = np.zeros((6, 6), np.int64)
     for i in range(len(test)):
@@ -225,7 +225,7 @@ def test_binary_folder_end_to_end(tmp_path, monkeypatch, activation):
         mask = np.asarray(Image.open(record["label"]))
         assert mask.ndim == 2 and set(np.unique(mask).tolist()) <= {0, 255}
     channels = 1 if activation == "sigmoid" else 2
-    run = inference.load_run(workdir)
+    run = load_run(workdir)
     assert run.model.num_classes == channels and sidecar["output"]["shape"][-1] == channels
     assert sidecar["class_names"] == ["background", "foreground"]
 

@@ -7,13 +7,18 @@ Set ``UNET_JAX_TRACEBACK=1`` to see the traceback of a mapped error too.
 """
 
 import ast
+import functools
+import logging
 import os
 import pathlib
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from absl import flags
+from ml_collections.config_flags import config_flags
 
 from unet_jax.errors import (
     EXIT_BAD_INPUT,
@@ -23,6 +28,7 @@ from unet_jax.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
     EXIT_UNEXPECTED,
+    VERBOSE_ENV_VAR,
     UserError,
 )
 
@@ -114,6 +120,7 @@ def run(main: Callable[[], int | None]) -> int:
     Returns:
       ``main``'s exit code, or the code of the exception it raised (see :func:`exit_code`).
     """
+    quiet_background_noise()
     try:
         code = main()
     except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 - mapped or re-shown below
@@ -123,6 +130,44 @@ def run(main: Callable[[], int | None]) -> int:
         print(f"\n{error_message(e)}", file=sys.stderr)
         return code
     return EXIT_OK if code is None else code
+
+
+def quiet_background_noise() -> None:
+    """Only what concerns the run: no library warnings, one line per warning of this
+    project, no "Event loop is closed" at exit.
+
+    TensorStore's and orbax's asyncio loops can be collected after they were closed,
+    which Python reports as an ignored ``RuntimeError: Event loop is closed`` traceback,
+    once per loop; they say nothing about the run. ``UNET_JAX_VERBOSE=1`` keeps them.
+    """
+    if os.environ.get(VERBOSE_ENV_VAR):
+        return
+    # The libraries' warnings (TFDS's "Using custom data configuration", orbax's missing
+    # metadata of older checkpoints, ...) are about their internals, not the run's input.
+    logging.getLogger("absl").addFilter(lambda record: record.levelno >= logging.ERROR)
+    default_hook = sys.unraisablehook
+
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(
+            info.exc_value
+        ):
+            return
+        default_hook(info)
+
+    sys.unraisablehook = unraisable
+    default_format = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        if _is_own_file(filename):
+            return f"warning: {message}\n"
+        return default_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+
+
+def _is_own_file(filename: str) -> bool:
+    parts = pathlib.PurePath(filename).parts
+    return "site-packages" not in parts and bool({"unet_jax", "datasets"} & set(parts))
 
 
 def absl_main(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], int]:
@@ -165,7 +210,8 @@ def config_override_message(error: BaseException, argv: Sequence[str]) -> str:
 
 
 def parse_absl_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing, with code 2 and a one-line message for a bad flag or config value.
+    """absl's flag parsing, with code 2 and a one-line message for a bad flag, config file
+    or config value.
 
     Pass as ``app.run(main, flags_parser=parse_absl_flags)`` (absl itself exits with 1).
 
@@ -175,13 +221,89 @@ def parse_absl_flags(argv: Sequence[str]) -> list[str]:
     Returns:
       The arguments left after the flags.
     """
+    config_files = _config_file_arguments(argv)
+    for name, path in config_files:
+        if not pathlib.Path(path).is_file():
+            _bad_input(f"error: --{name} {path}: no such config file")
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}\nPass --help to see the flags.", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    except _CONFIG_OVERRIDE_ERRORS as e:
-        if not _raised_by(e, "ml_collections"):
-            raise
-        print(config_override_message(e, argv), file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    except Exception as e:
+        if (message := config_file_message(e, config_files)) is not None:
+            _bad_input(message)
+        if isinstance(e, flags.Error):
+            _bad_input(f"error: {e}\nPass --help to see the flags.")
+        if isinstance(e, _CONFIG_OVERRIDE_ERRORS) and _raised_by(e, "ml_collections"):
+            _bad_input(config_override_message(e, argv))
+        raise
+
+
+def _bad_input(message: str) -> NoReturn:
+    print(message, file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _config_file_arguments(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``(flag name, file)`` of every config-file flag given (``--config FILE[:ARG]``)."""
+    names = {
+        name
+        for name in flags.FLAGS
+        if isinstance(flags.FLAGS[name].parser, config_flags.ConfigFileFlagParser)
+    }
+    found = []
+    args = list(argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        key, eq, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or key not in names:
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                continue  # absl reports the missing value
+            value = args[i + 1]
+        found.append((key, value.split(":", 1)[0]))
+    return found
+
+
+def config_file_message(
+    error: BaseException, config_files: Sequence[tuple[str, str]]
+) -> str | None:
+    """One line for a config file that could not be loaded, or None if ``error`` is not that.
+
+    Args:
+      error: what flag parsing raised.
+      config_files: ``(flag name, file)`` of the config files on the command line.
+
+    Returns:
+      ``error: --config FILE: line 3: SyntaxError: invalid syntax``, or None.
+    """
+    all_frames = traceback.extract_tb(error.__traceback__)
+    for name, path in config_files:
+        resolved = pathlib.Path(path).resolve()
+        is_config = functools.partial(_same_file, resolved)
+        frames = [f for f in all_frames if is_config(f.filename)]
+        text = str(error).strip()
+        if isinstance(error, SyntaxError) and is_config(error.filename):
+            detail = f"line {error.lineno}: SyntaxError: {error.msg}"
+        elif frames:
+            detail = f"line {frames[-1].lineno}: {type(error).__name__}: {text}"
+        elif "Error whilst parsing config file" in text and str(resolved) in text:
+            # ml_collections re-raises get_config's TypeError/ValueError with the trace as text.
+            lines = [line for line in text.splitlines() if line.strip()]
+            at = [line for line in lines if str(resolved) in line or path in line]
+            where = at[-1].strip().split(", ")[1] + ": " if at and ", line" in at[-1] else ""
+            detail = where + lines[-1].strip()
+        elif any(f.name == "parse" and "get_config" in (f.line or "") for f in all_frames):
+            detail = (
+                "defines no get_config()"
+                if isinstance(error, AttributeError) and "'get_config'" in text
+                else f"{type(error).__name__}: {text}"
+            )
+        else:
+            continue
+        return f"error: --{name} {path}: {detail}"
+    return None
+
+
+def _same_file(path: pathlib.Path, filename: str | None) -> bool:
+    return bool(filename) and pathlib.Path(filename).resolve() == path

@@ -17,6 +17,10 @@ EXIT_CHECKPOINT = 4
 EXIT_INTERRUPTED = 130
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped early, state saved, run again
 
+# Set (to anything) to see every library log line and background-thread error (absl,
+# orbax, TensorStore, TFDS) that the commands otherwise keep quiet.
+VERBOSE_ENV_VAR = "UNET_JAX_VERBOSE"
+
 
 class UserError(Exception):
     """Bad input: the message names the offending file, field or value (exit code 2)."""

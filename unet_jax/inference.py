@@ -1,62 +1,21 @@
-"""The reuse API in one import (``from unet_jax.inference import make_apply_fn``).
+"""The public reuse API in one import: load a run, apply it, segment images of any size.
 
-Kept stable for user code and the README's example; the implementation lives in modules
-with one job each:
+::
 
-- ``unet_jax.run.loading``: load a run, read-only and params-only (``load``,
-  ``load_run``, ``make_apply_fn``, ``LoadedRun``, the errors).
-- ``unet_jax.deploy.segmenter``: segment images of any size (``Segmenter``, immutable options).
-- ``unet_jax.data.image_ops``: padding/tiling geometry, ``resize``, ``ordered_thread_map``.
+    import unet_jax
+
+    model, variables = unet_jax.load("runs/demo")          # the best checkpoint
+    apply_fn = unet_jax.make_apply_fn(model)               # jitted (variables, images) -> logits
+    segmenter = unet_jax.Segmenter.load("runs/demo", tta_flip=True)   # any image size
+    labels, probabilities = segmenter.predict(images, with_probabilities=True)
+
+``unet_jax.X`` and ``unet_jax.inference.X`` are the same objects. Everything else of the
+package is internal. Every error these raise derives from ``unet_jax.errors.UserError``
+(bad input, a missing run or checkpoint; docs/EVALUATION.md, "Errors").
 """
 
-from unet_jax.data.image_ops import (
-    blend_window,
-    ordered_thread_map,
-    pad_widths,
-    prefetch_map,
-    resize,
-    resize_image,
-    resize_nearest,
-    round_up,
-    same_size_batches,
-    tile_origins,
-)
-from unet_jax.deploy.segmenter import OptionError, Segmenter, SegmenterOptions
-from unet_jax.run.loading import (
-    CHECKPOINT_CHOICES,
-    CheckpointSpecError,
-    InferenceError,
-    LoadedRun,
-    WorkdirError,
-    load,
-    load_config,
-    load_run,
-    make_apply_fn,
-    parse_checkpoint,
-)
+from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.deploy.segmenter import Segmenter
+from unet_jax.run.loading import load, make_apply_fn
 
-__all__ = [
-    "CHECKPOINT_CHOICES",
-    "CheckpointSpecError",
-    "InferenceError",
-    "LoadedRun",
-    "OptionError",
-    "Segmenter",
-    "SegmenterOptions",
-    "WorkdirError",
-    "blend_window",
-    "load",
-    "load_config",
-    "load_run",
-    "make_apply_fn",
-    "ordered_thread_map",
-    "pad_widths",
-    "parse_checkpoint",
-    "prefetch_map",
-    "resize",
-    "resize_image",
-    "resize_nearest",
-    "round_up",
-    "same_size_batches",
-    "tile_origins",
-]
+__all__ = ["Segmenter", "SegmenterOptions", "load", "make_apply_fn"]

@@ -7,5 +7,14 @@ prepares ``DIR`` on first use; ``python -m datasets.folder DIR`` prepares it alo
 from datasets.common.errors import DataError
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.folder.folder_dataset_builder import Builder, FolderConfig, open_builder
+from datasets.folder.layout import FileNames
 
-__all__ = ["Builder", "DataError", "FolderConfig", "MaskRule", "open_builder", "read_classes_file"]
+__all__ = [
+    "Builder",
+    "DataError",
+    "FileNames",
+    "FolderConfig",
+    "MaskRule",
+    "open_builder",
+    "read_classes_file",
+]

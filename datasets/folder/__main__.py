@@ -1,4 +1,5 @@
-"""Command line: ``python -m datasets.folder DIR [--group REGEX] [--data_dir D] [--preview P]``.
+"""Command line: ``python -m datasets.folder DIR [--group REGEX] [--images NAME] [--masks NAME]
+[--mask_suffix S] [--data_dir D] [--preview P]``.
 
 Checks every file of the folder, prepares it and says what was decided (classes, splits).
 Run from the repository root (``datasets`` is not installed).
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 from datasets.common.errors import DataError
-from datasets.folder import open_builder
+from datasets.folder import FileNames, open_builder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,13 +22,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", help="DIR with images/ and masks/ (or split folders)")
     parser.add_argument("--group", default=None, help="regex: names that match alike stay together")
+    parser.add_argument("--images", default=None, help="the images' folder (default: recognised)")
+    parser.add_argument(
+        "--masks",
+        default=None,
+        help="the masks' folder, '.' beside the images (default: recognised)",
+    )
+    parser.add_argument(
+        "--mask_suffix",
+        default=None,
+        help="a mask's name adds this, e.g. _mask (default: recognised)",
+    )
     parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: TFDS default)")
     parser.add_argument(
         "--preview", default=None, help="write a PNG of training images beside their masks"
     )
     args = parser.parse_args(argv)
     try:
-        builder = open_builder(args.folder, group_pattern=args.group, data_dir=args.data_dir)
+        builder = open_builder(
+            args.folder,
+            group_pattern=args.group,
+            names=FileNames(images=args.images, masks=args.masks, mask_suffix=args.mask_suffix),
+            data_dir=args.data_dir,
+        )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

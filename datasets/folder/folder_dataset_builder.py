@@ -8,9 +8,11 @@ at their native size: ``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "na
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import os
 import pathlib
 import re
 import shutil
@@ -28,6 +30,7 @@ from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet
+from unet_jax.errors import VERBOSE_ENV_VAR
 
 FILE_FORMAT = "array_record"
 
@@ -40,9 +43,14 @@ class FolderConfig(tfds.core.BuilderConfig):
     group_pattern: str | None = None
 
 
-def config_for(folder: pathlib.Path, group_pattern: str | None) -> FolderConfig:
-    """The builder config of a folder: ``<folder name>_<digest of path and grouping>``."""
-    digest = hashlib.sha256(f"{folder}|{group_pattern or ''}".encode()).hexdigest()[:10]
+def config_for(
+    folder: pathlib.Path, group_pattern: str | None, names: layout.FileNames = layout.RECOGNISED
+) -> FolderConfig:
+    """The builder config of a folder: ``<folder name>_<digest of path, grouping, names>``."""
+    key = f"{folder}|{group_pattern or ''}"
+    if names != layout.RECOGNISED:
+        key += f"|{names.key()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     slug = re.sub(r"[^a-z0-9]+", "_", folder.name.lower()).strip("_")[:40] or "folder"
     return FolderConfig(
         name=f"{slug}_{digest}",
@@ -94,13 +102,18 @@ def _check_pair(pair: layout.Pair, rule: MaskRule | None) -> tuple[np.ndarray | 
     return counts, present
 
 
-def make_plan(folder: pathlib.Path, *, group_pattern: str | None) -> Plan:
+def make_plan(
+    folder: pathlib.Path,
+    *,
+    group_pattern: str | None,
+    names: layout.FileNames = layout.RECOGNISED,
+) -> Plan:
     """Scans and checks every file of the folder (nothing is written).
 
     Raises:
       DataError: any bad input (see docs/YOUR_DATA.md); the message names the file.
     """
-    found = layout.scan(folder, group_pattern=group_pattern)
+    found = layout.scan(folder, group_pattern=group_pattern, names=names)
     rule = read_classes_file(found.classes_file) if found.classes_file else None
     check = functools.partial(_check_pair, rule=rule)
     values: set[int] = set()
@@ -129,6 +142,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, plan: Plan | None = None, **kwargs: Any) -> None:
         self._plan = plan
         super().__init__(**kwargs)
+
+    # open_builder says what it prepared in its own words; TFDS's banners stay quiet.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -168,10 +188,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
 
 
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """TFDS's per-split progress bars, shown only with ``UNET_JAX_VERBOSE`` set."""
+    tfds.display_progress_bar(enabled)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(True)
+
+
 def open_builder(
     folder: str | None,
     *,
     group_pattern: str | None = None,
+    names: layout.FileNames = layout.RECOGNISED,
     data_dir: str | None = None,
     prepare: bool = True,
     log=print,
@@ -184,6 +215,8 @@ def open_builder(
     Args:
       folder: the folder (``config.folder``).
       group_pattern: ``config.folder_group``.
+      names: ``config.folder_images``, ``folder_masks``, ``folder_mask_suffix`` (None:
+        recognised from the common names, `layout.find_files`).
       data_dir: TFDS data directory; None: the TFDS default.
       prepare: False only opens an already prepared folder.
       log: where to say what was decided.
@@ -200,24 +233,26 @@ def open_builder(
     root = pathlib.Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (--config.folder)")
-    config = config_for(root, group_pattern)
+    config = config_for(root, group_pattern, names)
     builder = Builder(config=config, data_dir=data_dir, file_format=FILE_FORMAT)
-    found = layout.scan(root, group_pattern=group_pattern)
+    found = layout.scan(root, group_pattern=group_pattern, names=names)
     current = layout.fingerprint(found, group_pattern=group_pattern)
     if builder.is_prepared() and builder.info.metadata.get("fingerprint") == current:
         return builder
     if not prepare:
         raise FileNotFoundError(f"{root} is not prepared (or changed) in {builder.data_dir}")
-    plan = make_plan(root, group_pattern=group_pattern)
+    log(f"Preparing {root}: {found.describe()}; checking its {len(found.pairs())} pairs")
+    plan = make_plan(root, group_pattern=group_pattern, names=names)
     stale = builder.is_prepared()
     if stale:
         log(f"{root} changed since it was prepared: preparing it again")
         shutil.rmtree(builder.data_dir)
     builder = Builder(plan=plan, config=config, data_dir=data_dir, file_format=FILE_FORMAT)
-    builder.download_and_prepare(
-        file_format=FILE_FORMAT,
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-    )
+    with _progress_bars(bool(os.environ.get(VERBOSE_ENV_VAR))):
+        builder.download_and_prepare(
+            file_format=FILE_FORMAT,
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+        )
     sizes = ", ".join(f"{s} {len(p)}" for s, p in plan.layout.splits.items())
     how = "split folders as given" if plan.layout.given_splits else "60/20/20 split"
     log(f"Prepared {root} ({how}: {sizes}) in {builder.data_dir}")

@@ -45,9 +45,9 @@ VEHICLES_ID = CLASS_NAMES.index("Vehicles")
 HOOD_BAND_FRACTION = 0.8
 
 HighIdRule = Literal["ignore", "error"]
-HoodRule = Literal["keep", "ignore"]
+HoodRule = Literal["keep", "ignore", "none"]
 HIGH_ID_RULES: tuple[str, ...] = ("ignore", "error")
-HOOD_RULES: tuple[str, ...] = ("keep", "ignore")
+HOOD_RULES: tuple[str, ...] = ("keep", "ignore", "none")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
@@ -231,14 +231,17 @@ def hood_mask(label: np.ndarray) -> np.ndarray:
 
 
 def apply_hood_rule(label: np.ndarray, rule: HoodRule) -> np.ndarray:
-    """Keeps the hood as Vehicles (``"keep"``) or marks it ignored (``"ignore"``).
+    """Keeps the hood as Vehicles (``"keep"``), ignored (``"ignore"``) or None (``"none"``).
+
+    ``"none"`` teaches a model that the hood is no car (an ignored hood leaves it free to
+    call any dark band at the bottom Vehicles); the challenge does not score the hood.
 
     Args:
       label: class ids [H, W].
-      rule: ``"keep"`` or ``"ignore"``.
+      rule: ``"keep"``, ``"ignore"`` or ``"none"``.
 
     Returns:
-      The label, with the hood set to `IGNORE_LABEL` for ``"ignore"``.
+      The label, with the hood set to `IGNORE_LABEL` for ``"ignore"``, to 0 for ``"none"``.
 
     Raises:
       ValueError: unknown rule.
@@ -247,7 +250,8 @@ def apply_hood_rule(label: np.ndarray, rule: HoodRule) -> np.ndarray:
         raise ValueError(f"unknown hood rule {rule!r}; choose from {HOOD_RULES}")
     if rule == "keep":
         return label
-    return np.where(hood_mask(label), np.uint8(IGNORE_LABEL), label)
+    value = IGNORE_LABEL if rule == "ignore" else CLASS_NAMES.index("None")
+    return np.where(hood_mask(label), np.uint8(value), label)
 
 
 def encode_png(array: np.ndarray, *, compress_level: int = 1) -> bytes:

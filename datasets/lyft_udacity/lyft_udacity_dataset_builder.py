@@ -1,7 +1,8 @@
 """TFDS builder `lyft_udacity`: CARLA driving scenes with 13-class semantic labels.
 
 Configs (see `LyftUdacityConfig`): ``full``, ``full_nohood``, ``resized_256``
-(the default), ``resized_256_nohood``, ``synthetic`` and ``synthetic_nohood``. Examples are
+(the default), ``resized_256_nohood``, ``synthetic``, ``synthetic_nohood``,
+``full_hood_as_none`` and ``synthetic_hood_as_none``. Examples are
 ``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "name": str}``; splits
 train / validation / test (60/20/20 of the frames, grouped by episode).
 
@@ -49,7 +50,7 @@ class LyftUdacityConfig(tfds.core.BuilderConfig):
       source: ``"archive"`` (the Kaggle data in the manual directory) or
         ``"synthetic"`` (frames from `datasets.synthetic.scenes`).
       hood: ``"keep"`` labels the ego car's hood Vehicles (10) as stored;
-        ``"ignore"`` sets it to 255 (see `decode.hood_mask`).
+        ``"ignore"`` sets it to 255, ``"none"`` to None (0) (see `decode.hood_mask`).
       high_ids: ``"ignore"`` maps label ids > 12 to 255; ``"error"`` fails.
       num_frames: synthetic only: frames rendered, seeds 0..num_frames-1.
       frames_per_episode: synthetic only: the episode of seed s is
@@ -110,6 +111,18 @@ CONFIGS: tuple[LyftUdacityConfig, ...] = (
         size=(240, 320),
         source="synthetic",
         hood="ignore",
+    ),
+    LyftUdacityConfig(
+        name="full_hood_as_none",
+        description="As `full`, the ego car's hood labelled None (0).",
+        hood="none",
+    ),
+    LyftUdacityConfig(
+        name="synthetic_hood_as_none",
+        description="As `synthetic_nohood`, the hood labelled None (0).",
+        size=(240, 320),
+        source="synthetic",
+        hood="none",
     ),
 )
 CONFIG_NAMES: tuple[str, ...] = tuple(c.name for c in CONFIGS)

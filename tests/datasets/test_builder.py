@@ -328,6 +328,15 @@ def test_nohood_marks_hood_ignored_and_keeps_other_vehicles(tmp_path):
         assert (label == 10).any()  # the car higher up stays Vehicles
 
 
+def test_hood_as_none_labels_the_hood_none_and_keeps_other_vehicles(tmp_path):
+    examples = by_name(prepare("full_hood_as_none", tmp_path, DUMMY))
+    hood = make_dummy_data.hood()
+    for name, (_, ids) in dummy_expected().items():
+        label = examples[name]["label"][..., 0]
+        np.testing.assert_array_equal(label, np.where(hood, 0, ids))
+        assert (label == 10).any()
+
+
 def test_hood_mask_unit_cases():
     label = np.zeros((10, 8), np.uint8)
     label[8:, :] = 10  # hood, in the band (rows >= 8)

@@ -100,3 +100,5 @@ def test_carla_real_fine_tunes_on_a_recording_and_scores_real_frames(tmp_path):
             "benchmarks/real_frames.py", f"--workdir={tuned}", f"--frames={REAL_SAMPLES}"
         ).stdout
         assert "6 real frames, hood keep" in scored and "6 real frames, hood ignore" in scored
+        assert "Lyft challenge score, full resolution 600x800" in scored
+        assert float(scored.split("predict: ")[1].split(" frames/s")[0]) > 0

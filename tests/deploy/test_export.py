@@ -14,8 +14,8 @@ import pytest
 from datasets.lyft_udacity.classes import CLASS_NAMES, PALETTE
 from tests.conftest import REPO_ROOT
 from tests.evaluation.test_eval import tiny_run
-from unet_jax import inference
 from unet_jax.deploy import export
+from unet_jax.run.loading import load_run, make_apply_fn
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +78,8 @@ def test_exported_model_runs_without_unet_jax(tiny, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "unet_jax modules: []" in result.stdout
 
-    run = inference.load_run(tiny.workdir)
-    apply_fn = inference.make_apply_fn(run.model)
+    run = load_run(tiny.workdir)
+    apply_fn = make_apply_fn(run.model)
     outputs = np.load(tmp_path / "outputs.npz")
     for name, images in inputs.items():
         expected = np.asarray(apply_fn(run.variables, images))
@@ -89,7 +89,7 @@ def test_exported_model_runs_without_unet_jax(tiny, tmp_path):
 
 
 def test_symbolic_shapes_and_sidecar(tiny, tmp_path):
-    run = inference.load_run(tiny.workdir)
+    run = load_run(tiny.workdir)
     exported = export.export_model(run.model, run.variables, platforms=("cpu",))
     assert str(exported.in_avals[0].shape) == "(b, 4*h, 4*w, 3)"
     assert str(exported.out_avals[0].shape) == "(b, 4*h, 4*w, 13)"

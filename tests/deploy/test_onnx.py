@@ -27,10 +27,12 @@ pytest.importorskip("onnxruntime")
 
 from tests.conftest import REAL_SAMPLES, REPO_ROOT  # noqa: E402
 from tests.evaluation.test_eval import tiny_run  # noqa: E402
-from unet_jax import inference  # noqa: E402
 from unet_jax.configs import tiny as tiny_config  # noqa: E402
 from unet_jax.deploy import export, onnx_export, onnx_inference, predict
+from unet_jax.deploy.options import OptionError  # noqa: E402
+from unet_jax.deploy.segmenter import Segmenter  # noqa: E402
 from unet_jax.evaluation import evaluate
+from unet_jax.run.loading import load_run, make_apply_fn  # noqa: E402
 from unet_jax.run.state import create_model  # noqa: E402
 
 LOGIT_ATOL = 1e-4
@@ -156,7 +158,7 @@ def test_onnx_logits_equal_apply_fn(name):
     ops = {node.op_type for node in proto.graph.node}
     assert "BatchNormalization" not in ops and "Dropout" not in ops
     ort_session = session(proto)
-    apply_fn = inference.make_apply_fn(model)
+    apply_fn = make_apply_fn(model)
     rng = np.random.default_rng(0)
     for b, h, w in shapes:  # one session: symbolic batch, height and width
         images = rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8)
@@ -223,9 +225,9 @@ def test_real_frames_same_labels_as_jax():
     proto = onnx_export.build_model(model, variables)
     padded = np.pad(frames, ((0, 0), (0, 4), (0, 0), (0, 0)), mode="reflect")
     logits = session(proto).run(None, {"images": padded})[0]
-    assert_logits_match(logits, np.asarray(inference.make_apply_fn(model)(variables, padded)))
-    jax_labels, _ = inference.Segmenter(
-        inference.make_apply_fn(model), variables, size_multiple=8, batch_size=3
+    assert_logits_match(logits, np.asarray(make_apply_fn(model)(variables, padded)))
+    jax_labels, _ = Segmenter(
+        make_apply_fn(model), variables, size_multiple=8, batch_size=3
     ).predict(frames)
     onnx_model = onnx_inference.OnnxModel(
         path=pathlib.Path("in-memory.onnx"),
@@ -254,7 +256,7 @@ def _sidecar_for(model, config):
 
 def test_export_cli_writes_model_and_the_shared_sidecar(tiny, tiny_onnx):
     path, side_path = tiny_onnx
-    run = inference.load_run(tiny.workdir)
+    run = load_run(tiny.workdir)
     side = json.loads(side_path.read_text())
     reference = json.loads(json.dumps(export.run_sidecar(run, platforms=["onnx"])))
     for key in ("class_names", "palette", "input", "normalisation", "output", "checkpoint"):
@@ -264,9 +266,9 @@ def test_export_cli_writes_model_and_the_shared_sidecar(tiny, tiny_onnx):
     assert model.training_size == (32, 32) and model.size_multiple == 4
     assert model.config["eval_batch_size"] == 4 and model.activation == "softmax"
     images = np.random.default_rng(3).integers(0, 256, (3, 32, 64, 3), dtype=np.uint8)
-    expected = np.asarray(inference.make_apply_fn(run.model)(run.variables, images))
+    expected = np.asarray(make_apply_fn(run.model)(run.variables, images))
     assert_logits_match(model.logits(images), expected, min_decided=0.5)
-    with pytest.raises(inference.OptionError, match="multiples of 4"):
+    with pytest.raises(OptionError, match="multiples of 4"):
         model.logits(images[:, :30])
 
 
@@ -274,7 +276,7 @@ def test_session_options_threads_and_no_spinning():
     options = onnx_inference.session_options(threads=3)
     assert options.intra_op_num_threads == 3
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    with pytest.raises(inference.OptionError, match="threads"):
+    with pytest.raises(OptionError, match="threads"):
         onnx_inference.session_options(threads=0)
 
 
@@ -282,7 +284,7 @@ def test_predict_cli_onnx_backend_matches_jax_backend(tiny, tiny_onnx, tmp_path)
     rng = np.random.default_rng(4)
     for i, (h, w) in enumerate([(30, 45), (32, 32), (70, 50)]):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    common = [str(tmp_path / "*.png"), "--noprogress", "--native", "--probabilities"]
+    common = [str(tmp_path / "*.png"), "--noprogress", "--scale=native", "--probabilities"]
     assert (
         predict.main(common + ["--workdir", str(tiny.workdir), "--out", str(tmp_path / "j")]) == 0
     )

@@ -33,12 +33,14 @@ from tests.deploy.test_onnx import (  # noqa: E402
 )
 from tests.evaluation.test_eval import tiny_run  # noqa: E402
 from tests.fake_data import make_examples  # noqa: E402
-from unet_jax import inference  # noqa: E402
 from unet_jax.data import augment  # noqa: E402
 from unet_jax.data import sources as data_sources  # noqa: E402
 from unet_jax.deploy import export, onnx_export, onnx_inference, onnx_int8  # noqa: E402
 from unet_jax.evaluation import evaluate  # noqa: E402
-from unet_jax.run.loading import load_config  # noqa: E402
+from unet_jax.run.loading import (
+    load_config,  # noqa: E402
+    make_apply_fn,  # noqa: E402
+)
 from unet_jax.run.state import create_model  # noqa: E402
 
 MIN_AGREEMENT_UNTRAINED = 0.95  # the tiny run (6 steps), measured 0.963
@@ -155,7 +157,7 @@ def test_depth_to_space_up_convolution_equals_apply_fn(upsample):
     ops = [node.op_type for node in proto.graph.node]
     assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 2
     images = np.random.default_rng(5).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
-    expected = np.asarray(inference.make_apply_fn(model)(variables, images))
+    expected = np.asarray(make_apply_fn(model)(variables, images))
     assert_logits_match(session(proto).run(None, {"images": images})[0], expected)
     with pytest.raises(onnx_export.OnnxExportError, match="upconv"):
         onnx_export.build_model(model, variables, upconv="pixel_shuffle")

@@ -115,3 +115,20 @@ def test_eval_options_do_not_restate_the_model_defaults():
         f.name for f in dataclasses.fields(ModelSource)
     }
     assert "checkpoint" not in own and "onnx_threads" not in own
+
+
+@pytest.mark.parametrize("parse", [_argparse, _absl])
+def test_recipe_flags_left_out_stay_unset_for_the_run_to_fill(parse):
+    assert parse(PredictOptions, []).segment.tta_flip is None
+    argv = ["--notta_flip", "--tta_scales=1,0.5", "--adapt_bn=set", "--adapt_momentum=0.5"]
+    argv += ["--scale=native"]
+    options = parse(PredictOptions, argv)
+    assert options.scale == "native"
+    assert options.segment == SegmenterOptions(
+        tta_flip=False, tta_scales=(1.0, 0.5), adapt_bn="set", adapt_momentum=0.5
+    )
+    filled = SegmenterOptions().for_config({"inference": {"tta_flip": True}})
+    assert filled.tta_flip is True and filled.adapt_bn == "off"
+    assert filled.tta_scales == (1.0,) and filled.batch_size == SegmenterOptions.FALLBACK_BATCH_SIZE
+    kept = options.segment.for_config({"inference": {"tta_flip": True, "adapt_bn": "stream"}})
+    assert kept.tta_flip is False and kept.adapt_bn == "set"  # given options win

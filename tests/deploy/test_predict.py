@@ -18,10 +18,11 @@ from PIL import Image
 from datasets.lyft_udacity.decode import decode_png
 from tests.conftest import REPO_ROOT
 from tests.evaluation.test_eval import tiny_run
-from unet_jax import inference
+from unet_jax.data.image_ops import resize_nearest
 from unet_jax.deploy import predict
 from unet_jax.deploy.options import SegmenterOptions
 from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import load_run, make_apply_fn
 
 
 @pytest.fixture(scope="session")
@@ -128,12 +129,12 @@ def test_resize_nearest_is_pils_nearest(source):
     label = rng.integers(0, 13, source, dtype=np.uint8)
     for size in ((45, 61), (40, 50), (7, 9), (13, 21), (26, 20), (600, 800), (128, 128)):
         expected = np.asarray(Image.fromarray(label).resize(size[::-1], Image.Resampling.NEAREST))
-        np.testing.assert_array_equal(inference.resize_nearest(label, *size), expected)
+        np.testing.assert_array_equal(resize_nearest(label, *size), expected)
     # Several channels (probabilities) move together with the label.
     stacked = np.stack([label, 255 - label], axis=-1).astype(np.float32)
     np.testing.assert_array_equal(
-        inference.resize_nearest(stacked, 45, 61)[..., 1],
-        255 - inference.resize_nearest(label, 45, 61),
+        resize_nearest(stacked, 45, 61)[..., 1],
+        255 - resize_nearest(label, 45, 61),
     )
 
 
@@ -163,8 +164,8 @@ def test_predict_writes_labels_that_round_trip_and_match_the_model(tiny, tmp_pat
         progress=False,
     )
     assert len(result["images"]) == 3 and result["errors"] == []
-    run = inference.load_run(tiny.workdir)
-    apply_fn = inference.make_apply_fn(run.model)
+    run = load_run(tiny.workdir)
+    apply_fn = make_apply_fn(run.model)
     for name, image in images.items():
         data = (out / "labels" / f"{name}.png").read_bytes()
         label = decode_png(data, name=name, kind="label")  # the data set's own decoder
@@ -186,20 +187,20 @@ def test_predict_writes_labels_that_round_trip_and_match_the_model(tiny, tmp_pat
         np.testing.assert_allclose(overlay, expected, atol=1)
     manifest = json.loads((out / "predictions.json").read_text())
     assert manifest["checkpoint"]["step"] == run.step
-    assert {r["mode"] for r in manifest["images"]} == {"resize"}
+    assert {r["scale"] for r in manifest["images"]} == {"resize"}
 
 
 def test_native_mode_pads_at_the_image_size(tiny, tmp_path):
     image = np.random.default_rng(5).integers(0, 256, (30, 43, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "frame.png")
     result = predict.predict_files(
-        tiny.workdir, [tmp_path / "frame.png"], tmp_path / "out", native=True, progress=False
+        tiny.workdir, [tmp_path / "frame.png"], tmp_path / "out", scale="native", progress=False
     )
-    assert result["images"][0]["mode"] == "pad"
+    assert result["images"][0]["scale"] == "native" and not result["images"][0]["tiled"]
     label = decode_png(
         (tmp_path / "out" / "labels" / "frame.png").read_bytes(), name="frame", kind="label"
     )
-    run = inference.load_run(tiny.workdir)
+    run = load_run(tiny.workdir)
     padded = np.pad(image, ((0, 2), (0, 1), (0, 0)), mode="reflect")  # to 32x44
     logits = np.asarray(run.model.apply(run.variables, padded[None], train=False))
     np.testing.assert_array_equal(label, logits[0, :30, :43].argmax(-1))

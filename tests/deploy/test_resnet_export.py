@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.deploy.test_onnx import assert_logits_match, model_config, perturbed_variables
-from unet_jax import inference
+from unet_jax.run.loading import make_apply_fn
 from unet_jax.run.state import create_model
 
 SIZES = [(2, 32, 64), (1, 32, 32)]
@@ -23,7 +23,7 @@ def resnet_model(encoder: str):
     config = model_config(num_classes=6, encoder=encoder, decoder_features=(16, 8, 8, 8, 8))
     model = create_model(config)
     variables = perturbed_variables(model, (1, 32, 32, 3), seed=len(encoder))
-    apply_fn = inference.make_apply_fn(model)
+    apply_fn = make_apply_fn(model)
     rng = np.random.default_rng(0)
     images = {s: rng.integers(0, 256, (*s, 3), dtype=np.uint8) for s in SIZES}
     logits = {s: np.asarray(apply_fn(variables, x)) for s, x in images.items()}

@@ -15,9 +15,9 @@ from PIL import Image
 
 from tests.conftest import REPO_ROOT
 from tests.evaluation.test_eval import _reference_predictions, tiny_run
-from unet_jax import inference
 from unet_jax.deploy import export
 from unet_jax.run.classes_file import read_run_classes
+from unet_jax.run.loading import load_run, make_apply_fn
 
 DOC = REPO_ROOT / "docs" / "EVALUATION.md"
 PLACEHOLDER_WORKDIR = '"runs/demo"'
@@ -36,23 +36,24 @@ def doc_block(name: str, doc=DOC) -> str:
     return found[0]
 
 
-def test_readme_reuse_example(tiny):
+def test_readme_reuse_example(tiny, tmp_path, monkeypatch):
+    # Exactly as written, where the demo run is runs/demo (the tiny run: 13 classes too).
     code = doc_block("readme-reuse", REPO_ROOT / "README.md")
-    assert code.count(PLACEHOLDER_WORKDIR) == 1
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo").symlink_to(tiny.workdir, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(
-        compile(code.replace(PLACEHOLDER_WORKDIR, repr(str(tiny.workdir))), "README", "exec"),
-        namespace,
-    )
-    run = inference.load_run(tiny.workdir, checkpoint="best")
+    exec(compile(code, "README", "exec"), namespace)
+    run = load_run(tiny.workdir, checkpoint="best")
     expected = np.asarray(run.model.apply(run.variables, namespace["images"], train=False))
+    assert namespace["logits"].shape == (2, 128, 128, 13)  # as its comment says
     assert namespace["labels"].shape == namespace["images"].shape[:3]
     np.testing.assert_array_equal(namespace["labels"], expected.argmax(-1))
 
 
 def test_reuse_example(tiny, tmp_path, monkeypatch):
     code = doc_block("reuse-example")
-    assert code.count(PLACEHOLDER_WORKDIR) == 3  # load(), read_run_classes() and load_run()
+    assert code.count(PLACEHOLDER_WORKDIR) == 3  # load(), read_run_classes() and Segmenter.load()
     code = code.replace(PLACEHOLDER_WORKDIR, repr(str(tiny.workdir)))
     monkeypatch.chdir(tmp_path)
     frame = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
@@ -60,7 +61,7 @@ def test_reuse_example(tiny, tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, f"{DOC}:reuse-example", "exec"), namespace)
 
-    run = inference.load_run(tiny.workdir, checkpoint="best")
+    run = load_run(tiny.workdir, checkpoint="best")
     small = np.asarray(Image.fromarray(frame).resize((128, 128), Image.Resampling.BILINEAR))
     logits = np.asarray(run.model.apply(run.variables, small[None], train=False))
     np.testing.assert_array_equal(namespace["labels"], logits[0].argmax(-1))
@@ -94,9 +95,9 @@ def test_export_example_runs_without_unet_jax(tiny, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    run = inference.load_run(tiny.workdir)
+    run = load_run(tiny.workdir)
     zeros = np.zeros((2, 256, 320, 3), np.uint8)
-    expected = np.asarray(inference.make_apply_fn(run.model)(run.variables, zeros)).argmax(-1)
+    expected = np.asarray(make_apply_fn(run.model)(run.variables, zeros)).argmax(-1)
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), expected)
     names = json.loads(result.stdout.strip().splitlines()[-1])
     assert names and set(names) <= set(

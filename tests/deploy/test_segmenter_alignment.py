@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from unet_jax.inference import Segmenter, make_apply_fn
+from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.model.unet import UNet
+from unet_jax.run.loading import make_apply_fn
 
 MODEL = UNet(num_classes=5, features=(4, 8), bridge_features=16)
 

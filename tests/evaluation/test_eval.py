@@ -20,12 +20,15 @@ from PIL import Image
 from datasets.lyft_udacity.classes import CARLA_CLASSES, CLASS_NAMES
 from tests.conftest import REPO_ROOT
 from tests.fake_data import make_examples
-from unet_jax import inference
 from unet_jax.data.classes import IGNORE_LABEL
-from unet_jax.deploy.options import SegmenterOptions
+from unet_jax.data.image_ops import blend_window, tile_origins
+from unet_jax.deploy.options import OptionError, SegmenterOptions
+from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.evaluation import evaluate, metrics, reports
 from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor
+from unet_jax.run.checkpoint_choice import CheckpointSpecError
 from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
+from unet_jax.run.loading import WorkdirError, load_run
 from unet_jax.run.metric_writers import read_metrics
 
 # ----------------------------------------------------------------------------
@@ -68,7 +71,7 @@ def tiny(tmp_path_factory) -> TinyRun:
 
 @pytest.fixture(scope="module")
 def loaded(tiny):
-    return inference.load_run(tiny.workdir, checkpoint="latest")
+    return load_run(tiny.workdir, checkpoint="latest")
 
 
 def _options(**kw) -> evaluate.EvalOptions:
@@ -181,7 +184,7 @@ def test_full_resolution_pads_and_crops_and_tta_averages(tiny, loaded, tmp_path)
                 split="test",
                 checkpoint="latest",
                 full_resolution=True,
-                full_resolution_input="native",
+                scale="native",
                 segment=SegmenterOptions(tta_flip=tta),
                 pictures=not tta,  # drawn once is enough
             ),
@@ -190,7 +193,11 @@ def test_full_resolution_pads_and_crops_and_tta_averages(tiny, loaded, tmp_path)
             out_dir=tmp_path / str(tta),
         )
         result = report["full_resolution"]
-        assert result["sizes"] == {"34x45": 3} and result["modes"] == {"pad": 3}
+        assert (
+            result["sizes"] == {"34x45": 3}
+            and result["scales"] == {"native": 3}
+            and result["tiled"] == 0
+        )
         images = np.stack([x["image"] for x in full["test"]])
         labels = np.stack([x["label"][..., 0] for x in full["test"]])
         expected = metrics.confusion_counts(
@@ -208,7 +215,7 @@ def test_full_resolution_with_resized_input(tiny, loaded, tmp_path):
             split="test",
             checkpoint="latest",
             full_resolution=True,
-            full_resolution_input="resized",
+            scale="resize",
             pictures=False,
         ),
         sources=tiny.sources,
@@ -216,7 +223,7 @@ def test_full_resolution_with_resized_input(tiny, loaded, tmp_path):
         out_dir=tmp_path,
     )
     result = report["full_resolution"]
-    assert result["modes"] == {"resize": 2} and result["sizes"] == {"48x40": 2}
+    assert result["scales"] == {"resize": 2} and result["sizes"] == {"48x40": 2}
     # Oracle: PIL bilinear to 32x32, the model, argmax, PIL NEAREST back to 48x40.
     expected = np.zeros((13, 13), np.int64)
     for example in full["test"]:
@@ -228,10 +235,10 @@ def test_full_resolution_with_resized_input(tiny, loaded, tmp_path):
             back[None], example["label"][None, ..., 0], num_classes=13
         )
     np.testing.assert_array_equal(result["confusion_matrix"], expected)
-    with pytest.raises(inference.OptionError, match="'tiny'"):
+    with pytest.raises(OptionError, match="'tiny'"):
         evaluate.run_evaluation(
             tiny.workdir,
-            _options(split="test", full_resolution_input="tiny"),
+            _options(split="test", scale="tiny"),
             sources=tiny.sources,
             out_dir=tmp_path,
         )
@@ -264,8 +271,8 @@ def test_tiles_cover_every_pixel_and_blend_exactly_for_a_pointwise_model():
     rng = np.random.default_rng(1)
     variables = {"w": rng.normal(size=(3, 5)).astype(np.float32), "b": np.zeros(5, np.float32)}
     images = rng.integers(0, 256, (2, 70, 93, 3), dtype=np.uint8)
-    whole = inference.Segmenter(_pointwise_apply, variables, size_multiple=4, batch_size=2)
-    tiled = inference.Segmenter(
+    whole = Segmenter(_pointwise_apply, variables, size_multiple=4, batch_size=2)
+    tiled = Segmenter(
         _pointwise_apply,
         variables,
         size_multiple=4,
@@ -274,7 +281,7 @@ def test_tiles_cover_every_pixel_and_blend_exactly_for_a_pointwise_model():
         tile_size=32,
         tile_overlap=8,
     )
-    assert whole.mode_for(70, 93) == "pad" and tiled.mode_for(70, 93) == "tile"
+    assert not whole.is_tiled(70, 93) and tiled.is_tiled(70, 93)
     labels_w, probs_w = whole.predict(images, with_probabilities=True)
     labels_t, probs_t = tiled.predict(images, with_probabilities=True)
     expected = np.asarray(jax.nn.softmax(_pointwise_apply(variables, images), -1))
@@ -283,7 +290,7 @@ def test_tiles_cover_every_pixel_and_blend_exactly_for_a_pointwise_model():
     np.testing.assert_array_equal(labels_t, expected.argmax(-1))
     np.testing.assert_array_equal(labels_w, labels_t)
     # Point-wise and mirror-symmetric: flip TTA changes nothing.
-    flipped = inference.Segmenter(
+    flipped = Segmenter(
         _pointwise_apply,
         variables,
         size_multiple=4,
@@ -299,7 +306,7 @@ def test_tiles_cover_every_pixel_and_blend_exactly_for_a_pointwise_model():
     "length,tile,stride", [(70, 32, 24), (32, 32, 8), (100, 48, 48), (33, 8, 1)]
 )
 def test_tile_origins_cover_the_side(length, tile, stride):
-    origins = inference.tile_origins(length, tile, stride)
+    origins = tile_origins(length, tile, stride)
     covered = np.zeros(length, int)
     for o in origins:
         covered[o : o + tile] += 1
@@ -308,20 +315,18 @@ def test_tile_origins_cover_the_side(length, tile, stride):
 
 
 def test_blend_window_ramps():
-    w = inference.blend_window(8, 10, overlap=3)
+    w = blend_window(8, 10, overlap=3)
     assert w.shape == (8, 10) and w.min() > 0 and w.max() == 1.0
     np.testing.assert_allclose(w[0, 5], 0.25)  # (0 + 1) / (3 + 1) * 1
     np.testing.assert_allclose(w, w[::-1, ::-1])
-    assert (inference.blend_window(4, 4, overlap=0) == 1).all()
+    assert (blend_window(4, 4, overlap=0) == 1).all()
 
 
 def test_one_tile_equals_the_padded_whole_image(loaded):
     images = np.random.default_rng(2).integers(0, 256, (2, 30, 29, 3), dtype=np.uint8)
-    whole = inference.Segmenter.from_run(loaded, batch_size=2)
-    tiled = inference.Segmenter.from_run(
-        loaded, batch_size=2, max_side=28, tile_size=32, tile_overlap=8
-    )
-    assert tiled.mode_for(30, 29) == "tile"
+    whole = Segmenter.from_run(loaded, batch_size=2)
+    tiled = Segmenter.from_run(loaded, batch_size=2, max_side=28, tile_size=32, tile_overlap=8)
+    assert tiled.is_tiled(30, 29)
     labels_w, probs_w = whole.predict(images, with_probabilities=True)
     labels_t, probs_t = tiled.predict(images, with_probabilities=True)
     np.testing.assert_allclose(probs_t, probs_w, atol=1e-5)
@@ -334,21 +339,21 @@ def test_one_tile_equals_the_padded_whole_image(loaded):
 
 
 def test_missing_or_empty_workdir(tmp_path):
-    with pytest.raises(inference.WorkdirError, match="does not exist"):
-        inference.load_run(tmp_path / "nope")
-    with pytest.raises(inference.WorkdirError, match="no config.json"):
-        inference.load_run(tmp_path)
+    with pytest.raises(WorkdirError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    with pytest.raises(WorkdirError, match="no config.json"):
+        load_run(tmp_path)
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(inference.WorkdirError, match="holds no checkpoint"):
-        inference.load_run(tmp_path)
+    with pytest.raises(WorkdirError, match="holds no checkpoint"):
+        load_run(tmp_path)
 
 
 def test_checkpoint_choices(tiny):
-    with pytest.raises(inference.CheckpointSpecError, match="'bestest'"):
-        inference.load_run(tiny.workdir, checkpoint="bestest")
-    with pytest.raises(inference.WorkdirError, match=r"no checkpoint of step 5.*has \[3, 6\]"):
-        inference.load_run(tiny.workdir, checkpoint=5)
-    assert inference.load_run(tiny.workdir, checkpoint="3").step == 3
+    with pytest.raises(CheckpointSpecError, match="'bestest'"):
+        load_run(tiny.workdir, checkpoint="bestest")
+    with pytest.raises(WorkdirError, match=r"no checkpoint of step 5.*has \[3, 6\]"):
+        load_run(tiny.workdir, checkpoint=5)
+    assert load_run(tiny.workdir, checkpoint="3").step == 3
 
 
 def test_checkpoint_of_another_config(tiny, tmp_path):
@@ -358,12 +363,12 @@ def test_checkpoint_of_another_config(tiny, tmp_path):
     config["num_classes"] = 5
     (workdir / "config.json").write_text(json.dumps(config))
     with pytest.raises(IncompatibleCheckpointError, match="another configuration"):
-        inference.load_run(workdir)
+        load_run(workdir)
     config["num_classes"] = 13
     config["model"]["features"] = [4, 16]
     (workdir / "config.json").write_text(json.dumps(config))
     with pytest.raises(IncompatibleCheckpointError, match=r"\(4, 4, 4, 16\)|16"):
-        inference.load_run(workdir)
+        load_run(workdir)
 
 
 def test_damaged_checkpoint_is_an_error_and_the_workdir_is_left_alone(tiny, tmp_path):
@@ -379,7 +384,7 @@ def test_damaged_checkpoint_is_an_error_and_the_workdir_is_left_alone(tiny, tmp_
         victim.write_bytes(bytes(data))
     before = sorted(p.name for p in (workdir / "best").iterdir())
     with pytest.raises(CheckpointError, match="damaged"):
-        inference.load_run(workdir, checkpoint="best")
+        load_run(workdir, checkpoint="best")
     assert sorted(p.name for p in (workdir / "best").iterdir()) == before
 
 
@@ -430,7 +435,7 @@ def test_eval_cli_end_to_end_on_a_prepared_tfds_data_set(tiny, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "on lyft_udacity/resized_256 test: 6 examples, flip TTA" in result.stdout
+    assert "on lyft_udacity/resized_256 test: 6 images, flip TTA" in result.stdout
     report = json.loads((workdir / "eval" / "test" / "metrics.json").read_text())
     assert report["full_resolution"]["dataset"] == "lyft_udacity/full"
     assert report["full_resolution"]["sizes"] == {"24x32": 6}

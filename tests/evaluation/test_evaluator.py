@@ -9,11 +9,11 @@ import pytest
 
 from datasets.lyft_udacity.classes import CARLA_CLASSES
 from tests.fake_data import make_examples
-from unet_jax import inference
 from unet_jax.configs import tiny
 from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.evaluation import evaluate
 from unet_jax.evaluation.evaluator import Evaluator, Geometry
+from unet_jax.run.loading import load_run
 from unet_jax.run.metric_writers import read_metrics
 from unet_jax.train import loop as train_lib
 
@@ -68,7 +68,7 @@ def test_crop_trained_run_validation_equals_eval_py_in_the_same_geometry(tmp_pat
     workdir = tmp_path / "run"
     result = train_lib.train_and_evaluate(config, workdir, sources=sources, classes=CARLA_CLASSES)
 
-    run = inference.load_run(workdir, checkpoint="latest")
+    run = load_run(workdir, checkpoint="latest")
     want = _hand_confusion(run, sources["validation"])
     # The training loop (device eval step, tiles padded into batches) ...
     np.testing.assert_array_equal(result["validation"]["confusion"], want)
@@ -97,7 +97,11 @@ def test_native_geometry_batches_equal_sizes_and_counts_host_predictions():
     assert shapes == [(2, 20, 24), (1, 20, 24), (2, 16, 16)]
 
     def red_mod_c(batch):  # a point-wise "model"
-        return {"prediction": batch["image"][..., 0].astype(np.int64) % C, "mode": "pad"}
+        return {
+            "prediction": batch["image"][..., 0].astype(np.int64) % C,
+            "scale": "native",
+            "tiled": False,
+        }
 
     seen = []
     results = evaluator.run(red_mod_c, on_example=lambda **kw: seen.append(kw["index"]))
@@ -107,13 +111,13 @@ def test_native_geometry_batches_equal_sizes_and_counts_host_predictions():
         want += np.bincount(label.ravel() * C + pred.ravel(), minlength=C * C).reshape(C, C)
     np.testing.assert_array_equal(results["confusion"], want)
     assert seen == [0, 1, 2, 3, 4]
-    assert results["sizes"] == {"20x24": 3, "16x16": 2} and results["modes"] == {"pad": 5}
+    assert results["sizes"] == {"20x24": 3, "16x16": 2} and results["scales"] == {"native": 5}
     assert "loss" not in results and results["num_examples"] == 5
 
 
 @pytest.mark.parametrize(
-    "kind, size", [("resize", None), ("native", (32, 32)), ("blend", (32, 32))]
+    "scale, size", [("resize", None), ("tiles", (32, 32)), ("blend", (32, 32))]
 )
-def test_bad_geometry_is_rejected(kind, size):
-    with pytest.raises(ValueError, match="geometry"):
-        Geometry(kind, size)
+def test_bad_geometry_is_rejected(scale, size):
+    with pytest.raises(ValueError, match="scale"):
+        Geometry(scale, size)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tests.fake_data import make_examples
-from unet_jax import inference
 from unet_jax.configs import tiny
+from unet_jax.deploy.segmenter import Segmenter
+from unet_jax.run.loading import load_run
 from unet_jax.run.metric_writers import read_metrics
 from unet_jax.train import loop as train_lib
 
@@ -49,7 +50,7 @@ def test_sigmoid_training_lowers_the_loss(sigmoid_run):
 
 def test_sigmoid_validation_loss_and_prediction_use_per_class_sigmoids(sigmoid_run):
     workdir, result, sources = sigmoid_run
-    run = inference.load_run(workdir, checkpoint="latest")
+    run = load_run(workdir, checkpoint="latest")
     assert run.step == 10 and run.activation == "sigmoid"
     assert run.model.num_classes == 13  # one channel per class: 13 independent sigmoids
     images = np.stack([x["image"] for x in sources["validation"]])
@@ -69,7 +70,7 @@ def test_sigmoid_validation_loss_and_prediction_use_per_class_sigmoids(sigmoid_r
     assert abs(softmax_ce - want) > 1e-2
 
     # Prediction: per-class sigmoid probabilities (they need not sum to 1), argmax labels.
-    segmenter = inference.Segmenter.from_run(run, batch_size=4)
+    segmenter = Segmenter.from_run(run, batch_size=4)
     predicted, probabilities = segmenter.predict(images, with_probabilities=True)
     np.testing.assert_allclose(probabilities, p, rtol=1e-4, atol=1e-5)
     assert np.abs(probabilities.sum(-1) - 1).max() > 0.1

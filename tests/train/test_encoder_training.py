@@ -234,11 +234,11 @@ def test_encoder_is_the_files_while_frozen_and_trains_after(runs):
 def test_eval_predict_and_init_from_use_a_resnet_run(runs, sources, tmp_path):
     from PIL import Image
 
-    from unet_jax import inference
     from unet_jax.deploy import predict
     from unet_jax.deploy.options import SegmenterOptions
     from unet_jax.evaluation import evaluate
     from unet_jax.run.classes_file import read_run_classes
+    from unet_jax.run.loading import load_run, make_apply_fn
     from unet_jax.run.metric_writers import read_metrics
     from unet_jax.run.state import create_train_state
     from unet_jax.train import init_from
@@ -259,11 +259,11 @@ def test_eval_predict_and_init_from_use_a_resnet_run(runs, sources, tmp_path):
     image = sources["validation"][0]["image"]
     Image.fromarray(image).save(tmp_path / "x.png")
     predict.predict_files(
-        workdir, [tmp_path / "x.png"], tmp_path / "out", options=SegmenterOptions(), progress=False
+        workdir, [tmp_path / "x.png"], tmp_path / "out", segment=SegmenterOptions(), progress=False
     )
-    run = inference.load_run(workdir)
+    run = load_run(workdir)
     assert run.config.model.encoder == "resnet18"
-    ids = np.asarray(inference.make_apply_fn(run.model)(run.variables, image[None])).argmax(-1)[0]
+    ids = np.asarray(make_apply_fn(run.model)(run.variables, image[None])).argmax(-1)[0]
     label = np.asarray(Image.open(tmp_path / "out" / "labels" / "x.png"))  # ids, one channel
     np.testing.assert_array_equal(label, ids)
 

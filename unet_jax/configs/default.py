@@ -122,6 +122,9 @@ def get_config() -> ml_collections.ConfigDict:
     # BatchNorm statistics start this one (fresh optimizer, step 0; a head of another class
     # count is re-initialised). Ignored once this run has a checkpoint. docs/AERIAL.md.
     config.init_from = ml_collections.config_dict.placeholder(str)
+    # A workdir with checkpoints resumes on the data set (and folder) it was trained on;
+    # True continues it on other data (its classes and widths must still match).
+    config.allow_new_data = False
 
     config.driver = "pmap"  # or "mesh" (jax.jit + shard_map over a device Mesh)
     config.seed = 0

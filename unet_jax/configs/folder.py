@@ -26,6 +26,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Regex on file names: names giving the same match (its first group, if any) stay in
     # one split, e.g. r"^(tile\d+)_" or a video id. None: every image on its own.
     config.folder_group = ml_collections.config_dict.placeholder(str)
+    # Where the images and masks are in the folder (or in each split folder); unset: the
+    # common names are recognised (docs/YOUR_DATA.md). folder_masks="." means beside the
+    # images; folder_mask_suffix is what a mask's file name adds, e.g. "_mask".
+    config.folder_images = ml_collections.config_dict.placeholder(str)
+    config.folder_masks = ml_collections.config_dict.placeholder(str)
+    config.folder_mask_suffix = ml_collections.config_dict.placeholder(str)
     config.input_mode = "crop"
     config.image_size = (256, 256)
     config.augment.min_scale = 0.75

@@ -55,7 +55,9 @@ def open_backend(
         are used, and the file must predict the run's classes).
       source: the checkpoint, or the ONNX file and its threads (any :class:`ModelSource`,
         e.g. the EvalOptions or PredictOptions of a command); None: the best checkpoint.
-      options: how to segment; ``batch_size`` None takes the run's ``eval_batch_size``.
+      options: how to segment; fields left None take the run's (``eval_batch_size``, the
+        inference recipe ``config.inference``), see ``SegmenterOptions.for_config``. With
+        an ONNX file the recipe's ``adapt_bn`` is left out (not exportable).
       devices: JAX devices to shard batches over (default: all local devices).
 
     Returns:
@@ -82,6 +84,10 @@ def open_backend(
                     f"{onnx} predicts classes {list(model.class_names)}, but {workdir} has "
                     f"{list(classes.names)}"
                 )
+        if options.adapt_bn is None:
+            # A recipe's BatchNorm adaptation needs the checkpoint: an exported model
+            # carries the stored statistics (asked for explicitly, it is an error).
+            options = dataclasses.replace(options, adapt_bn="off")
         return Backend(
             segmenter=model.segmenter(options=options.for_config(config)),
             config=config,

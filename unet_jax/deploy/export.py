@@ -18,7 +18,7 @@ Loading needs only jax (and the ``flatbuffers`` package that jax's serialisation
     logits = exported.call(images)  # uint8 [B, H, W, 3] RGB 0..255 -> float32 logits
 
 An input whose height or width is not a multiple of the size multiple is rejected by
-``exported.call`` with a shape error (pad it first, as ``unet_jax.inference`` does).
+``exported.call`` with a shape error (pad it first, as ``unet_jax.Segmenter`` does).
 """
 
 from __future__ import annotations
@@ -36,7 +36,15 @@ import jax
 import jax.numpy as jnp
 
 from unet_jax.data.classes import IGNORE_LABEL
-from unet_jax.deploy.options import ExportOptions, OptionError, add_arguments, from_flags
+from unet_jax.deploy.options import (
+    ExportOptions,
+    OptionError,
+    SegmenterOptions,
+    add_arguments,
+    from_flags,
+    recipe_of,
+    scale_for,
+)
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
 from unet_jax.run import info as run_info
@@ -163,12 +171,40 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
             else "foreground (class 1) where the logit > 0, else background (class 0)",
         },
         "platforms": list(platforms),
+        "inference": inference_record(run.config),
         "checkpoint": {"requested": run.checkpoint, "step": run.step},
         "workdir": str(run.workdir),
         "config": json.loads(run.config.to_json_best_effort()),
         "git_commit": run_info.git_commit(),
         "training_git_commit": training_info.get("git_commit"),
         "versions": {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib")},
+    }
+
+
+def inference_record(config: Any) -> dict[str, Any]:
+    """The sidecar's ``inference``: the run's inference recipe, as exported.
+
+    Args:
+      config: the run's config (its recipe is ``config.inference``).
+
+    Returns:
+      The scale, TTA and BatchNorm adaptation of the recipe (fallbacks filled in), and
+      what the artefact itself does of them.
+    """
+    recipe = recipe_of(config)
+    segment = SegmenterOptions(
+        **{k: v for k, v in recipe.items() if k in SegmenterOptions.FALLBACKS}
+    ).resolved()
+    return {
+        "scale": scale_for(None, config),
+        "tta_flip": segment.tta_flip,
+        "tta_scales": list(segment.tta_scales),
+        "adapt_bn": segment.adapt_bn,
+        "adapt_momentum": segment.adapt_momentum,
+        "note": "The artefact maps images to logits with the checkpoint's stored BatchNorm "
+        "statistics: BatchNorm adaptation (adapt_bn) is not exportable, and test-time "
+        "augmentation and scale are applied around it (predict and eval.py --onnx apply "
+        "this recipe, except adapt_bn).",
     }
 
 
@@ -192,7 +228,7 @@ def export_run(
 
     Raises:
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
-        ``unet_jax.inference.load_run``.
+        ``unet_jax.run.loading.load_run``.
       ExportError: lowering or serialisation failed.
     """
     platforms = tuple(p.strip().lower() for p in platforms if p.strip())

@@ -6,7 +6,7 @@
   ``[batch, height, width, 3]`` in 0..255 (symbolic batch, height and width; height and
   width must be multiples of the model's size multiple, 16 for the 4-level U-Net). Output
   ``logits``: float32 NHWC ``[batch, height, width, num_classes]``, the same numbers
-  ``unet_jax.inference.make_apply_fn`` returns (logits for softmax and sigmoid heads
+  ``unet_jax.make_apply_fn`` returns (logits for softmax and sigmoid heads
   alike: the activation is applied by the consumer, see the sidecar's ``output``).
 - ``model.onnx.json``: the sidecar of the ``jax.export`` artefact (class names, palette,
   normalisation, input/output spec, config, checkpoint, commits) plus an ``onnx`` entry.
@@ -401,7 +401,7 @@ def export_onnx_run(
 
     Raises:
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: see
-        ``unet_jax.inference.load_run``.
+        ``unet_jax.run.loading.load_run``.
       OnnxExportError: onnx is missing or the graph cannot be built.
     """
     require_onnx()

@@ -7,7 +7,7 @@
     segmenter = model.segmenter(batch_size=8)     # any image size: pad or tile
     labels, probs = segmenter.predict(images, with_probabilities=True)
 
-``model.segmenter`` is a :class:`unet_jax.inference.Segmenter` whose ``apply_fn`` runs the
+``model.segmenter`` is a :class:`unet_jax.Segmenter` whose ``apply_fn`` runs the
 ONNX session (through ``jax.pure_callback``): the padding, tiling, blending, flip TTA,
 output activation and argmax are the JAX path's own code, not a copy, so both backends
 give the same outputs for the same logits. Class names, palette, activation, size

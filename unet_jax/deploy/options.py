@@ -25,6 +25,78 @@ class OptionError(InferenceError, ValueError):
     """An invalid inference setting (batch size, tile size, activation...)."""
 
 
+# The scale at which the model sees an image: ``resize``d to the training size (the
+# prediction resized back), or ``native``: at its own size, segmented whole (padded) or in
+# blended tiles when large. Tiling is how native scale is computed, not a scale.
+SCALES = ("resize", "native")
+SCALE_HELP = (
+    "The scale the model sees images at: resize (to the training size, the prediction "
+    "resized back) or native (own size: padded, or tiled when larger than --max_side). "
+    "Default: the scale the model was trained at (native for runs trained on crops)."
+)
+
+
+def trained_scale(config: Any) -> str:
+    """The scale a run's model was trained at: "native" for ``input_mode="crop"`` runs.
+
+    Args:
+      config: the run's config (a ConfigDict or an ONNX sidecar's dict: both have .get).
+
+    Returns:
+      "resize" or "native".
+    """
+    return "native" if config.get("input_mode", "resize") == "crop" else "resize"
+
+
+def check_scale(scale: str | None) -> None:
+    """Raises OptionError unless ``scale`` is None or one of SCALES."""
+    if scale is not None and scale not in SCALES:
+        raise OptionError(f"scale must be one of {SCALES}, got {scale!r}")
+
+
+# What a run may store as its inference recipe (``config.inference``): the defaults of
+# predict, eval.py and the exports' sidecars for that run; flags and arguments override.
+RECIPE_FIELDS = ("scale", "tta_flip", "tta_scales", "adapt_bn", "adapt_momentum")
+
+
+def recipe_of(config: Any) -> dict[str, Any]:
+    """A run's stored inference recipe: the set fields of ``config.inference``.
+
+    Args:
+      config: the run's config (a ConfigDict, or an ONNX sidecar's dict), or None.
+
+    Returns:
+      {field: value} for the fields of :data:`RECIPE_FIELDS` that are set (not None).
+
+    Raises:
+      OptionError: a field of ``config.inference`` that is not a recipe field.
+    """
+    stored = config.get("inference") if config is not None else None
+    if not stored:
+        return {}
+    stored = stored.to_dict() if hasattr(stored, "to_dict") else dict(stored)
+    unknown = sorted(set(stored) - set(RECIPE_FIELDS))
+    if unknown:
+        raise OptionError(
+            f"config.inference.{unknown[0]} is not an inference option; the recipe holds "
+            f"{', '.join(RECIPE_FIELDS)}"
+        )
+    recipe = {k: v for k, v in stored.items() if v is not None}
+    if "tta_scales" in recipe:
+        recipe["tta_scales"] = tuple(float(v) for v in recipe["tta_scales"])
+    if "scale" in recipe and recipe["scale"] not in SCALES:
+        raise OptionError(
+            f"config.inference.scale must be one of {SCALES}, got {recipe['scale']!r}"
+        )
+    return recipe
+
+
+def scale_for(scale: str | None, config: Any) -> str:
+    """The scale to segment at: ``scale``, else the run's recipe's, else its trained scale."""
+    check_scale(scale)
+    return scale or recipe_of(config).get("scale") or trained_scale(config)
+
+
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
     """A dataclass field with its flag's help text (and allowed values)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
@@ -62,12 +134,25 @@ class ModelSource(CheckpointChoice):
     onnx_threads: int = option(2, "ONNX Runtime intra-op threads (with --onnx).")
 
 
+ADAPT_MODES = ("off", "set", "stream")
+_RUN_DEFAULT = "Default: the run's inference recipe (config.inference), else"
+
+
 @dataclasses.dataclass(frozen=True)
 class SegmenterOptions:
     """How images are segmented (API, eval.py, predict).
 
+    The fields of :data:`RECIPE_FIELDS` default to None: the run's inference recipe
+    (``config.inference``), else :attr:`FALLBACKS` (:meth:`for_config`, :meth:`resolved`).
+
     Attributes:
       tta_flip: average each image's probabilities with its mirror image's.
+      tta_scales: multi-scale test-time augmentation: the image is also segmented resized
+        by each factor and the probabilities (resized back) averaged; (1.0,): none.
+      adapt_bn: test-time BatchNorm adaptation (``unet_jax.deploy.bn_adapt``): "off",
+        "set" (statistics of the whole set of images segmented) or "stream" (a running
+        average over the batches as they come).
+      adapt_momentum: "stream": the running average's weight of the old statistics.
       batch_size: images (or tiles) per forward pass, rounded up to a multiple of the
         device count; None: the run's ``eval_batch_size`` (see :meth:`for_config`).
       max_side: largest padded side segmented whole; larger images are tiled.
@@ -76,8 +161,34 @@ class SegmenterOptions:
     """
 
     FALLBACK_BATCH_SIZE: ClassVar[int] = 8  # a config without eval_batch_size, no config
+    # Without a recipe: no TTA, the checkpoint's BatchNorm statistics.
+    FALLBACKS: ClassVar[dict[str, Any]] = {
+        "tta_flip": False,
+        "tta_scales": (1.0,),
+        "adapt_bn": "off",
+        "adapt_momentum": 0.9,
+    }
 
-    tta_flip: bool = option(False, "Average the predictions of each image and its mirror image.")
+    tta_flip: bool | None = option(
+        None, f"Average the predictions of each image and its mirror image. {_RUN_DEFAULT} off."
+    )
+    tta_scales: tuple[float, ...] | None = option(
+        None,
+        "Multi-scale TTA: comma-separated resize factors (e.g. 0.75,1,1.25); the "
+        f"probabilities at each (resized back) are averaged. {_RUN_DEFAULT} 1 (none).",
+    )
+    adapt_bn: str | None = option(
+        None,
+        "Test-time BatchNorm adaptation (AdaBN): re-estimate the BatchNorm statistics on the "
+        "images segmented: set (the whole set of images) or stream (a running average over "
+        f"the batches); the checkpoint is not changed. {_RUN_DEFAULT} off.",
+        choices=ADAPT_MODES,
+    )
+    adapt_momentum: float | None = option(
+        None,
+        "With --adapt_bn=stream: the running average's weight of the old statistics. "
+        f"{_RUN_DEFAULT} 0.9.",
+    )
     batch_size: int | None = option(
         None, "Images (or tiles) per forward pass (default: the run's eval_batch_size)."
     )
@@ -86,6 +197,12 @@ class SegmenterOptions:
     tile_overlap: int = option(128, "Overlap (blending ramp) between tiles.")
 
     def __post_init__(self) -> None:
+        if self.tta_scales is not None and (not self.tta_scales or min(self.tta_scales) <= 0):
+            raise OptionError(f"tta_scales must be positive factors, got {self.tta_scales}")
+        if self.adapt_bn is not None and self.adapt_bn not in ADAPT_MODES:
+            raise OptionError(f"adapt_bn must be one of {ADAPT_MODES}, got {self.adapt_bn!r}")
+        if self.adapt_momentum is not None and not 0 <= self.adapt_momentum < 1:
+            raise OptionError(f"adapt_momentum must be in [0, 1), got {self.adapt_momentum}")
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.tile_overlap < self.tile_size:
@@ -94,11 +211,36 @@ class SegmenterOptions:
             )
 
     def for_config(self, config: Any) -> SegmenterOptions:
-        """These options with ``batch_size`` filled in from a run config's eval_batch_size."""
-        if self.batch_size is not None:
-            return self
-        batch_size = int(config.get("eval_batch_size", self.FALLBACK_BATCH_SIZE))
-        return dataclasses.replace(self, batch_size=batch_size)
+        """These options with their None fields from a run's config, then the fallbacks.
+
+        Args:
+          config: the run's config (or an ONNX sidecar's dict): ``eval_batch_size`` and
+            the inference recipe ``config.inference``.
+
+        Returns:
+          The options, every field set.
+
+        Raises:
+          OptionError: a bad value in ``config.inference`` (named).
+        """
+        recipe = recipe_of(config)
+        changes = {k: recipe[k] for k in self.FALLBACKS if getattr(self, k) is None and k in recipe}
+        if self.batch_size is None:
+            changes["batch_size"] = int(config.get("eval_batch_size", self.FALLBACK_BATCH_SIZE))
+        try:
+            return dataclasses.replace(self, **changes).resolved()
+        except OptionError as e:
+            raise OptionError(f"config.inference: {e}") from e
+
+    def resolved(self) -> SegmenterOptions:
+        """These options with their None recipe fields set to :attr:`FALLBACKS`."""
+        changes = {k: v for k, v in self.FALLBACKS.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @property
+    def tta(self) -> bool:
+        """Whether any test-time augmentation is on (flip, or scales other than 1)."""
+        return bool(self.tta_flip) or tuple(self.tta_scales or (1.0,)) != (1.0,)
 
     def check_model(self, size_multiple: int) -> None:
         """Raises OptionError when the sizes do not fit a model of this size multiple."""
@@ -116,18 +258,14 @@ class PredictOptions(ModelSource):
     """What ``python -m unet_jax.predict`` does besides choosing the model.
 
     Attributes:
-      native: segment at each image's own size (padded or tiled) instead of resized to the
-        training size; None: native for runs trained on crops, resized otherwise.
+      scale: "resize" or "native" (:data:`SCALES`); None: the scale the model was trained
+        at (:func:`trained_scale`).
       probabilities: also write float16 per-class probabilities (.npy).
       progress: show a progress bar.
       segment: TTA, batch size and tiling.
     """
 
-    native: bool | None = option(
-        None,
-        "Segment at each image's own size (pad/tile) instead of resizing to the training "
-        "size (default: native for runs trained on crops, resized otherwise).",
-    )
+    scale: str | None = option(None, SCALE_HELP, choices=SCALES)
     probabilities: bool = option(False, "Also write float16 probabilities (.npy).")
     progress: bool = option(True, "Show a progress bar.")
     segment: SegmenterOptions = SegmenterOptions()
@@ -310,7 +448,8 @@ def define_absl_flags(
         if field.metadata["choices"]:
             flags.DEFINE_enum(name, field.default, list(field.metadata["choices"]), **common)
         elif kind in ("floats", "strs"):
-            flags.DEFINE_list(name, list(field.default), **common)
+            default = None if field.default is None else list(field.default)
+            flags.DEFINE_list(name, default, **common)
         else:
             define = {
                 "bool": flags.DEFINE_bool,

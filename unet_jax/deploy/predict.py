@@ -12,15 +12,15 @@ relative to its folder (or its bare file name):
   probabilities, whose argmax is the label;
 - ``OUT/predictions.json``: the checkpoint, options and one record per image.
 
-Scale. By default images are segmented at the scale the model was trained at: at their
-own size (``--native``) for runs trained on crops (``config.input_mode="crop"``), else
-resized (bilinear) to the training size
-``config.image_size``, segmented there, and the prediction (and probabilities) resized
-back to the image's own size with nearest-neighbour sampling: the model sees objects at
-the scale it was trained on, and every output pixel holds one of the predicted classes.
-``--native`` segments the image at its own size instead, padded or tiled by the rules of
-``unet_jax.inference`` (better for images already at the training data's scale, e.g.
-the 800x600 frames of the full data set).
+Scale (``--scale``). By default images are segmented at the scale the model was trained
+at (``options.trained_scale``): ``native`` for runs trained on crops
+(``config.input_mode="crop"``), else ``resize``. ``resize``: the image is resized
+(bilinear) to the training size ``config.image_size``, segmented there, and the
+prediction (and probabilities) resized back to the image's own size with nearest-neighbour
+sampling, so every output pixel holds one of the predicted classes. ``native``: the image
+is segmented at its own size, whole (padded) or in blended tiles when large, by the rules
+of ``unet_jax.deploy.segmenter`` (right for images already at the training data's scale,
+e.g. the 800x600 frames of the full data set).
 
 Input rules. 8-bit RGB is used as it is; greyscale (L, LA, 1-bit) is replicated to RGB;
 palette images are expanded to RGB; an alpha channel is dropped when it is fully opaque;
@@ -171,7 +171,7 @@ def predict_files(
         tiling (:class:`PredictOptions`; its defaults when None).
       skip_bad: report unreadable images in ``"errors"`` and go on, instead of raising.
       **overrides: options by name, replacing those of ``options``
-        (``predict_files(w, inputs, out, native=True, tta_flip=True)``).
+        (``predict_files(w, inputs, out, scale="native", tta_flip=True)``).
 
     Returns:
       The content of ``predictions.json``: ``checkpoint``, ``options``, ``images`` (one
@@ -188,14 +188,14 @@ def predict_files(
     from unet_jax.deploy.backend import open_backend
 
     options = option_flags.override(options or PredictOptions(), **overrides)
-    probabilities, native = options.probabilities, options.native
+    probabilities = options.probabilities
     images = expand_inputs(inputs)
     backend = open_backend(workdir=workdir, source=options, options=options.segment)
     config, segmenter, classes = backend.config, backend.segmenter, backend.classes
     train_h, train_w = backend.training_size
     checkpoint_info = backend.checkpoint
-    if native is None:  # the scale the model was trained at (docs/YOUR_DATA.md)
-        native = config.get("input_mode", "resize") == "crop"
+    scale = option_flags.scale_for(options.scale, config)
+    native = scale == "native"
     out = pathlib.Path(out)
     folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
     for folder in folders:
@@ -214,6 +214,8 @@ def predict_files(
         model_input = image if native else image_ops.resize_image(image, train_h, train_w)
         return item, image, model_input
 
+    if segmenter.options.adapt_bn == "set":
+        segmenter = _adapted_to_inputs(segmenter, images, native, (train_h, train_w), options)
     bar = tqdm.tqdm(total=len(images), unit="img", disable=not options.progress, desc="predict")
 
     def readable():
@@ -229,7 +231,7 @@ def predict_files(
     ):
         batch = np.stack([x[2] for x in group])
         labels, probs = segmenter.predict(batch, with_probabilities=probabilities)
-        mode = "resize" if not native else segmenter.mode_for(*batch.shape[1:3])
+        tiled = native and segmenter.is_tiled(*batch.shape[1:3])
         for k, (item, image, _) in enumerate(group):
             h, w = image.shape[:2]
             label = image_ops.resize_nearest(labels[k], h, w)
@@ -253,7 +255,8 @@ def predict_files(
                     "input": str(item.path),
                     "height": h,
                     "width": w,
-                    "mode": mode,
+                    "scale": scale,
+                    "tiled": tiled,
                     **{k2: str(v) for k2, v in paths.items()},
                 }
             )
@@ -264,7 +267,7 @@ def predict_files(
         "onnx": options.onnx,
         "checkpoint": checkpoint_info,
         "options": {
-            "native": native,
+            "scale": scale,
             "training_size": [train_h, train_w],
             **dataclasses.asdict(segmenter.options),
             "batch_size": segmenter.batch_size,
@@ -277,6 +280,43 @@ def predict_files(
     }
     (out / "predictions.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _adapted_to_inputs(
+    segmenter: Any,
+    images: Sequence[InputImage],
+    native: bool,
+    training_size: tuple[int, int],
+    options: PredictOptions,
+) -> Any:
+    """``adapt_bn="set"``: the segmenter with the BatchNorm statistics of all the inputs.
+
+    A first pass over the readable images, as the model will see them (unreadable ones are
+    reported by the segmenting pass).
+    """
+    import tqdm
+
+    def load(item: InputImage) -> np.ndarray | None:
+        try:
+            image = read_image(item.path)
+        except ImageError:
+            return None
+        return image if native else image_ops.resize_image(image, *training_size)
+
+    bar = tqdm.tqdm(total=len(images), unit="img", disable=not options.progress, desc="adapt")
+
+    def batches():
+        readable = (x for x in image_ops.prefetch_map(load, images) if x is not None)
+        for group in image_ops.same_size_batches(
+            readable, batch_size=segmenter.batch_size, shape_of=lambda x: x.shape
+        ):
+            bar.update(len(group))
+            yield np.stack(group)
+
+    try:
+        return segmenter.adapted(batches())
+    finally:
+        bar.close()
 
 
 def _parser() -> argparse.ArgumentParser:

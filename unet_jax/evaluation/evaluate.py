@@ -21,14 +21,13 @@ Two resolutions:
   (``Geometry.of_run``), scored by the same evaluator (``unet_jax.evaluation.evaluator``),
   so the numbers are those of ``metrics.jsonl``: the examples resized to
   ``config.image_size`` (image bilinear, label nearest, the last batch padded and
-  masked), or for runs trained on crops (``config.input_mode="crop"``) the training-size
-  tiles of the native images; ``full_resolution`` adds the whole native images, padded
-  or tiled and blended.
+  masked), or for runs trained on crops (``config.input_mode="crop"``, native scale) the
+  training-size tiles of the native images.
 - **full resolution** (``full_resolution=True``): the examples at their stored size, from
   the full-size data set (``lyft_udacity/resized_256[_nohood]`` -> ``lyft_udacity/full
   [_nohood]``; any other data set is used as it is, e.g. the 256x256 synthetic scenes of a
-  run trained at 128x128). Labels are never resized; the model's input is padded or tiled
-  by the size rule of :mod:`unet_jax.inference`.
+  run trained at 128x128). Labels are never resized; the model sees them at ``scale``
+  (``resize`` or ``native``; default the run's trained scale).
 """
 
 from __future__ import annotations
@@ -47,19 +46,22 @@ import numpy as np
 import tqdm
 
 from unet_jax.data import sources as data_sources
+from unet_jax.data.augment import check_example
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.deploy.backend import open_backend
-from unet_jax.deploy.options import OptionError
+from unet_jax.deploy.options import scale_for
 from unet_jax.errors import InferenceError
 from unet_jax.evaluation import challenge, metrics, report_html, reports
 from unet_jax.evaluation.evaluator import (
     Evaluator,
     Geometry,
     Predictor,
+    adapted_to,
     example_name,
     segmenter_predictor,
 )
-from unet_jax.evaluation.options import FULL_RESOLUTION_INPUTS, SPLITS, EvalOptions
+from unet_jax.evaluation.options import SPLITS, EvalOptions
+from unet_jax.evaluation.tiles import TiledSource
 from unet_jax.run import metric_writers
 from unet_jax.run.workdir import Workdir
 
@@ -84,6 +86,65 @@ def full_resolution_dataset(dataset: str) -> str:
     return f"{name}{sep}{config}"
 
 
+class WholeImages:
+    """Puts the tiles of each source image back together (``tiles`` geometry).
+
+    Tiles arrive in order, image after image; each pixel takes the prediction of the tile
+    that scored it (the first to cover it, ``tiles.TiledSource``), and the image's
+    confusion matrix is the sum of its tiles'. ``emit`` gets one call per source image.
+
+    Args:
+      tiled: the tiles of the split.
+      emit: called with ``image``, ``label``, ``prediction``, ``name`` and ``confusion``
+        of each whole image.
+    """
+
+    def __init__(self, tiled: TiledSource, emit: Callable[..., None]) -> None:
+        self._tiled = tiled
+        self._emit = emit
+        self._current: dict[str, Any] | None = None
+
+    def add(self, *, index: int, prediction: np.ndarray, confusion: np.ndarray) -> None:
+        """Records the prediction and counts of tile ``index``."""
+        i, y, x = self._tiled.origin(index)
+        if self._current is not None and self._current["i"] != i:
+            self.flush()
+        if self._current is None:
+            example = self._tiled.source[i]
+            image, label = check_example(example)
+            self._current = {
+                "i": i,
+                "image": image,
+                "label": label,
+                "name": example_name(example, i),
+                "prediction": np.zeros(label.shape, np.uint8),
+                "written": np.zeros(label.shape, bool),
+                "confusion": np.zeros_like(confusion),
+            }
+        whole = self._current
+        h, w = whole["label"].shape
+        th, tw = self._tiled.tile_size
+        window = (slice(y, y + min(th, h - y)), slice(x, x + min(tw, w - x)))
+        fresh = ~whole["written"][window]
+        tile = np.asarray(prediction)[: fresh.shape[0], : fresh.shape[1]]
+        whole["prediction"][window][fresh] = tile[fresh]
+        whole["written"][window] = True
+        whole["confusion"] += confusion
+
+    def flush(self) -> None:
+        """Emits the image being assembled (call once more after the last tile)."""
+        if self._current is None:
+            return
+        whole, self._current = self._current, None
+        self._emit(
+            image=whole["image"],
+            label=whole["label"],
+            prediction=whole["prediction"],
+            name=whole["name"],
+            confusion=whole["confusion"],
+        )
+
+
 def _score(
     evaluator: Evaluator,
     predict: Predictor,
@@ -93,25 +154,34 @@ def _score(
     progress: bool,
     on_example: Callable[..., None] | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Runs ``evaluator`` with a progress bar, keeping the first examples for pictures.
+    """Runs ``evaluator`` with a progress bar, keeping the first images for pictures.
+
+    Pictures and ``on_example`` see whole source images in every geometry: the tiles of
+    the ``tiles`` geometry are put back together (`WholeImages`).
 
     Args:
       evaluator: the split in its geometry.
       predict: host predictions (``segmenter_predictor``).
-      num_samples: how many of the first examples to return for pictures.
+      num_samples: how many of the first images to return for pictures.
       description: progress bar label.
       progress: show a progress bar.
       on_example: called with ``image``, ``label``, ``prediction``, ``name`` and
-        ``confusion`` (its own [C, C]) for every example scored (``report_html.ImageRows.add``).
+        ``confusion`` (its own [C, C]) for every image scored (``report_html.ImageRows.add``).
 
     Returns:
-      ``(results, samples)``: ``Evaluator.run``'s results; samples are dicts of ``image``,
-      ``label``, ``prediction``, ``name``.
+      ``(results, samples)``: ``Evaluator.run``'s results, whose ``num_examples`` counts
+      source images (and ``num_tiles`` the tiles scored, in the ``tiles`` geometry);
+      samples are dicts of ``image``, ``label``, ``prediction``, ``name``.
     """
     source = evaluator.source
+    tiled = source if isinstance(source, TiledSource) else None
     samples: list[dict[str, Any]] = []
     bar = tqdm.tqdm(
-        total=len(source), desc=description, unit="img", disable=not progress, leave=False
+        total=len(source),
+        desc=description,
+        unit="tile" if tiled else "img",
+        disable=not progress,
+        leave=False,
     )
 
     def predict_and_count(batch: dict[str, Any]) -> dict[str, Any]:
@@ -119,22 +189,39 @@ def _score(
         bar.update(int(np.sum(batch["mask"])))
         return out
 
-    def each(*, index, batch, k, prediction, confusion) -> None:
-        if len(samples) >= num_samples and on_example is None:
-            return
-        names = batch.get("names")
-        name = names[k] if names else example_name(source[index], index)
-        image, label = batch["image"][k], batch["label"][k]
+    def emit(*, image, label, prediction, name, confusion) -> None:
         shown = {"image": image, "label": label, "prediction": prediction, "name": name}
         if len(samples) < num_samples:
             samples.append(shown)
         if on_example is not None:
             on_example(**shown, confusion=confusion)
 
+    whole = WholeImages(tiled, emit) if tiled else None
+
+    def each(*, index, batch, k, prediction, confusion) -> None:
+        if len(samples) >= num_samples and on_example is None:
+            return
+        if whole is not None:
+            whole.add(index=index, prediction=prediction, confusion=confusion)
+            return
+        names = batch.get("names")
+        name = names[k] if names else example_name(source[index], index)
+        emit(
+            image=batch["image"][k],
+            label=batch["label"][k],
+            prediction=prediction,
+            name=name,
+            confusion=confusion,
+        )
+
     try:
         results = evaluator.run(predict_and_count, on_example=each)
+        if whole is not None:
+            whole.flush()
     finally:
         bar.close()
+    if tiled is not None:
+        results = {**results, "num_examples": len(tiled.source), "num_tiles": len(tiled)}
     return results, samples
 
 
@@ -205,7 +292,7 @@ def run_evaluation(
 
     Raises:
       WorkdirError, CheckpointSpecError, IncompatibleCheckpointError, CheckpointError: the
-        run or checkpoint cannot be used (see ``unet_jax.inference.load_run``).
+        run or checkpoint cannot be used (see ``unet_jax.run.loading.load_run``).
       SplitError: the split does not exist or is empty.
       FileNotFoundError: the data set is not prepared and cannot be.
     """
@@ -234,13 +321,7 @@ def run_evaluation(
             data_dir=options.data_dir,
             prepare_fn=prepare_fn,
         )
-    crop_trained = config.get("input_mode", "resize") == "crop"
-    full_input = options.full_resolution_input or ("native" if crop_trained else "resized")
-    if full_input not in FULL_RESOLUTION_INPUTS:
-        raise OptionError(
-            f"full_resolution_input must be one of {FULL_RESOLUTION_INPUTS}, got "
-            f"{options.full_resolution_input!r}"
-        )
+    full_scale = scale_for(options.scale, config)
     if len(source) == 0:
         raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
     image_size = tuple(int(v) for v in config.image_size)
@@ -258,7 +339,7 @@ def run_evaluation(
     html_rows = [report_html.ImageRows(classes)] if options.pictures else []
     results, samples = _score(
         evaluator,
-        segmenter_predictor(segmenter),
+        segmenter_predictor(adapted_to(segmenter, evaluator)),
         num_samples=options.num_gallery,
         description=f"{options.split} at {resolution}",
         progress=options.progress,
@@ -272,14 +353,14 @@ def run_evaluation(
         "checkpoint": checkpoint,
         "options": {
             **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
-            **dataclasses.asdict(options.segment),
+            **dataclasses.asdict(segmenter.options),
         },
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         **_json_results(results, resolution, config.dataset),
     }
     report["options"]["batch_size"] = segmenter.batch_size
-    report["options"]["full_resolution_input"] = full_input
+    report["options"]["scale"] = full_scale
     full_samples: list[dict[str, Any]] = []
     if options.full_resolution:
         full_dataset = full_resolution_dataset(config.dataset)
@@ -301,15 +382,18 @@ def run_evaluation(
         tick = time.perf_counter()
         if options.pictures:
             html_rows.append(report_html.ImageRows(classes))
+        full_evaluator = Evaluator(
+            full_source,
+            geometry=Geometry("native"),  # whole examples, padded or tiled
+            class_names=classes.names,
+            batch_size=segmenter.batch_size,
+        )
+        input_size = image_size if full_scale == "resize" else None
         full_results, full_samples = _score(
-            Evaluator(
-                full_source,
-                geometry=Geometry("native"),
-                class_names=classes.names,
-                batch_size=segmenter.batch_size,
-            ),
+            full_evaluator,
             segmenter_predictor(
-                segmenter, input_size=image_size if full_input == "resized" else None
+                adapted_to(segmenter, full_evaluator, input_size=input_size),
+                input_size=input_size,
             ),
             num_samples=options.num_gallery,
             description=f"{options.split} at full resolution",

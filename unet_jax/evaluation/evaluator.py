@@ -4,23 +4,25 @@ An :class:`Evaluator` holds a split and a :class:`Geometry` (how the examples re
 model) and, for any predictor, yields the split's confusion matrix and the scores derived
 from it (``metrics.segmentation_metrics``). The training loop validates with it and eval.py
 scores with it, both in ``Geometry.of_run(config)``, so the metric that picks ``best/`` is
-the one eval.py reports. Geometries:
+the one eval.py reports. A geometry is a scale (``unet_jax.deploy.options.SCALES``) and a
+size:
 
-- ``resize``: every example resized to the training size (image bilinear, label nearest;
-  runs trained on resized images).
-- ``tiles``: native scale, cut into training-size tiles, every pixel counted once
-  (``tiles.TiledSource``; runs trained on crops).
-- ``native``: whole examples at their stored size, in batches of equal size; the predictor
-  pads or tiles them (eval.py's full resolution).
+- ``Geometry("resize", size)``: every example resized to the training size (image
+  bilinear, label nearest; runs trained on resized images).
+- ``Geometry("native", size)``: native scale, cut into training-size tiles, every pixel
+  counted once (``tiles.TiledSource``; runs trained on crops).
+- ``Geometry("native")``: whole examples at their stored size, in batches of equal size;
+  the predictor pads or tiles them (eval.py's full resolution).
 
-``resize`` and ``tiles`` batches have one shape, the last batch padded (``mask`` False),
+Batches of a geometry with a size have one shape, the last batch padded (``mask`` False),
 and follow the device driver's layout, so they shard across devices and hosts.
 
 A predictor maps a batch (``image``, ``label``, ``mask``) to either ``confusion`` [C, C]
 plus ``count`` (and optionally ``loss_sum``), counted on the devices
 (:func:`device_predictor`: the driver's eval step on the replicated state), or
-``prediction`` [B, H, W] class ids on the host (:func:`segmenter_predictor`), counted here
-by ``metrics.confusion_counts``. Counting lives only in ``metrics``.
+``prediction`` [B, H, W] class ids on the host (:func:`segmenter_predictor`, which also
+says the ``scale`` and whether the images were ``tiled``), counted here by
+``metrics.confusion_counts``. Counting lives only in ``metrics``.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ import numpy as np
 from unet_jax.data import image_ops
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data.augment import check_example
+from unet_jax.deploy.options import SCALES, trained_scale
 from unet_jax.evaluation import metrics
 from unet_jax.evaluation.tiles import TiledSource
 
-GEOMETRIES = ("resize", "tiles", "native")
 Predictor = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -48,31 +50,36 @@ class Geometry:
     """How the examples of a split reach the model.
 
     Attributes:
-      kind: "resize", "tiles" or "native" (module docstring).
-      size: (height, width): the resize target or the tile size; None for "native".
+      scale: "resize" or "native" (module docstring).
+      size: (height, width): the resize target, or the tile size at native scale; None:
+        whole examples at native scale.
     """
 
-    kind: str
+    scale: str
     size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in GEOMETRIES:
-            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.kind!r}")
-        if (self.size is None) != (self.kind == "native"):
-            raise ValueError(f"geometry {self.kind!r} got size {self.size!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if self.scale == "resize" and self.size is None:
+            raise ValueError("scale 'resize' needs a size")
 
     @classmethod
     def of_run(cls, config: ml_collections.ConfigDict) -> Geometry:
-        """The validation geometry of a run: tiles for crop-trained runs, else resize."""
-        kind = "tiles" if config.get("input_mode", "resize") == "crop" else "resize"
-        return cls(kind, tuple(int(v) for v in config.image_size))
+        """The validation geometry of a run: its trained scale, in training-size batches."""
+        return cls(trained_scale(config), tuple(int(v) for v in config.image_size))
+
+    @property
+    def tiled(self) -> bool:
+        """Whether examples are cut into training-size tiles (native scale with a size)."""
+        return self.scale == "native" and self.size is not None
 
     def describe(self) -> str:
         """ "128x128", "native, 32x32 tiles" or "native" (report captions)."""
         if self.size is None:
             return "native"
         size = f"{self.size[0]}x{self.size[1]}"
-        return f"native, {size} tiles" if self.kind == "tiles" else size
+        return f"native, {size} tiles" if self.tiled else size
 
 
 class Driver(Protocol):
@@ -98,25 +105,52 @@ def segmenter_predictor(segmenter: Any, *, input_size: tuple[int, int] | None = 
     """Host predictions of a ``Segmenter`` (a loaded run or an ONNX model).
 
     Args:
-      segmenter: has ``predict(images) -> (labels, _)`` and ``mode_for(h, w)``.
+      segmenter: has ``predict(images) -> (labels, _)`` and ``is_tiled(h, w)``.
       input_size: (H, W) to resize the model's input to, the prediction being resized back
-        (nearest) to the batch's size; None: the batch as it is (padded or tiled).
+        (nearest) to the batch's size; None: the batch at native scale (padded or tiled).
 
     Returns:
-      batch -> ``prediction`` and ``mode`` ("pad", "tile" or "resize").
+      batch -> ``prediction``, ``scale`` ("resize" or "native") and ``tiled`` (bool).
     """
 
     def predict(batch: dict[str, Any]) -> dict[str, Any]:
         images = batch["image"]
         if input_size is None:
-            mode = segmenter.mode_for(*images.shape[1:3])
-            return {"prediction": segmenter.predict(images)[0], "mode": mode}
+            tiled = segmenter.is_tiled(*images.shape[1:3])
+            return {"prediction": segmenter.predict(images)[0], "scale": "native", "tiled": tiled}
         h, w = images.shape[1:3]
         small = np.stack([image_ops.resize_image(x, *input_size) for x in images])
         back = [image_ops.resize_nearest(p, h, w) for p in segmenter.predict(small)[0]]
-        return {"prediction": np.stack(back), "mode": "resize"}
+        return {"prediction": np.stack(back), "scale": "resize", "tiled": False}
 
     return predict
+
+
+def adapted_to(
+    segmenter: Any, evaluator: Evaluator, *, input_size: tuple[int, int] | None = None
+) -> Any:
+    """The segmenter for one pass over ``evaluator``, its BatchNorm adaptation restarted.
+
+    ``adapt_bn="set"``: adapted to every example of the split as the model sees it
+    (resized to ``input_size`` when given; a first pass over the split); "stream": fresh
+    from the checkpoint's statistics, the running average then follows the batches;
+    "off": the segmenter itself.
+    """
+    mode = segmenter.options.adapt_bn
+    if mode == "off":
+        return segmenter
+    if mode == "stream":
+        return segmenter.adapted(())
+
+    def images() -> Iterator[np.ndarray]:
+        for batch in evaluator.batches():
+            real = np.asarray(batch["image"])[np.asarray(batch["mask"], bool)]
+            if len(real) and input_size is not None:
+                real = np.stack([image_ops.resize_image(x, *input_size) for x in real])
+            if len(real):
+                yield real
+
+    return segmenter.adapted(images())
 
 
 def example_name(example: Any, index: int) -> str:
@@ -129,7 +163,7 @@ class Evaluator:
     """Scores predictors on every example of ``source`` exactly once, in one geometry.
 
     Args:
-      source: random-access examples (data contract). For "tiles" it is indexed here, which
+      source: random-access examples (data contract). Tiled, it is indexed here, which
         reads every example once, so build the evaluator once and run it many times.
       geometry: how the examples reach the model.
       class_names: the C class names (metric keys).
@@ -152,7 +186,7 @@ class Evaluator:
     ) -> None:
         self.geometry = geometry
         self.class_names = tuple(class_names)
-        self.source = TiledSource(source, geometry.size) if geometry.kind == "tiles" else source
+        self.source = TiledSource(source, geometry.size) if geometry.tiled else source
         self._batch_size = batch_size
         self._share = {
             "layout": layout,
@@ -162,8 +196,8 @@ class Evaluator:
         }
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """One pass: ``image``, ``label``, ``mask`` (and ``names`` for "native")."""
-        if self.geometry.kind != "native":
+        """One pass: ``image``, ``label``, ``mask`` (and ``names`` for whole examples)."""
+        if self.geometry.size is not None:
             return input_pipeline.create_eval_batches(
                 self.source,
                 global_batch_size=self._batch_size,
@@ -206,8 +240,8 @@ class Evaluator:
         Returns:
           ``segmentation_metrics`` plus ``confusion`` (int64 [C, C]), ``num_examples``,
           ``sizes`` ({"HxW": examples}); ``loss`` (mean per-example loss) when the
-          predictor gives ``loss_sum``; ``modes`` (examples per way of segmenting) when
-          it gives ``mode``.
+          predictor gives ``loss_sum``; ``scales`` (examples per scale) and ``tiled``
+          (examples segmented in tiles) when it gives ``scale``.
 
         Raises:
           RuntimeError: the examples scored are not those of the source (a source whose
@@ -216,7 +250,8 @@ class Evaluator:
         num_classes = len(self.class_names)
         accumulator = metrics.ConfusionMatrix(num_classes)
         sizes: collections.Counter = collections.Counter()
-        modes: collections.Counter = collections.Counter()
+        scales: collections.Counter = collections.Counter()
+        tiled = 0
         loss_sum, count, with_loss = 0.0, 0, False
         for batch in self.batches():
             out = predict(batch)
@@ -227,8 +262,9 @@ class Evaluator:
             accumulator.update(out["confusion"])
             count += int(out["count"])
             sizes[f"{batch['image'].shape[-3]}x{batch['image'].shape[-2]}"] += real
-            if "mode" in out:
-                modes[out["mode"]] += real
+            if "scale" in out:
+                scales[out["scale"]] += real
+                tiled += real if out["tiled"] else 0
             if "loss_sum" in out:
                 loss_sum += float(out["loss_sum"])
                 with_loss = True
@@ -240,8 +276,9 @@ class Evaluator:
         results["num_examples"] = count
         results["confusion"] = accumulator.matrix
         results["sizes"] = dict(sizes)
-        if modes:
-            results["modes"] = dict(modes)
+        if scales:
+            results["scales"] = dict(scales)
+            results["tiled"] = tiled
         return results
 
     def _host_counts(

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from unet_jax.deploy.options import ModelSource, SegmenterOptions, option
+from unet_jax.deploy.options import SCALES, ModelSource, SegmenterOptions, option
 
 SPLITS = ("train", "validation", "test")
-FULL_RESOLUTION_INPUTS = ("native", "resized")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,11 +20,10 @@ class EvalOptions(ModelSource):
     Attributes:
       split: "train", "validation" or "test".
       full_resolution: also evaluate at the examples' stored resolution.
-      full_resolution_input: how the model sees a full-size example: "native" (at its
-        stored size, padded or tiled) or "resized" (resized to the training size, the
-        prediction resized back with nearest neighbour); the labels stay full size.
-        None: the scale the model was trained at ("native" for crop-trained runs,
-        "resized" otherwise).
+      scale: the scale the model sees a full-size example at: "native" (its stored size,
+        padded or tiled) or "resize" (resized to the training size, the prediction resized
+        back with nearest neighbour); the labels stay full size. None: the scale the model
+        was trained at (``unet_jax.deploy.options.trained_scale``).
       segment: TTA, batch size (None: ``config.eval_batch_size``) and tiling.
       num_gallery: examples shown in the gallery.
       data_dir: TFDS data directory; None: the run's ``config.data_dir``.
@@ -37,12 +35,12 @@ class EvalOptions(ModelSource):
     full_resolution: bool = option(
         False, "Also evaluate at the examples' original (full-size) resolution."
     )
-    full_resolution_input: str | None = option(
+    scale: str | None = option(
         None,
-        "Full resolution: segment at the stored size (native: pad/tile) or at the training "
-        "size with the prediction resized back (resized). Default: the scale the model was "
-        "trained at (native for runs trained on crops, resized otherwise).",
-        choices=FULL_RESOLUTION_INPUTS,
+        "With --full_resolution: the scale the model sees the full-size examples at: resize "
+        "(to the training size, the prediction resized back) or native (stored size: padded, "
+        "or tiled when larger than --max_side). Default: the scale the model was trained at.",
+        choices=SCALES,
     )
     segment: SegmenterOptions = SegmenterOptions()
     num_gallery: int = option(4, "Examples shown in the gallery picture.")

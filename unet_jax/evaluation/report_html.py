@@ -3,8 +3,8 @@
 The page holds the headline scores, the per-class table, the row-normalised confusion
 matrix (pixel counts in each cell's tooltip) and every evaluated image with its own IoU,
 worst first, as image | ground truth | prediction in the classes' colours. Pictures are
-PNG thumbnails embedded as ``data:`` URIs and the styling is inline CSS, so the file opens
-anywhere, offline, without JavaScript.
+thumbnails (the image as JPEG, the label maps as PNG) embedded as ``data:`` URIs and the
+styling is inline CSS, so the file opens anywhere, offline, without JavaScript.
 
 :class:`ImageRows` collects the images while the evaluation runs (from the predictions it
 has made; nothing is segmented twice): per image its confusion matrix and three
@@ -30,6 +30,7 @@ from unet_jax.data.classes import IGNORE_COLOR, ClassSet, to_hex
 from unet_jax.evaluation import metrics, reports
 
 THUMBNAIL_WIDTH = 384  # pixels; wider images are downscaled, smaller ones kept as they are
+JPEG_QUALITY = 80  # the input thumbnails; label maps stay lossless palette PNGs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ImageRow:
       size: (H, W) as scored.
       scores: ``metrics.segmentation_metrics`` of the image's own confusion matrix; its
         ``mean_iou`` is the mean over the classes present in its label or prediction.
-      pictures: PNG bytes of the image, the ground truth and the prediction.
+      pictures: JPEG bytes of the image, PNG bytes of the ground truth and the prediction.
     """
 
     index: int
@@ -50,6 +51,13 @@ class ImageRow:
     size: tuple[int, int]
     scores: dict[str, Any]
     pictures: tuple[bytes, bytes, bytes]
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    # Photos as JPEG: about a tenth of a PNG's size, so hundreds of images stay a few MB.
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
 
 
 def _png(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
@@ -117,7 +125,7 @@ class ImageRows:
                 size=(h, w),
                 scores=metrics.segmentation_metrics(confusion, self.classes.names),
                 pictures=(
-                    _png(image_ops.resize(image, height=th, width=tw, method="area")),
+                    _jpeg(image_ops.resize(image, height=th, width=tw, method="area")),
                     *(_png(a, self._palette) for a in ids),
                 ),
             )
@@ -291,8 +299,9 @@ def _confusion_table(cm: np.ndarray, classes: ClassSet) -> str:
     )
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _data_uri(picture: bytes) -> str:
+    kind = "jpeg" if picture.startswith(b"\xff\xd8") else "png"
+    return f"data:image/{kind};base64," + base64.b64encode(picture).decode("ascii")
 
 
 def _image_row(rank: int, row: ImageRow, classes: ClassSet) -> str:

@@ -475,7 +475,7 @@ def results_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     columns = [("whole images" if first == "native" else f"training resolution {first}", report)]
     if report.get("full_resolution"):
         full = report["full_resolution"]
-        how = report["options"].get("full_resolution_input", "native")
+        how = report["options"]["scale"]
         columns.append((f"full resolution {full['resolution']} ({how})", full))
     return columns
 
@@ -499,17 +499,16 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
         f"# Evaluation of `{report['workdir']}` on the {report['split']} split",
         "",
         f"- checkpoint: {checkpoint['requested']} (step {checkpoint['step']})",
-        f"- data set: `{report['dataset']}`, {report['num_examples']} examples",
+        f"- data set: `{report['dataset']}`, {counted(report)}",
         f"- test-time flip augmentation: {'on' if options['tta_flip'] else 'off'}",
     ]
     if report.get("full_resolution"):
         full = report["full_resolution"]
-        modes = ", ".join(f"{k}: {v}" for k, v in full["modes"].items() if v)
         lines.append(
-            f"- full resolution: `{full['dataset']}`, sizes {full['sizes']}, model input "
-            f"{options.get('full_resolution_input', 'native')} (examples by way of "
-            f"segmenting: {modes}; max side {options['max_side']}, tiles "
-            f"{options['tile_size']} overlap {options['tile_overlap']})"
+            f"- full resolution: `{full['dataset']}`, sizes {full['sizes']}, scale "
+            f"{options['scale']} ({full['tiled']} examples tiled; max side "
+            f"{options['max_side']}, tiles {options['tile_size']} overlap "
+            f"{options['tile_overlap']})"
         )
     lines += ["", "| score | " + " | ".join(t for t, _ in columns) + " |"]
     lines.append("| --- |" + " ---: |" * len(columns))
@@ -523,6 +522,12 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
     return "\n".join(lines) + "\n"
 
 
+def counted(report: dict[str, Any]) -> str:
+    """``60 images`` (``60 images in 1211 tiles`` where tiles were scored)."""
+    tiles = report.get("num_tiles")
+    return f"{report['num_examples']} images" + (f" in {tiles} tiles" if tiles else "")
+
+
 def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = ()) -> str:
     """A one-screen console summary of an evaluation report."""
     columns = results_columns(report)
@@ -530,8 +535,7 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
     head = [
         f"Evaluated {report['workdir']} checkpoint {checkpoint['requested']} "
         f"(step {checkpoint['step']}) on {report['dataset']} {report['split']}: "
-        f"{report['num_examples']} examples"
-        + (", flip TTA" if report["options"]["tta_flip"] else ""),
+        f"{counted(report)}" + (", flip TTA" if report["options"]["tta_flip"] else ""),
         "",
         f"{'':22}" + "".join(f"{r['resolution']:>14}" for _, r in columns),
         f"{'':22}" + "".join(f"{t.split(' ')[0]:>14}" for t, _ in columns),

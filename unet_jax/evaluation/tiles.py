@@ -7,7 +7,7 @@ end at the image border (so tiles hold only image pixels); pixels that an earlie
 already covered are labelled ignore in the later one, so each pixel counts exactly once.
 An image smaller than a tile is padded (image 0, label ignore). The tiles all have one
 shape, so they batch and shard across devices like any validation batch. The training
-loop and eval.py score them alike (``evaluator.Geometry("tiles", ...)``).
+loop and eval.py score them alike (``evaluator.Geometry("native", image_size)``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,19 @@ class TiledSource:
             ]
         self._lock = threading.Lock()
         self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def source(self) -> Any:
+        """The whole examples the tiles are cut from."""
+        return self._source
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        return self._th, self._tw
+
+    def origin(self, k: int) -> tuple[int, int, int]:
+        """``(example index, top, left)`` of tile ``k``."""
+        return self._index[k]
 
     def __len__(self) -> int:
         return len(self._index)

@@ -26,10 +26,17 @@ Preemption (SIGTERM) is handled by the training loop, which saves through
 handling of its own.
 """
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import pathlib
+import re
+import shutil
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -38,6 +45,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from jax.experimental import multihost_utils
 
+from unet_jax.errors import VERBOSE_ENV_VAR
 from unet_jax.run.state import TrainState
 from unet_jax.run.workdir import Workdir
 
@@ -46,6 +54,8 @@ DIGEST_KEY = "state_sha256"
 # A second digest over the model variables alone lets inference read and verify only them.
 VARIABLES_DIGEST_KEY = "variables_sha256"
 VARIABLE_COLLECTIONS = ("params", "batch_stats")
+# What orbax leaves of a save that never finished: ``<step>.orbax-checkpoint-tmp[-<time>]``.
+INTERRUPTED_SAVE = re.compile(r"^(\d+)\.orbax-checkpoint-tmp(-\d+)?$")
 
 
 class CheckpointError(RuntimeError):
@@ -97,8 +107,12 @@ class Checkpointer:
       keep: how many of the latest checkpoints to keep.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, *, keep: int):
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int, log=print):
         layout = Workdir.of(pathlib.Path(workdir).absolute())
+        self._log = log if jax.process_index() == 0 else (lambda *_: None)
+        for folder in (layout.checkpoints, layout.best):
+            for removed in remove_interrupted_saves(folder):
+                self._log(f"Removed {removed}: an incomplete checkpoint of an interrupted save")
         self.latest = _manager(
             layout.checkpoints,
             ocp.CheckpointManagerOptions(
@@ -151,18 +165,20 @@ class Checkpointer:
                 # damaged copy; the resumed run re-trained the step: write it anew.
                 manager.delete(step)
             previous = manager.latest_step()
-            try:
-                manager.save(step, args=args, force=True)
-                manager.wait_until_finished()
-                manager.check_for_errors()
-                error = None
-            except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's ValueError
-                error = e
-            # Orbax can log a failed write (e.g. a full disk) from its writer thread and
-            # return normally: only a finalised step directory counts as saved.
-            manager.reload()
+            with background_errors_collected() as collected:
+                try:
+                    manager.save(step, args=args, force=True)
+                    manager.wait_until_finished()
+                    manager.check_for_errors()
+                    error = None
+                except Exception as e:  # noqa: BLE001 - OSError, or tensorstore's ValueError
+                    error = e
+                # Orbax can log a failed write (e.g. a full disk) from its writer thread and
+                # return normally: only a finalised step directory counts as saved.
+                manager.reload()
             if error is not None or step not in manager.all_steps():
-                cause = error or "the write did not complete (see the log above)"
+                cause = short_cause(error) if error else None
+                cause = cause or (collected[0] if collected else "the write did not complete")
                 raise CheckpointError(
                     f"could not write checkpoint step {step} to {manager.directory}: {cause}. "
                     f"The previous checkpoint (step {previous}) is intact; fix the cause "
@@ -185,16 +201,38 @@ class Checkpointer:
         manager = self.latest if which == "latest" else self.best
         if step is not None:
             return self._restore_step(manager, template, step)
+        set_aside = []
         for candidate in sorted(manager.all_steps(), reverse=True):
             try:
                 return self._restore_step(manager, template, candidate)
             except CheckpointError as e:
                 moved = self._set_aside(manager, candidate)
+                set_aside.append(moved.name)
                 warnings.warn(
                     f"{e}; moved it to {moved.name} and trying the previous checkpoint",
                     stacklevel=2,
                 )
-        raise NoUsableCheckpointError(f"no usable {which} checkpoint in {manager.directory}")
+        message = f"no usable {which} checkpoint in {manager.directory}"
+        if set_aside:
+            message += f" (set aside as damaged: {', '.join(set_aside)})"
+        if which == "latest":
+            message += self._best_advice(template)
+        raise NoUsableCheckpointError(message)
+
+    def _best_advice(self, template: TrainState) -> str:
+        """What to run when ``checkpoints/`` has no usable step: ``best/``'s, if intact."""
+        for step in sorted(self.best.all_steps(), reverse=True):
+            try:
+                self._restore_step(self.best, template, step)
+            except CheckpointError:
+                continue
+            source = pathlib.Path(self.best.directory) / str(step)
+            target = pathlib.Path(self.latest.directory) / str(step)
+            return (
+                f"; best/{step} is intact: copy it back to resume from it "
+                f"(cp -r {source} {target}) and run the same command again"
+            )
+        return "; best/ holds no intact checkpoint either: train in a new --workdir"
 
     def _restore_step(
         self, manager: ocp.CheckpointManager, template: TrainState, step: int
@@ -207,20 +245,21 @@ class Checkpointer:
         template_dict = serialization.to_state_dict(template)
         _check_compatible(manager, step, template_dict)
         try:
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(template_dict),
-                    meta=ocp.args.JsonRestore(),
-                ),
-            )
+            with background_errors_collected():
+                restored = manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(template_dict),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
             meta = dict(restored["meta"])
             recorded = meta.pop(DIGEST_KEY, None)
             meta.pop(VARIABLES_DIGEST_KEY, None)
             state_dict = restored["state"]
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
             raise CheckpointError(
-                f"checkpoint step {step} in {manager.directory} is damaged ({e})"
+                f"checkpoint step {step} in {manager.directory} is damaged ({short_cause(e)})"
             ) from e
         if recorded is None or recorded != state_digest(state_dict):
             raise CheckpointError(
@@ -283,15 +322,23 @@ def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[s
     template_dict = serialization.to_state_dict(template)
     try:
         meta = json.loads((step_dir / "meta" / "metadata").read_text())
-        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+        # Orbax warns that a step's state has no _CHECKPOINT_METADATA (it never writes one
+        # there): collected, so that loading a run prints nothing.
+        with (
+            background_errors_collected(),
+            ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader,
+        ):
             saved = _shapes(reader.metadata(step_dir / "state").item_metadata.tree)
     except Exception as e:  # noqa: BLE001 - unreadable files or metadata are damage
-        raise CheckpointError(f"{where} is damaged ({e})") from e
+        raise CheckpointError(f"{where} is damaged ({short_cause(e)})") from e
     _compare_shapes(saved, _shapes(template_dict), where=where)
     recorded = meta.get(VARIABLES_DIGEST_KEY)
     wanted = _variables_of(template_dict) if recorded else template_dict
     try:
-        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+        with (
+            background_errors_collected(),
+            ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader,
+        ):
             restored = reader.restore(
                 step_dir / "state",
                 args=ocp.args.PyTreeRestore(
@@ -301,7 +348,7 @@ def read_variables(step_dir: str | pathlib.Path, template: TrainState) -> dict[s
                 ),
             )
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types on bad files
-        raise CheckpointError(f"{where} is damaged ({e})") from e
+        raise CheckpointError(f"{where} is damaged ({short_cause(e)})") from e
     if recorded is None:
         recorded = meta.get(DIGEST_KEY)
     if recorded is None or recorded != state_digest(restored):
@@ -334,7 +381,7 @@ def _check_compatible(manager: ocp.CheckpointManager, step: int, template_dict: 
         saved = _shapes(manager.item_metadata(step)["state"])
     except Exception as e:  # noqa: BLE001 - unreadable metadata is damage
         raise CheckpointError(
-            f"checkpoint step {step} in {manager.directory} is damaged ({e})"
+            f"checkpoint step {step} in {manager.directory} is damaged ({short_cause(e)})"
         ) from e
     _compare_shapes(
         saved, _shapes(template_dict), where=f"checkpoint step {step} in {manager.directory}"
@@ -358,3 +405,82 @@ def _compare_shapes(
             f"configuration (num_classes, model.features, ...): {shown}"
             + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         )
+
+
+def short_cause(error: BaseException) -> str:
+    """The first line of an orbax/TensorStore error, without its TensorStore spec."""
+    text = str(error).strip() or type(error).__name__
+    text = re.split(r"\s*\[tensorstore_spec=|\s*See full TensorStore details", text)[0]
+    line = text.splitlines()[0].strip() if text.splitlines() else text
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+class _Collect(logging.Filter):
+    """Keeps the messages of warnings and errors instead of letting them be printed."""
+
+    def __init__(self, into: list[str]) -> None:
+        super().__init__()
+        self._into = into
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self._into.append(short_cause(Exception(record.getMessage())))
+        return False
+
+
+@contextlib.contextmanager
+def background_errors_collected() -> Iterator[list[str]]:
+    """Orbax's and TensorStore's log records and background-thread exceptions, collected.
+
+    A failed read or write is reported by orbax's threads many times over (logged
+    tracebacks, one per array); the caller raises one error naming the cause instead. With
+    ``UNET_JAX_VERBOSE=1`` nothing is collected and everything is printed as it comes.
+
+    Yields:
+      The messages collected so far (the first is usually the cause).
+    """
+    collected: list[str] = []
+    if os.environ.get(VERBOSE_ENV_VAR):
+        yield collected
+        return
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax")]
+    collect = _Collect(collected)
+    for logger in loggers:
+        logger.addFilter(collect)
+    previous_hook = threading.excepthook
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        collected.append(short_cause(args.exc_value or Exception(str(args.exc_type))))
+
+    threading.excepthook = thread_hook
+    try:
+        yield collected
+    finally:
+        threading.excepthook = previous_hook
+        for logger in loggers:
+            logger.removeFilter(collect)
+
+
+def remove_interrupted_saves(folder: pathlib.Path) -> list[str]:
+    """Removes what saves that never finished left in ``folder`` (process 0; all call it).
+
+    Orbax writes ``<step>.orbax-checkpoint-tmp...`` and renames it to ``<step>`` when it is
+    complete, so such a folder was never finalised: nothing resumes from it.
+
+    Returns:
+      ``"best/22.orbax-checkpoint-tmp (21.0 MB)"`` for each folder removed.
+    """
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if INTERRUPTED_SAVE.match(p.name) and p.is_dir())
+    if not stale:
+        return []
+    _barrier(f"remove interrupted saves in {folder}: before")
+    removed = []
+    for path in stale:
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if jax.process_index() == 0:
+            shutil.rmtree(path, ignore_errors=True)
+        removed.append(f"{folder.name}/{path.name} ({size / 1e6:.1f} MB)")
+    _barrier(f"remove interrupted saves in {folder}: after")
+    return removed

@@ -1,6 +1,6 @@
 """Loading a trained run for reuse: read-only, and only the model's variables.
 
-Public API (also re-exported by ``unet_jax.inference``)::
+Public API (``unet_jax.load`` and ``unet_jax.make_apply_fn``)::
 
     model, variables = unet_jax.load("runs/demo")  # the best checkpoint
     apply_fn = make_apply_fn(model)           # jitted (variables, images) -> logits

@@ -14,7 +14,53 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import pathlib
+
+from unet_jax.errors import UserError
+
+
+class WorkdirNotWritableError(UserError, OSError):
+    """The workdir cannot be created or written: a file, read-only, no permission."""
+
+
+_REASONS = {
+    errno.EROFS: "is on a read-only filesystem",
+    errno.EACCES: "is not writable (permission denied)",
+    errno.EPERM: "is not writable (operation not permitted)",
+    errno.ENOSPC: "is on a full disk (no space left on the device)",
+    errno.EDQUOT: "is over its disk quota",
+}
+
+
+def create_writable(root: str | pathlib.Path) -> None:
+    """Creates the workdir (and its parents) and checks that a file can be written there.
+
+    Args:
+      root: the run directory (``--workdir``).
+
+    Raises:
+      WorkdirNotWritableError: ``root`` or a parent is a file, or it cannot be written; the
+        message names the path and why.
+    """
+    root = pathlib.Path(root)
+    probe = root / f".write-check-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), root)
+        what = "is a file" if blocker == root else f"is inside {blocker}, a file"
+        raise WorkdirNotWritableError(
+            f"workdir {root}: {what}, not a folder; pass a folder to --workdir"
+        ) from e
+    except OSError as e:
+        reason = _REASONS.get(e.errno, f"cannot be written ({e.strerror or e})")
+        raise WorkdirNotWritableError(
+            f"workdir {root}: {reason}; pass a writable folder to --workdir"
+        ) from e
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from unet_jax.run.state import DTYPES
 from unet_jax.train import losses
 from unet_jax.train.parallel import DRIVERS
 
-__all__ = ["ConfigError", "validate_against_data", "validate_config"]
+__all__ = ["ConfigError", "expand_shorthands", "validate_against_data", "validate_config"]
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "loss": tuple(losses.LOSS_NAMES),
@@ -60,6 +60,21 @@ def _get(config: ml_collections.ConfigDict, field: str) -> Any:
     for part in field.split("."):
         value = value[part]
     return value
+
+
+def expand_shorthands(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config with ``image_size=64`` (one number) written out as ``(64, 64)``.
+
+    Returns:
+      ``config`` itself when nothing is to expand, else an expanded copy.
+    """
+    size = config.image_size
+    if isinstance(size, int) or (isinstance(size, tuple | list) and len(size) == 1):
+        side = size if isinstance(size, int) else size[0]
+        config = config.copy_and_resolve_references()
+        with config.unlocked(), config.ignore_type():
+            config.image_size = (side, side)
+    return config
 
 
 def validate_config(

@@ -34,7 +34,16 @@ from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import write_run_classes
 from unet_jax.run.state import create_learning_rate_schedule, create_model, create_train_state
-from unet_jax.train import class_weights, config_checks, init_from, losses, parallel, time_budget
+from unet_jax.run.workdir import create_writable
+from unet_jax.train import (
+    class_weights,
+    config_checks,
+    init_from,
+    losses,
+    parallel,
+    resume_checks,
+    time_budget,
+)
 
 
 class PreemptionGuard:
@@ -345,18 +354,21 @@ def train_and_evaluate(
     workdir = pathlib.Path(workdir)
     is_main = jax.process_index() == 0
     log = print if is_main else (lambda *_: None)
+    config = config_checks.expand_shorthands(config)
     config_checks.validate_config(
         config, process_count=jax.process_count(), local_device_count=jax.local_device_count()
     )
     budget_s = time_budget.check_config(config)
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        create_writable(workdir)
+    resume_checks.check_same_data(config, workdir)
 
     # 1. Data, classes and the schedule.
     config, sources, classes, stats = open_training_data(
         config, prepare_fn=prepare_fn, sources=sources, classes=classes
     )
     config_checks.validate_against_data(config, classes)
+    resume_checks.check_same_model(config, classes, workdir)
     if is_main:
         write_run_classes(workdir, classes)
     schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
