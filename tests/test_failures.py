@@ -10,9 +10,7 @@ import json
 import os
 import pathlib
 import re
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -243,23 +241,34 @@ def test_every_latest_checkpoint_truncated_names_the_intact_best(trained, tmp_pa
 def test_interrupted_save_is_removed_at_the_next_start(trained, tmp_path):
     workdir = trained.copy(tmp_path)
     best = sorted((workdir / "best").iterdir())[-1]
-    stale = workdir / "best" / "5.orbax-checkpoint-tmp-1765000000"
+    stale = workdir / "best" / "5.orbax-checkpoint-tmp"
     shutil.copytree(best, stale)
     (stale / "_CHECKPOINT_METADATA").unlink()  # never finalised
-    assert_told(trained.resume(workdir), 0, "Removed best/5.orbax-checkpoint-tmp-1765000000")
+    assert_told(trained.resume(workdir), 0, "Removed best/5.orbax-checkpoint-tmp")
     assert not stale.exists()
 
 
-def _small_file_limit() -> None:
-    """Files may not grow past 20 kB: the checkpoint's larger files cannot be written."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+def _with_full_disk(checkpoints: pathlib.Path, room: int) -> list[str]:
+    """A command prefix: ``checkpoints`` on a tmpfs holding its files and ``room`` bytes more."""
+    used = sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file())
+    size = used + len(list(checkpoints.rglob("*"))) * 4096 + room  # tmpfs counts pages
+    saved = checkpoints.with_name("checkpoints.saved")
+    checkpoints.rename(saved)
+    checkpoints.mkdir()
+    script = (
+        f'mount -t tmpfs -o size={size} tmpfs "{checkpoints}" && '
+        f'cp -a "{saved}/." "{checkpoints}/" && exec "$@"'
+    )
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
 
 
 @pytest.mark.slow
 def test_full_disk_while_saving_is_one_line(trained, tmp_path):
+    if shutil.which("unshare") is None or not _read_only_mount_works(tmp_path):
+        pytest.skip("no user namespaces to mount a small filesystem")
     workdir = trained.copy(tmp_path)
-    result = trained.resume(workdir, "--config.num_train_steps=5", preexec_fn=_small_file_limit)
+    prefix = _with_full_disk(workdir / "checkpoints", room=16_384)
+    result = trained.resume(workdir, prefix=prefix)
     assert_told(result, 4, "could not write checkpoint step 4", "(step 3) is intact")
 
 

@@ -57,6 +57,9 @@ def test_import_registers_builder_and_configs(tmp_path):
         "resized_256",
         "resized_256_nohood",
         "synthetic",
+        "synthetic_nohood",
+        "full_hood_as_none",
+        "synthetic_hood_as_none",
     }
     assert "semantic" in builder.info.description.lower()  # README.md is the description
     assert "CARLA" in builder.info.citation

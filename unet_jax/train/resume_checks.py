@@ -18,16 +18,16 @@ from unet_jax.data.classes import ClassSet
 from unet_jax.errors import UserError
 from unet_jax.run.workdir import Workdir
 
-# The fields that decide the shapes of what a checkpoint holds (parameters, optimizer).
+# The fields that decide the shapes of what a checkpoint holds (parameters, optimizer);
+# the widths of the encoder the run does not use do not count.
 SHAPE_FIELDS = (
     "model.encoder",
-    "model.features",
-    "model.bridge_features",
-    "model.decoder_features",
     "model.use_batchnorm",
     "model.output_activation",
     "optimizer",
 )
+UNET_WIDTHS = ("model.features", "model.bridge_features")
+RESNET_WIDTHS = ("model.decoder_features",)
 # The fields that name the training data: another value is another data set.
 DATA_FIELDS = ("dataset", "folder")
 ALLOW_NEW_DATA = "allow_new_data"
@@ -138,9 +138,10 @@ def check_same_model(
     if previous is None:
         return
     current = config.to_dict()
+    widths = UNET_WIDTHS if _get(current, "model.encoder") in (None, "unet") else RESNET_WIDTHS
     differing = [
         field
-        for field in SHAPE_FIELDS
+        for field in (*SHAPE_FIELDS, *widths)
         if _get(previous, field) is not None
         and _plain(_get(previous, field)) != _plain(_get(current, field))
     ]
