@@ -206,9 +206,6 @@ def test_auto_conv_impl_resolves_per_backend(monkeypatch, backend, expected):
     assert create_model(config).conv_impl == expected
     config.model.conv_impl = "xla"
     assert create_model(config).conv_impl == "xla"
-    # Workdirs written before the option existed keep the gradient they trained with.
-    del config.model["conv_impl"]
-    assert create_model(config).conv_impl == "xla"
     with pytest.raises(ValueError, match="conv_impl.*'cudnn'"):
         resolve_conv_impl("cudnn")
 
