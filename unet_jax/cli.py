@@ -132,6 +132,9 @@ def run(main: Callable[[], int | None]) -> int:
     return EXIT_OK if code is None else code
 
 
+_QUIET_INSTALLED: list[bool] = []
+
+
 def quiet_background_noise() -> None:
     """Only what concerns the run: no library warnings, one line per warning of this
     project, no "Event loop is closed" at exit.
@@ -140,8 +143,9 @@ def quiet_background_noise() -> None:
     which Python reports as an ignored ``RuntimeError: Event loop is closed`` traceback,
     once per loop; they say nothing about the run. ``UNET_JAX_VERBOSE=1`` keeps them.
     """
-    if os.environ.get(VERBOSE_ENV_VAR):
+    if os.environ.get(VERBOSE_ENV_VAR) or _QUIET_INSTALLED:
         return
+    _QUIET_INSTALLED.append(True)  # once per process: commands run() may be called again
     # The libraries' warnings (TFDS's "Using custom data configuration", orbax's missing
     # metadata of older checkpoints, ...) are about their internals, not the run's input.
     logging.getLogger("absl").addFilter(lambda record: record.levelno >= logging.ERROR)
