@@ -9,31 +9,14 @@ import jax
 import numpy as np
 import pytest
 
+from tests.deploy.perturbed_unet import MODEL, perturbed_variables
 from unet_jax.deploy.bn_adapt import BatchNormAdapter
 from unet_jax.deploy.options import OptionError, SegmenterOptions
 from unet_jax.deploy.segmenter import Segmenter
 from unet_jax.model.unet import DEFAULT_MEAN, DEFAULT_STD, UNet
 from unet_jax.run.loading import make_apply_fn
 
-MODEL = UNet(num_classes=5, features=(4, 8), bridge_features=16)
 FIRST = ("EncoderBlock_0", "ConvBlock_0")
-
-
-def _variables(seed: int = 0):
-    """Random weights; BatchNorm statistics far from those of the test images."""
-    variables = MODEL.init(jax.random.key(seed), np.zeros((1, 32, 32, 3), np.uint8), train=False)
-    rng = np.random.default_rng(seed)
-
-    def perturb(path, x):
-        x = np.asarray(x)
-        name = jax.tree_util.keystr(path)
-        if "var" in name:
-            return rng.uniform(0.2, 2.0, x.shape).astype(x.dtype)
-        if "mean" in name or "bias" in name:
-            return rng.normal(0.0, 0.5, x.shape).astype(x.dtype)
-        return (x * 1.3).astype(x.dtype)
-
-    return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
 def _brightened(n, h, w, seed):
@@ -62,7 +45,7 @@ def _first_stats(batch_stats):
 
 
 def test_set_statistics_of_the_first_layer_equal_numpy():
-    variables = _variables()
+    variables = perturbed_variables()
     batches = [_brightened(2, 32, 32, 1), _brightened(3, 24, 36, 2)]
     adapter = BatchNormAdapter(MODEL, variables, mode="set", momentum=0.9)
     for images in batches:
@@ -80,7 +63,7 @@ def test_set_statistics_of_the_first_layer_equal_numpy():
 
 
 def test_stream_statistics_are_a_running_average_from_the_checkpoint():
-    variables = _variables()
+    variables = perturbed_variables()
     momentum = 0.8
     adapter = BatchNormAdapter(MODEL, variables, mode="stream", momentum=momentum)
     want_mean, want_var = _first_stats(variables["batch_stats"])
@@ -97,7 +80,7 @@ def test_stream_statistics_are_a_running_average_from_the_checkpoint():
 
 def test_a_set_in_one_batch_is_exact_adabn_in_every_layer():
     """Oracle: Flax's training-mode BatchNorm normalises each layer by its batch statistics."""
-    variables = _variables()
+    variables = perturbed_variables()
     images = _brightened(4, 32, 32, 5)
     adapter = BatchNormAdapter(MODEL, variables, mode="set", momentum=0.9)
     adapter.update(images)
@@ -107,7 +90,7 @@ def test_a_set_in_one_batch_is_exact_adabn_in_every_layer():
 
 
 def test_segmenter_adapts_without_changing_its_source():
-    variables = _variables()
+    variables = perturbed_variables()
     images = _brightened(3, 30, 45, 6)  # padded to 32x48 like the segmenter pads
     segmenter = Segmenter(
         make_apply_fn(MODEL), variables, size_multiple=4, model=MODEL, adapt_bn="set"
@@ -127,7 +110,7 @@ def test_segmenter_adapts_without_changing_its_source():
 
 
 def test_adaptation_off_and_no_tta_predict_as_before():
-    variables = _variables()
+    variables = perturbed_variables()
     images = _brightened(2, 30, 45, 7)
     plain = Segmenter(make_apply_fn(MODEL), variables, size_multiple=4)
     off = Segmenter(
@@ -147,7 +130,7 @@ def test_adaptation_off_and_no_tta_predict_as_before():
 
 
 def test_multi_scale_tta_averages_the_rescaled_probabilities():
-    variables = _variables()
+    variables = perturbed_variables()
     images = _brightened(2, 32, 48, 8)
     segmenter = Segmenter(
         make_apply_fn(MODEL), variables, size_multiple=4, tta_scales=(1.0, 0.5), tta_flip=True
@@ -166,7 +149,7 @@ def test_multi_scale_tta_averages_the_rescaled_probabilities():
 
 
 def test_bad_adaptation_settings_are_one_line_errors():
-    variables = _variables()
+    variables = perturbed_variables()
     with pytest.raises(OptionError, match="needs the JAX model"):
         Segmenter(make_apply_fn(MODEL), variables, size_multiple=4, adapt_bn="stream")
     with pytest.raises(OptionError, match="adapt_bn must be one of"):

@@ -10,28 +10,9 @@ import jax
 import numpy as np
 import pytest
 
+from tests.deploy.perturbed_unet import MODEL, perturbed_variables
 from unet_jax.deploy.segmenter import Segmenter
-from unet_jax.model.unet import UNet
 from unet_jax.run.loading import make_apply_fn
-
-MODEL = UNet(num_classes=5, features=(4, 8), bridge_features=16)
-
-
-def _spatial_variables(seed: int = 0):
-    """Random weights with BatchNorm statistics far from 0/1: a busy, pixel-wise output."""
-    variables = MODEL.init(jax.random.key(seed), np.zeros((1, 32, 32, 3), np.uint8), train=False)
-    rng = np.random.default_rng(seed)
-
-    def perturb(path, x):
-        x = np.asarray(x)
-        name = jax.tree_util.keystr(path)
-        if "var" in name:
-            return rng.uniform(0.2, 2.0, x.shape).astype(x.dtype)
-        if "mean" in name or "bias" in name:
-            return rng.normal(0.0, 0.5, x.shape).astype(x.dtype)
-        return (x * 1.3).astype(x.dtype)
-
-    return jax.tree_util.tree_map_with_path(perturb, variables)
 
 
 def _by_hand(variables, images, *, tta: bool):
@@ -47,7 +28,7 @@ def _by_hand(variables, images, *, tta: bool):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_pad_path_is_pixel_aligned(tta):
-    variables = _spatial_variables()
+    variables = perturbed_variables()
     images = np.random.default_rng(1).integers(0, 256, (2, 34, 45, 3), dtype=np.uint8)
     scores = _by_hand(variables, images, tta=tta)
     want = scores.argmax(-1)
