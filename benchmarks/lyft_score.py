@@ -29,13 +29,6 @@ from datasets.lyft_udacity import classes, decode  # noqa: E402
 from unet_jax.evaluation import challenge, metrics  # noqa: E402
 
 
-def confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``[C, C]`` counts of (truth, prediction), ignoring truth ids >= num_classes."""
-    keep = truth < num_classes
-    index = truth[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
-    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
 def score(predictions: pathlib.Path, frames: pathlib.Path) -> dict[str, float]:
     """The scores of every frame of ``frames`` predicted in ``predictions/labels``."""
     n = classes.NUM_CLASSES
@@ -48,15 +41,19 @@ def score(predictions: pathlib.Path, frames: pathlib.Path) -> dict[str, float]:
         if not pred_path.exists():
             raise SystemExit(f"error: no prediction {pred_path} for {seg_path}")
         pred = np.asarray(Image.open(pred_path).convert("RGB"))[..., 0]
-        rgb = (frames / "CameraRGB" / seg_path.name).read_bytes()
-        for hood in cms:
-            pair = decode.process_pair(
-                rgb, seg_path.read_bytes(), image_name="", label_name=str(seg_path), hood=hood
-            )
-            truth = np.asarray(Image.open(io.BytesIO(pair.label_png)))
-            if truth.shape != pred.shape:
-                raise SystemExit(f"error: {pred_path} is {pred.shape}, the frame {truth.shape}")
-            cms[hood] += confusion(truth, pred, n)
+        pair = decode.process_pair(
+            (frames / "CameraRGB" / seg_path.name).read_bytes(),
+            seg_path.read_bytes(),
+            image_name="",
+            label_name=str(seg_path),
+            hood="keep",
+        )
+        truth = np.asarray(Image.open(io.BytesIO(pair.label_png)))
+        if truth.shape != pred.shape:
+            raise SystemExit(f"error: {pred_path} is {pred.shape}, the frame {truth.shape}")
+        for rule in cms:  # the hood as stored, then ignored (one decode)
+            label = decode.apply_hood_rule(truth, rule)
+            cms[rule] += metrics.confusion_counts(pred[None], label[None], num_classes=n)
     kept = metrics.segmentation_metrics(cms["keep"], classes.CLASS_NAMES)
     left_out = metrics.segmentation_metrics(cms["ignore"], classes.CLASS_NAMES)
     lyft = challenge.challenge_score(cms["ignore"], classes.CLASS_NAMES)
