@@ -110,6 +110,29 @@ def _masked_float32_logits(logits: jax.Array, valid: jax.Array) -> jax.Array:
     return jnp.where(valid[..., None], logits.astype(jnp.float32), 0.0)
 
 
+def _prepare(
+    logits: jax.Array,
+    labels: jax.Array,
+    num_classes: int,
+    activation: str,
+    class_weights: jax.Array | None,
+    ignore_label: int | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Checked int32 labels, the valid-pixel mask and the masked float32 logits."""
+    labels = _check_inputs(logits, labels, num_classes, activation, class_weights)
+    valid = _valid_pixels(labels, num_classes, ignore_label)
+    return labels, valid, _masked_float32_logits(logits, valid)
+
+
+def _label_weight(
+    class_weights: jax.Array | None, safe_labels: jax.Array, validf: jax.Array
+) -> jax.Array:
+    """Each valid pixel's weight ``w[label]`` (1 without class weights), 0 elsewhere."""
+    if class_weights is None:
+        return validf
+    return jnp.asarray(class_weights, jnp.float32)[safe_labels] * validf
+
+
 def _mean_over_classes(per_class: jax.Array, class_weights: jax.Array | None) -> jax.Array:
     """[..., C] -> [...]: the (class-weighted) mean over the last axis."""
     if class_weights is None:
@@ -154,9 +177,9 @@ def soft_dice_loss(
     """
     if isinstance(smooth, (int, float)) and smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
-    labels = _check_inputs(logits, labels, num_classes, activation, class_weights)
-    valid = _valid_pixels(labels, num_classes, ignore_label)
-    x = _masked_float32_logits(logits, valid)
+    labels, valid, x = _prepare(
+        logits, labels, num_classes, activation, class_weights, ignore_label
+    )
     probs = jax.nn.softmax(x, axis=-1) if activation == "softmax" else jax.nn.sigmoid(x)
     validf = valid[..., None].astype(jnp.float32)
     probs = probs * validf
@@ -174,12 +197,7 @@ def soft_dice_loss(
     nonzero = denominator > 0
     dice = jnp.where(nonzero, numerator / jnp.where(nonzero, denominator, 1.0), 1.0)
 
-    if class_weights is None:
-        mean_dice = jnp.mean(dice, axis=-1)
-    else:
-        w = jnp.asarray(class_weights, jnp.float32)
-        mean_dice = jnp.sum(dice * w, axis=-1) / jnp.sum(w)
-    return 1.0 - mean_dice
+    return 1.0 - _mean_over_classes(dice, class_weights)
 
 
 def cross_entropy_loss(
@@ -212,18 +230,15 @@ def cross_entropy_loss(
     Returns:
         float32 ``[B]``; 0 for an image without any valid pixel.
     """
-    labels = _check_inputs(logits, labels, num_classes, activation, class_weights)
-    valid = _valid_pixels(labels, num_classes, ignore_label)
-    x = _masked_float32_logits(logits, valid)
+    labels, valid, x = _prepare(
+        logits, labels, num_classes, activation, class_weights, ignore_label
+    )
     safe_labels = jnp.where(valid, labels, 0)
     validf = valid.astype(jnp.float32)
 
     if activation == "softmax":
         per_pixel = optax.softmax_cross_entropy_with_integer_labels(x, safe_labels)
-        if class_weights is None:
-            pixel_weight = validf
-        else:
-            pixel_weight = jnp.asarray(class_weights, jnp.float32)[safe_labels] * validf
+        pixel_weight = _label_weight(class_weights, safe_labels, validf)
     else:
         targets = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.float32)
         bce = optax.sigmoid_binary_cross_entropy(x, targets)  # [B, *spatial, C]
@@ -333,9 +348,9 @@ def focal_loss(
         float32 ``[B]``; 0 for an image without any valid pixel.
     """
     _check_gamma(gamma)
-    labels = _check_inputs(logits, labels, num_classes, activation, class_weights)
-    valid = _valid_pixels(labels, num_classes, ignore_label)
-    x = _masked_float32_logits(logits, valid)
+    labels, valid, x = _prepare(
+        logits, labels, num_classes, activation, class_weights, ignore_label
+    )
     safe_labels = jnp.where(valid, labels, 0)
     validf = valid.astype(jnp.float32)
     onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=jnp.bool_)
@@ -347,10 +362,7 @@ def focal_loss(
         # when p_t is close to 1 (log1p(-p_t) would round to log(0) there).
         log_rest = jax.nn.logsumexp(jnp.where(onehot, -jnp.inf, x), axis=-1)
         per_pixel = -_focal_modulation(log_rest - log_z, gamma) * log_pt
-        if class_weights is None:
-            pixel_weight = validf
-        else:
-            pixel_weight = jnp.asarray(class_weights, jnp.float32)[safe_labels] * validf
+        pixel_weight = _label_weight(class_weights, safe_labels, validf)
     else:
         log_p = jax.nn.log_sigmoid(x)  # log sigmoid(x)
         log_q = jax.nn.log_sigmoid(-x)  # log (1 - sigmoid(x))
@@ -377,18 +389,8 @@ def dice_focal_loss(
 ) -> jax.Array:
     """Soft Dice plus weighted focal loss: ``dice + focal_weight * focal`` per image.
 
-    Both terms use the same ``activation``, ``class_weights`` and ``ignore_label``.
-
-    Args:
-        logits: ``[B, *spatial, num_classes]`` float logits.
-        labels: ``[B, *spatial]`` or ``[B, *spatial, 1]`` integer class ids.
-        num_classes: Number of classes ``C``.
-        activation: ``"softmax"`` or ``"sigmoid"``.
-        class_weights: Optional ``[C]`` class weights, used by both terms.
-        smooth: Dice smoothing (>= 0).
-        gamma: Focal exponent (>= 0).
-        ignore_label: Label id whose pixels are ignored.
-        focal_weight: Multiplier of the focal term.
+    The arguments are :func:`dice_ce_loss`'s, with ``gamma`` (the focal exponent, >= 0)
+    and ``focal_weight`` (the focal term's multiplier) in place of ``ce_weight``.
 
     Returns:
         float32 ``[B]``.
@@ -400,8 +402,7 @@ def dice_focal_loss(
         ignore_label=ignore_label,
     )
     dice = soft_dice_loss(logits, labels, smooth=smooth, **common)
-    focal = focal_loss(logits, labels, gamma=gamma, **common)
-    return dice + focal_weight * focal
+    return dice + focal_weight * focal_loss(logits, labels, gamma=gamma, **common)
 
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
