@@ -34,11 +34,10 @@ import jax
 import jax.numpy as jnp
 
 from unet_jax.model.unet import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
     ConvBlock,
     DecoderBlock,
     ModuleDef,
+    SegmentationNet,
     Upsample2x,
     batchnorm_factory,
     check_image_shape,
@@ -189,35 +188,19 @@ class ResNetEncoder(nn.Module):
         return features
 
 
-class ResNetUNet(nn.Module):
-    """A U-Net over a torchvision ResNet encoder.
+class ResNetUNet(SegmentationNet):
+    """A U-Net over a torchvision ResNet encoder (the shared fields: `SegmentationNet`).
+
+    ImageNet's ``mean`` and ``std`` are what the pretrained weights expect.
 
     Attributes:
-      num_classes: logit channels of the head.
       encoder: "resnet18", "resnet34" or "resnet50".
       decoder_features: widths of the five decoder blocks, deepest first (the last one
         runs at the input resolution).
-      use_batchnorm: BatchNorm in the decoder's convolutions (the encoder always has it).
-      dropout_rate: dropout after every decoder ReLU (0 disables it).
-      bn_axis_name: device axis over which BatchNorm averages its training statistics.
-      upsample: the up-convolution's method ("einsum" or "transpose", same function).
-      dtype: computation dtype; parameters, statistics and the logits stay float32.
-      mean, std: per-channel normalisation in 0..1 units (ImageNet's, what the
-        pretrained weights expect); the input is 0..255.
-      conv_impl: weight-gradient path of the stride-1 convolutions ("xla" or "patches").
     """
 
-    num_classes: int = 13
     encoder: str = "resnet18"
     decoder_features: Sequence[int] = DEFAULT_DECODER_FEATURES
-    use_batchnorm: bool = True
-    dropout_rate: float = 0.0
-    bn_axis_name: str | None = None
-    upsample: str = "einsum"
-    dtype: Any = jnp.float32
-    mean: Sequence[float] = DEFAULT_MEAN
-    std: Sequence[float] = DEFAULT_STD
-    conv_impl: str = "xla"
 
     @property
     def size_multiple(self) -> int:

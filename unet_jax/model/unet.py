@@ -206,14 +206,13 @@ class DecoderBlock(nn.Module):
         return ConvBlock(self.features, self.conv, self.norm, self.dropout_rate)(x, train=train)
 
 
-class UNet(nn.Module):
-    """The U-Net segmentation network.
+class SegmentationNet(nn.Module):
+    """The fields both networks share (`UNet` and the ResNet-encoder U-Net).
 
     Attributes:
       num_classes: number of output classes (logit channels).
-      features: encoder widths; the decoder mirrors them.
-      bridge_features: width of the bottleneck block.
-      use_batchnorm: BatchNorm after every 3x3 convolution.
+      use_batchnorm: BatchNorm after every 3x3 convolution (of the decoder, for a
+        ResNet encoder, which always has it).
       dropout_rate: dropout after every ReLU (0 disables it).
       bn_axis_name: device axis over which BatchNorm averages its training statistics.
       upsample: "einsum" (fast, default) or "transpose"; same function, same parameters.
@@ -226,8 +225,6 @@ class UNet(nn.Module):
     """
 
     num_classes: int = 13
-    features: Sequence[int] = (64, 128, 256, 512)
-    bridge_features: int = 1024
     use_batchnorm: bool = True
     dropout_rate: float = 0.0
     bn_axis_name: str | None = None
@@ -236,6 +233,18 @@ class UNet(nn.Module):
     mean: Sequence[float] = DEFAULT_MEAN
     std: Sequence[float] = DEFAULT_STD
     conv_impl: str = "xla"
+
+
+class UNet(SegmentationNet):
+    """The U-Net segmentation network (the shared fields: `SegmentationNet`).
+
+    Attributes:
+      features: encoder widths; the decoder mirrors them.
+      bridge_features: width of the bottleneck block.
+    """
+
+    features: Sequence[int] = (64, 128, 256, 512)
+    bridge_features: int = 1024
 
     @property
     def size_multiple(self) -> int:
