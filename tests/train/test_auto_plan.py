@@ -31,16 +31,21 @@ def _fp(**fields):
     return Fingerprint(**{**base, **fields})
 
 
-def test_thin_rare_structures_raise_the_resolution():
-    thick = auto_plan.plan_input(_fp(), CPU)
-    thin = auto_plan.plan_input(
-        _fp(class_frequency=(0.6, 0.39, 0.01), class_thickness=(40.0, 30.0, 2.0)), CPU
-    )
+def test_thin_rare_structures_raise_the_resolution_on_an_accelerator_only():
+    gpu = auto_plan.Machine("gpu", devices=1, cores=16)
+    thin_fp = _fp(class_frequency=(0.6, 0.39, 0.01), class_thickness=(40.0, 30.0, 2.0))
+    thick = auto_plan.plan_input(_fp(), gpu)
+    thin = auto_plan.plan_input(thin_fp, gpu)
     assert thick.fields["input_mode"] == thin.fields["input_mode"] == "resize"
-    assert thick.fields["image_size"] == (96, 128)  # 128 on the long side
-    # 2 px at 800 wide needs 600 px to keep 1.5: capped at twice the base, 256.
-    assert thin.fields["image_size"] == (192, 256)
+    assert thick.fields["image_size"] == (192, 256)  # 256 on the long side
+    # 2 px at 800 wide needs 600 px to keep 1.5: capped at twice the base, 512.
+    assert thin.fields["image_size"] == (384, 512)
     assert "thinnest" in thin.reason
+    # A CPU keeps 128 on the long side and says why.
+    on_cpu = auto_plan.plan_input(thin_fp, CPU)
+    assert on_cpu.fields["image_size"] == auto_plan.plan_input(_fp(), CPU).fields["image_size"]
+    assert on_cpu.fields["image_size"] == (96, 128)
+    assert "not raised on a CPU" in on_cpu.reason
 
 
 def test_rare_classes_with_wide_regions_get_larger_crops():

@@ -89,8 +89,9 @@ def plan_input(fp: Fingerprint, machine: Machine) -> Decision:
     Crops: 128 on a CPU (measured on the aerial set: 5x the images/s of 256 and a better
     score at equal time), 256 on an accelerator; wider when the rare classes' regions are
     wider (the crop holds a whole one), never beyond the smallest image. Resize: the base
-    size on the long side, raised (up to twice that) until the thinnest class stays
-    ``MIN_THICKNESS_PX`` wide.
+    size on the long side; on an accelerator raised (up to twice that) until the thinnest
+    class stays ``MIN_THICKNESS_PX`` wide. A CPU keeps the base size: in a budget the raise
+    costs more steps than the thin classes return (measured, docs/AUTO.md).
     """
     base = 256 if machine.accelerator else 128
     smallest = _round16(min(fp.min_size))
@@ -105,12 +106,14 @@ def plan_input(fp: Fingerprint, machine: Machine) -> Decision:
     height, width = fp.median_size
     thinnest = min((fp.class_thickness[c] for c in present(fp)), default=MIN_THICKNESS_PX)
     scale = base / max(height, width)
-    if thinnest * scale < MIN_THICKNESS_PX:
+    thin = thinnest * scale < MIN_THICKNESS_PX
+    if thin and machine.accelerator:
         scale = min(1.0, MIN_THICKNESS_PX / thinnest, 2 * base / max(height, width))
     size = (_round16(height * scale), _round16(width * scale))
     why = f"all images {height}x{width}: resized to {size[0]}x{size[1]}"
-    if scale * max(height, width) > base:
-        why += f" (thinnest class {thinnest:.1f} px wide keeps {thinnest * scale:.1f} px)"
+    if thin:
+        why += f" (thinnest class {thinnest:.1f} px wide keeps {thinnest * scale:.1f} px"
+        why += ")" if machine.accelerator else "; not raised on a CPU)"
     return Decision({"input_mode": "resize", "image_size": size}, why)
 
 
