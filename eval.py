@@ -11,11 +11,13 @@ and pictures (confusion matrix, gallery, per-class panels, training curves). See
 docs/EVALUATION.md.
 """
 
+import os
 import pathlib
 import sys
 
 from absl import app, flags, logging
 
+from unet_jax import launch
 from unet_jax.deploy import options as option_flags
 from unet_jax.evaluation.options import EvalOptions
 
@@ -34,6 +36,8 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
+    if launch.leave_to_process_zero("eval.py", os.environ):
+        return 0
     logging.set_verbosity(logging.WARNING)
     # Imported here so that --help stays fast.
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)

@@ -27,6 +27,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from unet_jax import launch
 from unet_jax.data import sources as data_sources
 from unet_jax.deploy.options import ExportOptions, OptionError, add_arguments, from_flags
 from unet_jax.deploy.sidecar import run_sidecar
@@ -171,6 +173,8 @@ def main(
 
 
 def _export_command(args: argparse.Namespace, prepare_fn: data_sources.PrepareFn | None) -> int:
+    if launch.leave_to_process_zero("export", os.environ):
+        return 0
     options = from_flags(ExportOptions, args)
     if options.int8:
         if options.format != "onnx":

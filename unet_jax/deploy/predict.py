@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import glob
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unet_jax import launch
 from unet_jax.data import image_ops
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
@@ -341,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
+    if launch.leave_to_process_zero("predict", os.environ):
+        return 0
     options = option_flags.from_flags(PredictOptions, args)
     if not args.workdir and not options.onnx:
         raise OptionError("--workdir is required (or --onnx FILE.onnx)")

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from unet_jax import launch
 from unet_jax.errors import FlagError
 from unet_jax.run.state import TrainState
 from unet_jax.train import losses, steps
@@ -221,48 +222,6 @@ def prefetch(
     yield from queue
 
 
-def detect_cluster(environ: Mapping[str, str]) -> str | None:
-    """Which multi-process launcher started this process, if any.
-
-    Strict on purpose: being inside a cluster allocation is not enough, the process must
-    have been launched as one of several tasks, or ``jax.distributed.initialize()`` would
-    wait forever for peers that never come (e.g. ``python train.py`` run directly in an
-    ``sbatch`` script, without ``srun``).
-
-    - SLURM: a job step (``SLURM_STEP_ID``, set by ``srun`` only) with ``SLURM_NTASKS`` > 1
-      and the variables JAX's own SLURM detection reads (``SLURM_JOB_ID``,
-      ``SLURM_STEP_NODELIST``, ``SLURM_PROCID``, ``SLURM_LOCALID``).
-    - Open MPI: ``mpirun`` set ``OMPI_MCA_orte_hnp_uri`` (what JAX reads) and
-      ``OMPI_COMM_WORLD_SIZE`` > 1.
-    - Cloud TPU: several slices (``MEGASCALE_COORDINATOR_ADDRESS``), or more than one
-      host in ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES``.
-
-    Args:
-      environ: the environment (``os.environ``).
-
-    Returns:
-      "slurm", "ompi", "tpu" or None.
-    """
-
-    def count(name: str) -> int:
-        try:
-            return int(environ.get(name, "1"))
-        except ValueError:
-            return 1
-
-    slurm_vars = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")
-    if all(v in environ for v in (*slurm_vars, "SLURM_LOCALID")) and count("SLURM_NTASKS") > 1:
-        return "slurm"
-    if "OMPI_MCA_orte_hnp_uri" in environ and count("OMPI_COMM_WORLD_SIZE") > 1:
-        return "ompi"
-    if environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
-        return "tpu"
-    hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
-    if len([h for h in hosts.split(",") if h.strip()]) > 1:
-        return "tpu"
-    return None
-
-
 def initialize_distributed(
     *,
     coordinator_address: str | None = None,
@@ -273,30 +232,41 @@ def initialize_distributed(
 ) -> str | None:
     """Starts multi-host JAX when asked for explicitly or when a multi-task launch is detected.
 
-    Explicit values (flags) win; otherwise ``jax.distributed.initialize()`` is called (and
-    auto-detects its arguments) only when :func:`detect_cluster` finds a launch of several
-    processes by srun, mpirun or a multi-host Cloud TPU. A single process, inside a cluster
-    allocation or not, runs alone.
+    Explicit values win: flags, else the launcher's ``UNET_JAX_COORDINATOR_ADDRESS``,
+    ``UNET_JAX_NUM_PROCESSES`` and ``UNET_JAX_PROCESS_ID`` (:mod:`unet_jax.launch`).
+    Otherwise ``jax.distributed.initialize()`` is called (and auto-detects its arguments)
+    only when :func:`unet_jax.launch.detect_cluster` finds a launch of several processes
+    by srun, mpirun, a multi-host Cloud TPU or ``UNET_JAX_DISTRIBUTED=1``. A single
+    process, inside a cluster allocation or not, runs alone.
 
     Args:
-      coordinator_address: "host:port" of process 0.
-      num_processes: total number of processes.
-      process_id: this process' index.
+      coordinator_address: "host:port" of process 0 (None: from the environment).
+      num_processes: total number of processes (None: from the environment).
+      process_id: this process' index (None: from the environment).
       heartbeat_timeout_seconds: a process silent this long is declared dead and the
         others exit with an error instead of waiting forever in a collective.
       environ: the environment to inspect (default ``os.environ``).
 
     Returns:
-      "explicit", the detected cluster ("slurm", "ompi", "tpu"), or None (single process).
+      "explicit", the detected cluster ("slurm", "ompi", "tpu", "requested"), or None
+      (single process).
 
     Raises:
-      FlagError: only some of the three explicit values are given.
+      FlagError: only some of the three explicit values are given, or one in the
+        environment is not an integer.
     """
+    environ = os.environ if environ is None else environ
+    given = launch.explicit_start(environ)
+    coordinator_address = coordinator_address or given.get("coordinator_address")
+    num_processes = given.get("num_processes") if num_processes is None else num_processes
+    process_id = given.get("process_id") if process_id is None else process_id
     if coordinator_address is not None or num_processes is not None or process_id is not None:
         if None in (coordinator_address, num_processes, process_id):
             raise FlagError(
                 "multi-host start needs all of --coordinator_address, --num_processes and "
-                f"--process_id; got {coordinator_address!r}, {num_processes!r}, {process_id!r}"
+                f"--process_id (or {launch.COORDINATOR_ENV}, {launch.NUM_PROCESSES_ENV} and "
+                f"{launch.PROCESS_ID_ENV}); got {coordinator_address!r}, {num_processes!r}, "
+                f"{process_id!r}"
             )
         jax.distributed.initialize(
             coordinator_address=coordinator_address,
@@ -305,7 +275,7 @@ def initialize_distributed(
             heartbeat_timeout_seconds=heartbeat_timeout_seconds,
         )
         return "explicit"
-    cluster = detect_cluster(os.environ if environ is None else environ)
+    cluster = launch.detect_cluster(environ)
     if cluster is not None:
         jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds)
     return cluster

@@ -1,0 +1,150 @@
+"""Which launcher started this process, and its place among the processes it started.
+
+Read from the environment only (no JAX import), so every command can ask before JAX
+starts: train.py to start multi-host JAX (``unet_jax.train.parallel``), eval.py, predict
+and export to leave the writing to process 0 when a launcher started them several times
+(docs/CLUSTER.md).
+
+The environment a launcher can give (the Kubernetes manifest in ``jobs/k8s`` does):
+
+- ``UNET_JAX_COORDINATOR_ADDRESS``, ``UNET_JAX_NUM_PROCESSES``, ``UNET_JAX_PROCESS_ID``:
+  the values of train.py's ``--coordinator_address``, ``--num_processes`` and
+  ``--process_id`` (a flag given wins).
+- ``UNET_JAX_DISTRIBUTED=1``: "one of several processes; let JAX find its peers", for
+  launchers JAX detects by itself but this module cannot see from the environment (a
+  Cloud TPU VM's workers, described by its metadata server: ``jobs/tpu/train_pod.sh``).
+"""
+
+import sys
+from collections.abc import Mapping
+
+from unet_jax.errors import FlagError
+
+COORDINATOR_ENV = "UNET_JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV = "UNET_JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "UNET_JAX_PROCESS_ID"
+DISTRIBUTED_ENV = "UNET_JAX_DISTRIBUTED"
+
+# The variable holding a process' index, per detected launcher.
+_PROCESS_INDEX_VARS = {
+    "slurm": "SLURM_PROCID",
+    "ompi": "OMPI_COMM_WORLD_RANK",
+    "tpu": "TPU_WORKER_ID",
+}
+
+
+def _count(environ: Mapping[str, str], name: str) -> int:
+    try:
+        return int(environ.get(name, "1"))
+    except ValueError:
+        return 1
+
+
+def detect_cluster(environ: Mapping[str, str]) -> str | None:
+    """Which multi-process launcher started this process, if any.
+
+    Strict on purpose: being inside a cluster allocation is not enough, the process must
+    have been launched as one of several tasks, or ``jax.distributed.initialize()`` would
+    wait forever for peers that never come (e.g. ``python train.py`` run directly in an
+    ``sbatch`` script, without ``srun``).
+
+    - SLURM: a job step (``SLURM_STEP_ID``, set by ``srun`` only) with ``SLURM_NTASKS`` > 1
+      and the variables JAX's own SLURM detection reads (``SLURM_JOB_ID``,
+      ``SLURM_STEP_NODELIST``, ``SLURM_PROCID``, ``SLURM_LOCALID``).
+    - Open MPI: ``mpirun`` set ``OMPI_MCA_orte_hnp_uri`` (what JAX reads) and
+      ``OMPI_COMM_WORLD_SIZE`` > 1.
+    - Cloud TPU: several slices (``MEGASCALE_COORDINATOR_ADDRESS``), or more than one
+      host in ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES`` (GKE).
+    - ``UNET_JAX_DISTRIBUTED=1``: a launcher says so (a Cloud TPU VM's workers).
+
+    Args:
+      environ: the environment (``os.environ``).
+
+    Returns:
+      "slurm", "ompi", "tpu", "requested" or None.
+    """
+    slurm_vars = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")
+    in_step = all(v in environ for v in (*slurm_vars, "SLURM_LOCALID"))
+    if in_step and _count(environ, "SLURM_NTASKS") > 1:
+        return "slurm"
+    if "OMPI_MCA_orte_hnp_uri" in environ and _count(environ, "OMPI_COMM_WORLD_SIZE") > 1:
+        return "ompi"
+    if environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "tpu"
+    hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
+    if len([h for h in hosts.split(",") if h.strip()]) > 1:
+        return "tpu"
+    if environ.get(DISTRIBUTED_ENV) == "1":
+        return "requested"
+    return None
+
+
+def explicit_start(environ: Mapping[str, str]) -> dict[str, str | int]:
+    """The start-up values a launcher put in the environment (``UNET_JAX_*``).
+
+    Args:
+      environ: the environment.
+
+    Returns:
+      Those of ``coordinator_address`` (text), ``num_processes`` and ``process_id``
+      (integers) that are set.
+
+    Raises:
+      FlagError: a count or index that is not an integer (the message names the variable).
+    """
+    values: dict[str, str | int] = {}
+    if environ.get(COORDINATOR_ENV):
+        values["coordinator_address"] = environ[COORDINATOR_ENV]
+    for key, var in (("num_processes", NUM_PROCESSES_ENV), ("process_id", PROCESS_ID_ENV)):
+        if environ.get(var):
+            try:
+                values[key] = int(environ[var])
+            except ValueError:
+                raise FlagError(f"{var}={environ[var]!r}: must be an integer") from None
+    return values
+
+
+def launch_process_index(environ: Mapping[str, str]) -> int:
+    """This process' index among the processes a launcher started together.
+
+    Args:
+      environ: the environment.
+
+    Returns:
+      ``UNET_JAX_PROCESS_ID``, else the detected launcher's own index (``SLURM_PROCID``,
+      ``OMPI_COMM_WORLD_RANK``, ``TPU_WORKER_ID``); 0 for a process started alone (or
+      one whose index only JAX can find: ``UNET_JAX_DISTRIBUTED``).
+    """
+    explicit = explicit_start(environ)
+    if "process_id" in explicit and explicit.get("num_processes", 1) > 1:
+        return int(explicit["process_id"])
+    var = _PROCESS_INDEX_VARS.get(detect_cluster(environ) or "")
+    try:
+        return int(environ.get(var, "0")) if var else 0
+    except ValueError:
+        return 0
+
+
+def leave_to_process_zero(command: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``command`` should exit at once because another process writes its outputs.
+
+    eval.py, predict and export run in one process. Started by a launcher that starts the
+    same command several times (``srun`` with several tasks, every pod of a Kubernetes
+    Job), every copy would write the same files: process 0 writes them, the others say
+    so on stderr and exit 0.
+
+    Args:
+      command: the command's name, for the message.
+      environ: the environment.
+
+    Returns:
+      True for every process but process 0 of a multi-process launch.
+    """
+    index = launch_process_index(environ)
+    if index > 0:
+        print(
+            f"{command}: process {index} of a multi-process launch; process 0 writes the "
+            "outputs, nothing to do here",
+            file=sys.stderr,
+        )
+    return index > 0
