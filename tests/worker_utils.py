@@ -32,10 +32,23 @@ def start(out: pathlib.Path, workdir: pathlib.Path, *extra: str) -> subprocess.P
     )
 
 
-def run_script(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Runs ``python ARGV...`` in the repository root, output captured as text."""
+def run_script(
+    *argv: str, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs ``python ARGV...`` in the repository root, output captured as text.
+
+    Args:
+      argv: the script and its arguments.
+      timeout: seconds.
+      env: variables added to this process' environment.
+    """
     return subprocess.run(
-        [sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
