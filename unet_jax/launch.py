@@ -10,9 +10,6 @@ The environment a launcher can give (the Kubernetes manifest in ``jobs/k8s`` doe
 - ``UNET_JAX_COORDINATOR_ADDRESS``, ``UNET_JAX_NUM_PROCESSES``, ``UNET_JAX_PROCESS_ID``:
   the values of train.py's ``--coordinator_address``, ``--num_processes`` and
   ``--process_id`` (a flag given wins).
-- ``UNET_JAX_DISTRIBUTED=1``: "one of several processes; let JAX find its peers", for
-  launchers JAX detects by itself but this module cannot see from the environment (a
-  Cloud TPU VM's workers, described by its metadata server: ``jobs/tpu/train_pod.sh``).
 """
 
 import sys
@@ -23,7 +20,6 @@ from unet_jax.errors import FlagError
 COORDINATOR_ENV = "UNET_JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES_ENV = "UNET_JAX_NUM_PROCESSES"
 PROCESS_ID_ENV = "UNET_JAX_PROCESS_ID"
-DISTRIBUTED_ENV = "UNET_JAX_DISTRIBUTED"
 
 # The variable holding a process' index, per detected launcher.
 _PROCESS_INDEX_VARS = {
@@ -54,14 +50,14 @@ def detect_cluster(environ: Mapping[str, str]) -> str | None:
     - Open MPI: ``mpirun`` set ``OMPI_MCA_orte_hnp_uri`` (what JAX reads) and
       ``OMPI_COMM_WORLD_SIZE`` > 1.
     - Cloud TPU: several slices (``MEGASCALE_COORDINATOR_ADDRESS``), or more than one
-      host in ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES`` (GKE).
-    - ``UNET_JAX_DISTRIBUTED=1``: a launcher says so (a Cloud TPU VM's workers).
+      host in ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES`` (set by GKE, and by
+      ``jobs/tpu/on_worker.sh`` from a TPU VM's metadata).
 
     Args:
       environ: the environment (``os.environ``).
 
     Returns:
-      "slurm", "ompi", "tpu", "requested" or None.
+      "slurm", "ompi", "tpu" or None.
     """
     slurm_vars = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")
     in_step = all(v in environ for v in (*slurm_vars, "SLURM_LOCALID"))
@@ -74,8 +70,6 @@ def detect_cluster(environ: Mapping[str, str]) -> str | None:
     hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
     if len([h for h in hosts.split(",") if h.strip()]) > 1:
         return "tpu"
-    if environ.get(DISTRIBUTED_ENV) == "1":
-        return "requested"
     return None
 
 
@@ -112,8 +106,7 @@ def launch_process_index(environ: Mapping[str, str]) -> int:
 
     Returns:
       ``UNET_JAX_PROCESS_ID``, else the detected launcher's own index (``SLURM_PROCID``,
-      ``OMPI_COMM_WORLD_RANK``, ``TPU_WORKER_ID``); 0 for a process started alone (or
-      one whose index only JAX can find: ``UNET_JAX_DISTRIBUTED``).
+      ``OMPI_COMM_WORLD_RANK``, ``TPU_WORKER_ID``); 0 for a process started alone.
     """
     explicit = explicit_start(environ)
     if "process_id" in explicit and explicit.get("num_processes", 1) > 1:

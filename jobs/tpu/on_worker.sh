@@ -11,6 +11,11 @@
 set -u
 if [[ ${1:-} == --follow ]]; then
     log=$2
+    for ((waited = 0; waited < 120; waited += 2)); do # the command starts detached
+        [[ -e $log ]] && break
+        sleep 2
+    done
+    [[ -e $log ]] || { echo "error: no log $log on this worker: the command did not start" >&2; exit 2; }
     tail -n +1 -F "$log" 2>/dev/null &
     tail_pid=$!
     while [[ ! -s $log.exit ]]; do sleep 2; done

@@ -5,9 +5,11 @@ environment: the tasks form one run that equals a 1-process run on the same glob
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -157,6 +159,27 @@ def test_requeue_only_after_a_saved_preemption(tmp_path, task_exit, restarts, re
     for task in (0, 1):
         log = (tmp_path / "logs" / f"task-{task}.log").read_text()
         assert log == "[-u][train.py][--config][c.py][--workdir][gs://bucket/run 1]"
+
+
+def test_batch_shell_waits_through_its_own_sigterm_for_the_tasks_to_save(tmp_path):
+    # Preemption signals the batch shell too: it must outlive it, get the tasks' 143 and
+    # requeue. The tasks stand in for train.py saving for 2 s after the signal.
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nsleep 3\nexit 143\n")
+    fake_python.chmod(0o755)
+    env = _env(tmp_path, PYTHON=str(fake_python), SLURM_JOB_ID="77", SLURM_NTASKS="2")
+    env["PATH"] = f"{_scontrol(tmp_path)}{os.pathsep}{env['PATH']}"
+    batch = subprocess.Popen(
+        ["bash", str(SCRIPT), "--workdir", "w"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(1)
+    batch.send_signal(signal.SIGTERM)
+    out, _ = batch.communicate(timeout=30)
+    assert batch.returncode == EXIT_PREEMPTED, out
+    assert "batch shell: SIGTERM, waiting for the tasks to save" in out
+    assert "tasks ended with exit code 143" in out
+    assert (tmp_path / "scontrol.calls").read_text() == "requeue 77\n"
 
 
 def test_refuses_to_run_outside_a_job(tmp_path):

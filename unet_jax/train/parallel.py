@@ -236,8 +236,8 @@ def initialize_distributed(
     ``UNET_JAX_NUM_PROCESSES`` and ``UNET_JAX_PROCESS_ID`` (:mod:`unet_jax.launch`).
     Otherwise ``jax.distributed.initialize()`` is called (and auto-detects its arguments)
     only when :func:`unet_jax.launch.detect_cluster` finds a launch of several processes
-    by srun, mpirun, a multi-host Cloud TPU or ``UNET_JAX_DISTRIBUTED=1``. A single
-    process, inside a cluster allocation or not, runs alone.
+    by srun, mpirun or a multi-host Cloud TPU. A single process, inside a cluster
+    allocation or not, runs alone.
 
     Args:
       coordinator_address: "host:port" of process 0 (None: from the environment).
@@ -248,8 +248,7 @@ def initialize_distributed(
       environ: the environment to inspect (default ``os.environ``).
 
     Returns:
-      "explicit", the detected cluster ("slurm", "ompi", "tpu", "requested"), or None
-      (single process).
+      "explicit", the detected cluster ("slurm", "ompi", "tpu"), or None (single process).
 
     Raises:
       FlagError: only some of the three explicit values are given, or one in the
