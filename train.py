@@ -31,9 +31,15 @@ config_flags.DEFINE_config_file(
     "Config file (a Python file with get_config()).",
     lock_config=True,
 )
-flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-flags.DEFINE_integer("process_id", None, "Multi-host: this process' index.")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-host: host:port of process 0 ($UNET_JAX_COORDINATOR_ADDRESS).",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "Multi-host: number of processes ($UNET_JAX_NUM_PROCESSES)."
+)
+flags.DEFINE_integer("process_id", None, "Multi-host: this process' index ($UNET_JAX_PROCESS_ID).")
 flags.DEFINE_integer(
     "heartbeat_timeout_seconds", 100, "Multi-host: declare a silent process dead after this."
 )
