@@ -14,9 +14,12 @@ from tests.conftest import REPO_ROOT
 
 # What each part of unet_jax may import (besides itself and the leaf modules below).
 LEAVES = {"errors"}  # the exceptions with an exit code: imports nothing of this project
-BASE = LEAVES | {"cli"}  # the exit-code table of the commands (imports only errors)
+# The exit-code table of the commands, and which launcher started a process (both import
+# only errors).
+BASE = LEAVES | {"cli", "launch"}
 ALLOWED = {
     "errors": set(),
+    "launch": LEAVES,
     "cli": LEAVES | {"run"},  # maps the checkpoint errors to exit code 4
     "configs": set(),
     "model": LEAVES,
@@ -24,7 +27,7 @@ ALLOWED = {
     "run": LEAVES | {"model", "data"},
     "deploy": BASE | {"model", "data", "run"},
     "evaluation": LEAVES | {"model", "data", "run", "deploy"},
-    "train": LEAVES | {"model", "data", "run", "evaluation"},
+    "train": LEAVES | {"launch", "model", "data", "run", "evaluation"},
 }
 TOP = {"__init__", "inference", "predict", "export"}  # may import every layer
 DATASETS_ALLOWED = LEAVES | {"data"}
