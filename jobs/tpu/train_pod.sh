@@ -97,6 +97,20 @@ on_workers() { # WORKERS COMMAND
     step gcloud compute tpus tpu-vm ssh "$NAME" "${LOCATION[@]}" --worker="$1" --command="$2"
 }
 
+# At the end, whatever happened before: --delete deletes the TPU VM (a failed set-up must
+# not leave it running), and the archive goes.
+finish() {
+    local rc=$?
+    rm -f "$TARBALL"
+    if [[ $DELETE -eq 1 && $QUEUED -eq 1 ]]; then
+        step gcloud compute tpus queued-resources delete "$NAME" "${LOCATION[@]}" --force --quiet || true
+    elif [[ $DELETE -eq 1 ]]; then
+        step gcloud compute tpus tpu-vm delete "$NAME" "${LOCATION[@]}" --quiet || true
+    fi
+    exit "$rc"
+}
+trap finish EXIT
+
 if [[ -n "$CREATE" ]]; then
     spot=()
     [[ $SPOT -eq 0 ]] || spot=(--spot)
@@ -120,7 +134,7 @@ if [[ -n "$CREATE" ]]; then
     fi
 fi
 
-if [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no)" ]]; then
+if [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
     echo "note: uncommitted changes are not sent: the workers get HEAD" >&2
 fi
 step git -C "$REPO" archive --format=tar.gz -o "$TARBALL" HEAD
@@ -144,12 +158,5 @@ on_workers all "cd unet-jax && ${platforms}setsid nohup bash jobs/tpu/on_worker.
 rc=0
 on_workers 0 "bash unet-jax/jobs/tpu/on_worker.sh --follow $LOG" || rc=$?
 
-if [[ $DELETE -eq 1 ]]; then
-    if [[ $QUEUED -eq 1 ]]; then
-        step gcloud compute tpus queued-resources delete "$NAME" "${LOCATION[@]}" --force --quiet
-    else
-        step gcloud compute tpus tpu-vm delete "$NAME" "${LOCATION[@]}" --quiet
-    fi
-fi
 [[ $rc -ne 143 ]] || echo "preempted, state saved in $workdir: run the same command again to resume" >&2
 exit "$rc"

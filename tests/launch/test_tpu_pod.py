@@ -162,3 +162,27 @@ def test_eval_started_on_every_worker_runs_on_worker_zero_only(tmp_path):
     assert zero.returncode == 2, zero.stdout + zero.stderr
     assert "nothing to do here" not in zero.stdout
     assert zero.stdout.splitlines()[-1].startswith("error: ")
+
+
+def test_delete_happens_even_when_a_step_fails(tmp_path):
+    # A stand-in gcloud that records its calls and fails the copy to the workers.
+    gcloud = tmp_path / "gcloud"
+    gcloud.write_text(
+        f'#!/bin/sh\necho "$*" >> {tmp_path / "calls"}\ncase "$*" in *" scp "*) exit 1 ;; esac\n'
+    )
+    gcloud.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", TMPDIR=str(tmp_path))
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--name", "p", "--zone", "z", "--delete", "--", "--workdir=gs://b/r"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[3] for c in calls] == ["scp", "delete"]
+    assert calls[1] == "compute tpus tpu-vm delete p --zone=z --quiet"
+    archive = calls[0].split()[4]
+    assert archive.startswith(f"{tmp_path}/unet-jax-")  # made in TMPDIR for the copy,
+    assert not pathlib.Path(archive).exists()  # and removed at the end
