@@ -37,17 +37,23 @@ fail() {
 
 NAME="" ZONE="" PROJECT="" CREATE="" VERSION="tpu-ubuntu2204-base" SPOT=0 QUEUED=0 DELETE=0
 RUN="train" DRY_RUN=0 EXTRAS=${EXTRAS:-gcs} EVAL_PLATFORMS=${EVAL_PLATFORMS:-cpu}
+value() { # OPTION VALUE: the option's value, or exit 2 when it has none
+    [[ $# -ge 2 && -n $2 && $2 != --* ]] || fail "$1 needs a value"
+    printf '%s' "$2"
+}
 while [[ $# -gt 0 ]]; do
     case "$1" in
-    --name) NAME=${2:?--name needs a value}; shift 2 ;;
-    --zone) ZONE=${2:?--zone needs a value}; shift 2 ;;
-    --project) PROJECT=${2:?--project needs a value}; shift 2 ;;
-    --create) CREATE=${2:?--create needs an accelerator type}; shift 2 ;;
-    --version) VERSION=${2:?--version needs a value}; shift 2 ;;
+    --name | --zone | --project | --create | --version | --run)
+        val=$(value "$@") || exit 2
+        case "$1" in
+        --name) NAME=$val ;; --zone) ZONE=$val ;; --project) PROJECT=$val ;;
+        --create) CREATE=$val ;; --version) VERSION=$val ;; --run) RUN=$val ;;
+        esac
+        shift 2
+        ;;
     --spot) SPOT=1; shift ;;
     --queued) QUEUED=1; shift ;;
     --delete) DELETE=1; shift ;;
-    --run) RUN=${2:?--run needs a value}; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --) shift; break ;;
     -h | --help) usage ;;

@@ -99,8 +99,9 @@ def test_dry_run_plain_tpu_vm_without_create_or_delete():
         (["--", "--config", "c.py"], "--workdir '': a TPU VM's workers share no disk"),
         (["--run", "fit", "--", "--workdir=gs://b/r"], "--run fit: choose train, eval"),
         (["--frobnicate"], "unknown option --frobnicate"),
+        (["--create", "--", "--workdir=gs://b/r"], "--create needs a value"),
     ],
-    ids=["local-workdir", "no-workdir", "unknown-run", "unknown-option"],
+    ids=["local-workdir", "no-workdir", "unknown-run", "unknown-option", "no-value"],
 )
 def test_bad_arguments_exit_2_with_one_line(args, message):
     result = subprocess.run(
