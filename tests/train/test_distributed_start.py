@@ -199,3 +199,14 @@ def test_commands_leave_their_outputs_to_process_zero(tmp_path, command):
             assert list(tmp_path.iterdir()) == []
         else:  # process 0 does the work, and finds its input missing
             assert "error: " in result.stderr and "nothing to do" not in result.stderr
+
+
+def test_train_py_bad_start_up_variable_exits_2_with_one_line(tmp_path):
+    env = {**POD_ENV, launch.PROCESS_ID_ENV: "first"}
+    workdir = tmp_path / "run"
+    result = worker_utils.run_script(
+        "train.py", "--config", "unet_jax/configs/tiny.py", f"--workdir={workdir}", env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: UNET_JAX_PROCESS_ID='first': must be an integer"
+    assert not workdir.exists()
