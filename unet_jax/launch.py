@@ -29,11 +29,12 @@ _PROCESS_INDEX_VARS = {
 }
 
 
-def _count(environ: Mapping[str, str], name: str) -> int:
+def _count(environ: Mapping[str, str], name: str, *, default: int = 1) -> int:
+    """The integer in ``environ[name]``; ``default`` when unset or not an integer."""
     try:
-        return int(environ.get(name, "1"))
+        return int(environ.get(name, default))
     except ValueError:
-        return 1
+        return default
 
 
 def detect_cluster(environ: Mapping[str, str]) -> str | None:
@@ -106,16 +107,21 @@ def launch_process_index(environ: Mapping[str, str]) -> int:
 
     Returns:
       ``UNET_JAX_PROCESS_ID``, else the detected launcher's own index (``SLURM_PROCID``,
-      ``OMPI_COMM_WORLD_RANK``, ``TPU_WORKER_ID``); 0 for a process started alone.
+      ``OMPI_COMM_WORLD_RANK``, ``TPU_WORKER_ID`` counted across ``MEGASCALE_SLICE_ID``
+      slices, as JAX numbers them); 0 for a process started alone.
     """
     explicit = explicit_start(environ)
     if "process_id" in explicit and explicit.get("num_processes", 1) > 1:
         return int(explicit["process_id"])
-    var = _PROCESS_INDEX_VARS.get(detect_cluster(environ) or "")
-    try:
-        return int(environ.get(var, "0")) if var else 0
-    except ValueError:
+    cluster = detect_cluster(environ)
+    if cluster is None:
         return 0
+    index = _count(environ, _PROCESS_INDEX_VARS[cluster], default=0)
+    if cluster == "tpu":
+        hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES")
+        per_slice = len((hosts or "").split(","))
+        index += _count(environ, "MEGASCALE_SLICE_ID", default=0) * per_slice
+    return index
 
 
 def leave_to_process_zero(command: str, environ: Mapping[str, str]) -> bool:

@@ -165,10 +165,29 @@ def test_bad_environment_is_an_error_naming_it(calls, monkeypatch, env, message)
         ({**SBATCH_SCRIPT, "SLURM_PROCID": "1"}, 0),  # no step: not a launch of several
         ({**MPIRUN_RANK, "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3"}, 3),
         ({"TPU_WORKER_HOSTNAMES": "t-0,t-1", "TPU_WORKER_ID": "1"}, 1),
+        (
+            {
+                "MEGASCALE_COORDINATOR_ADDRESS": "10.0.0.2",
+                "MEGASCALE_SLICE_ID": "1",
+                "TPU_WORKER_HOSTNAMES": "t-0,t-1",
+                "TPU_WORKER_ID": "0",
+            },
+            2,
+        ),
         (POD_ENV, 1),
         ({**POD_ENV, launch.NUM_PROCESSES_ENV: "1", launch.PROCESS_ID_ENV: "0"}, 0),
     ],
-    ids=["alone", "srun-0", "srun-1", "sbatch", "mpirun-3", "tpu-1", "k8s-1", "k8s-alone"],
+    ids=[
+        "alone",
+        "srun-0",
+        "srun-1",
+        "sbatch",
+        "mpirun-3",
+        "tpu-1",
+        "tpu-slice-1-worker-0",
+        "k8s-1",
+        "k8s-alone",
+    ],
 )
 def test_launch_process_index(env, index):
     assert launch.launch_process_index(env) == index
