@@ -130,13 +130,18 @@ def _scontrol(tmp_path: pathlib.Path) -> pathlib.Path:
 def test_requeue_only_after_a_saved_preemption(tmp_path, task_exit, restarts, requeued):
     # The tasks stand in for train.py by exiting with one of its codes at once.
     fake_python = tmp_path / "python"
-    fake_python.write_text(f"#!/bin/sh\nprintf '[%s]' \"$@\"\nexit {task_exit}\n")
+    fake_python.write_text(
+        "#!/bin/sh\necho $JAX_LOCAL_DEVICE_IDS $SRUN_CPUS_PER_TASK\n"
+        f"printf '[%s]' \"$@\"\nexit {task_exit}\n"
+    )
     fake_python.chmod(0o755)
     env = _env(
         tmp_path,
         PYTHON=str(fake_python),
         SLURM_JOB_ID="4242",
         SLURM_NTASKS="2",
+        SLURM_CPUS_PER_TASK="32",
+        SLURM_GPUS_ON_NODE="4",
         SLURM_RESTART_COUNT=restarts,
         SRUN_STANDIN_RECORD=str(tmp_path / "srun.calls"),
     )
@@ -158,7 +163,8 @@ def test_requeue_only_after_a_saved_preemption(tmp_path, task_exit, restarts, re
     assert srun_call.endswith(want)
     for task in (0, 1):
         log = (tmp_path / "logs" / f"task-{task}.log").read_text()
-        assert log == "[-u][train.py][--config][c.py][--workdir][gs://bucket/run 1]"
+        # Each task owns the node's 4 GPUs and the job's 32 CPUs per task.
+        assert log == "0,1,2,3 32\n[-u][train.py][--config][c.py][--workdir][gs://bucket/run 1]"
 
 
 def test_batch_shell_waits_through_its_own_sigterm_for_the_tasks_to_save(tmp_path):
