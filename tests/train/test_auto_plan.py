@@ -226,3 +226,15 @@ def test_command_line_overrides_beat_the_plan(monkeypatch, tmp_path):
     rows = json.loads((tmp_path / "plan.json").read_text())["decisions"]
     given = {r["field"] for r in rows if r["reason"] == "given"}
     assert given == {"image_size", "augment.rot90"}
+
+
+def test_rare_classes_in_crop_mode_get_class_aware_crops():
+    sizes = dict(min_size=(600, 800), max_size=(1400, 2000))
+    rare = _fp(**sizes, class_frequency=(0.005, 0.98, 0.015))
+    got = auto_plan.plan_sampling(rare, crop=True).fields
+    # Class 0 is rare too but is the background: never aimed at.
+    assert got == {"augment.foreground_share": 1 / 3, "augment.foreground_classes": (2,)}
+    assert auto_plan.plan_sampling(_fp(**sizes), crop=True).fields["augment.foreground_share"] == 0
+    assert auto_plan.plan_sampling(rare, crop=False).fields["augment.foreground_share"] == 0
+    decisions = auto_plan.plan_input(rare, CPU)
+    assert decisions.fields["input_mode"] == "crop"

@@ -52,6 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.saturation = 0.2
     config.augment.hue = 0.0
     config.augment.rot90 = False  # random 90-degree rotations (aerial images)
+    # Class-aware crops (nnU-Net's foreground oversampling): this share of the crops is
+    # centred on a pixel of a chosen class present in the example, the rest random (0: off).
+    # Applies wherever crops are taken (input_mode "crop", or scales above 1), augmentation
+    # on or off. Classes: a tuple of ids, None: every class but 0. docs/INPUT_PIPELINE.md.
+    config.augment.foreground_share = 0.0
+    config.augment.foreground_classes = ml_collections.FieldReference(None, field_type=object)
     # Condition augmentation (docs/AUGMENTATION.md), applied with augmentation enabled:
     # each condition with probability p (0: off) and a strength in [0, 1].
     config.augment.conditions = ml_collections.ConfigDict()

@@ -30,7 +30,7 @@ import grain.python as grain
 import numpy as np
 from PIL import Image
 
-from unet_jax.data import image_ops
+from unet_jax.data import crop_sampling, image_ops
 from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.data.conditions import build_conditions, default_settings
 from unet_jax.errors import ConfigError
@@ -286,6 +286,10 @@ class RandomScaleCrop(grain.RandomMapTransform):
     Only the crop region is resampled (PIL ``resize`` with a source ``box``), so
     large scale factors cost no more than small ones.
 
+    With ``foreground_share`` > 0, that share of the crops (drawn per example) is centred
+    on a pixel of one of ``foreground_classes`` present in the label (``crop_sampling``),
+    kept inside the image; an example without such a class gets a random crop.
+
     Attributes:
       min_scale: smallest scale factor (> 0).
       max_scale: largest scale factor (>= min_scale).
@@ -295,6 +299,8 @@ class RandomScaleCrop(grain.RandomMapTransform):
       method: image filter, "bilinear" or "area".
       relative_to: "output" (scale relative to the output size) or "input" (to the
         image's own size).
+      foreground_share: share of crops centred on a chosen class, in [0, 1].
+      foreground_classes: class ids to centre on (None: every class but the first).
     """
 
     min_scale: float
@@ -304,8 +310,15 @@ class RandomScaleCrop(grain.RandomMapTransform):
     image_pad_value: int = 0
     method: str = "bilinear"
     relative_to: str = "output"
+    foreground_share: float = 0.0
+    foreground_classes: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        object.__setattr__(
+            self,
+            "foreground_classes",
+            crop_sampling.check_settings(self.foreground_share, self.foreground_classes),
+        )
         if not 0.0 < self.min_scale <= self.max_scale:
             raise ValueError(
                 "RandomScaleCrop needs 0 < min_scale <= max_scale, got "
@@ -334,6 +347,17 @@ class RandomScaleCrop(grain.RandomMapTransform):
         src_x = int(rng.integers(0, scaled_w - crop_w + 1))
         dst_y = int(rng.integers(0, self.height - crop_h + 1))
         dst_x = int(rng.integers(0, self.width - crop_w + 1))
+        # Drawn only when on, so runs without it keep their random stream.
+        if self.foreground_share > 0 and rng.random() < self.foreground_share:
+            pixel = crop_sampling.chosen_pixel(label, classes=self.foreground_classes, rng=rng)
+            if pixel is not None:
+                y, x = pixel
+                src_y = crop_sampling.centred_offset(
+                    (y + 0.5) * scaled_h / in_h, crop=crop_h, extent=scaled_h
+                )
+                src_x = crop_sampling.centred_offset(
+                    (x + 0.5) * scaled_w / in_w, crop=crop_w, extent=scaled_w
+                )
         # The crop region in input pixel coordinates.
         sy, sx = in_h / scaled_h, in_w / scaled_w
         box = (src_x * sx, src_y * sy, (src_x + crop_w) * sx, (src_y + crop_h) * sy)
@@ -442,6 +466,11 @@ class AugmentConfig:
         Crops are taken with augmentation off too.
       conditions: condition augmentation (``unet_jax.data.conditions``): ``{name: {"p",
         "strength"}}``; conditions left out, or with p = 0, are off (None: all off).
+      foreground_share: share of the crops centred on a pixel of a chosen class present
+        in the example (nnU-Net's foreground oversampling; 0: all crops random). Applies
+        wherever crops are taken (``input_mode="crop"``, or scales above 1), augmentation
+        on or off.
+      foreground_classes: class ids the centred crops aim at (None: every class but 0).
     """
 
     enabled: bool = True
@@ -457,10 +486,13 @@ class AugmentConfig:
     rot90: bool = False
     input_mode: str = "resize"
     conditions: Mapping[str, Any] | None = dataclasses.field(default_factory=default_settings)
+    foreground_share: float = 0.0
+    foreground_classes: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}.")
+        crop_sampling.check_settings(self.foreground_share, self.foreground_classes)
 
     @classmethod
     def from_any(cls, value: AugmentConfig | Mapping[str, Any] | bool | None) -> AugmentConfig:
@@ -517,9 +549,13 @@ def build_train_transforms(
     cfg = AugmentConfig.from_any(augment)
     conditions = build_conditions(cfg.conditions)  # checked even when augmentation is off
     crop = cfg.input_mode == "crop"
+    sampling = {
+        "foreground_share": cfg.foreground_share,
+        "foreground_classes": cfg.foreground_classes,
+    }
     if not cfg.enabled:
         if crop:
-            return [RandomScaleCrop(1.0, 1.0, height, width, relative_to="input")]
+            return [RandomScaleCrop(1.0, 1.0, height, width, relative_to="input", **sampling)]
         return [Resize(height, width, method=cfg.resize_method)]
     transforms: list[grain.MapTransform | grain.RandomMapTransform] = []
     if cfg.min_scale == cfg.max_scale == 1.0 and not crop:
@@ -534,6 +570,7 @@ def build_train_transforms(
                 image_pad_value=cfg.image_pad_value,
                 method=cfg.resize_method,
                 relative_to="input" if crop else "output",
+                **sampling,
             )
         )
     if cfg.flip_prob > 0:

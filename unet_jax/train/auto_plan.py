@@ -37,6 +37,8 @@ WIDTHS = (((16, 32, 64, 128), 256), ((32, 64, 128, 256), 512), ((64, 128, 256, 5
 # aerial_cpu.py's 1,600 steps of 8 crops of 128x128: validation mIoU 0.49 on the aerial set.
 MIN_TRAINING_PIXELS = 1600 * 8 * 128 * 128
 RARE = 0.02  # a class with less than this share of the labelled pixels is rare
+# Share of crops centred on a rare class (nnU-Net's foreground oversampling: a third).
+FOREGROUND_SHARE = 1 / 3
 MIN_THICKNESS_PX = 1.5  # the thinnest class keeps at least this width after resizing
 FEW_IMAGES = 100  # fewer training images (or groups) than this: stronger augmentation
 PROBE_STEPS = 3
@@ -115,6 +117,24 @@ def plan_input(fp: Fingerprint, machine: Machine) -> Decision:
         why += f" (thinnest class {thinnest:.1f} px wide keeps {thinnest * scale:.1f} px"
         why += ")" if machine.accelerator else "; not raised on a CPU)"
     return Decision({"input_mode": "resize", "image_size": size}, why)
+
+
+def plan_sampling(fp: Fingerprint, *, crop: bool) -> Decision:
+    """Rule 1b: in crop mode, a third of the crops centred on a rare class (not the first).
+
+    A random crop of a large image rarely holds a rare, small class; nnU-Net centres a
+    third of its patches on foreground. Whole resized images hold every class they have,
+    so resize mode keeps random crops.
+    """
+    rare = [c for c in rare_classes(fp) if c > 0]
+    if not crop or not rare:
+        why = "whole images resized: random crops" if not crop else "no rare class"
+        return Decision({"augment.foreground_share": 0.0, "augment.foreground_classes": None}, why)
+    shares = ", ".join(f"{c}: {100 * fp.class_frequency[c]:.2g}%" for c in rare)
+    return Decision(
+        {"augment.foreground_share": FOREGROUND_SHARE, "augment.foreground_classes": tuple(rare)},
+        f"rare classes ({shares} of the pixels): a third of the crops centred on one",
+    )
 
 
 def plan_batch(fp: Fingerprint, machine: Machine) -> Decision:
@@ -357,8 +377,10 @@ def plan_config(
     machine = machine or Machine.this_one()
     group = config.get("folder_group") or config.get("split_group")
     fp = fingerprint(train, num_classes=num_classes, group_pattern=group)
+    input_decision = plan_input(fp, machine)
     decisions = [
-        plan_input(fp, machine),
+        input_decision,
+        plan_sampling(fp, crop=input_decision.fields["input_mode"] == "crop"),
         plan_batch(fp, machine),
         plan_compute(machine),
         plan_loss(fp),
