@@ -8,6 +8,10 @@ Two forms (docs/YOUR_DATA.md):
 - ids: ``{"classes": [{"name": "background"}, {"name": "road"}], "ignore": [255]}``:
   mask pixel values are class ids (single-channel or palette-index PNGs); ``ignore``
   lists values that become the ignore value.
+
+A class may carry ``"void": true``: it is decoded like any class, and every run on the data
+makes it void (``unet_jax.data.classes.apply_void``): its pixels ignored in the loss and
+every metric, the class out of the model's outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pathlib
 from typing import Any
 
 from datasets.common.errors import DataError
-from unet_jax.data.classes import ClassSet, ClassSetError, parse_hex
+from unet_jax.data.classes import ClassSet, ClassSetError, apply_void, parse_hex
 
 MASK_MODES = ("color", "id", "binary")
 
@@ -34,6 +38,7 @@ class MaskRule:
       ignore_colors: ``"color"`` mode: RGB colours mapped to the ignore value.
       ignore_ids: ``"id"`` mode: values mapped to the ignore value.
       source: where the rule comes from (the classes.json path, or how it was inferred).
+      void: names of classes that runs on the data make void.
     """
 
     classes: ClassSet
@@ -41,6 +46,7 @@ class MaskRule:
     ignore_colors: tuple[tuple[int, int, int], ...] = ()
     ignore_ids: tuple[int, ...] = ()
     source: str = ""
+    void: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line for the user: what was decided."""
@@ -53,6 +59,8 @@ class MaskRule:
             how = "mask values are class ids" + (f"; ignored values: {ignore}" if ignore else "")
         else:
             how = "binary masks: 0 is background, 255 (or 1) foreground"
+        if self.void:
+            how += f"; void (ignored, never predicted): {', '.join(self.void)}"
         return f"{self.classes.num_classes} classes ({names}); {how} [{self.source}]"
 
     def to_json(self) -> dict[str, Any]:
@@ -61,6 +69,7 @@ class MaskRule:
             "ignore_colors": [list(c) for c in self.ignore_colors],
             "ignore_ids": list(self.ignore_ids),
             "source": self.source,
+            "void": list(self.void),
             "description": self.describe(),
         }
 
@@ -93,13 +102,23 @@ def read_classes_file(path: pathlib.Path) -> MaskRule:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise DataError(f"{path}: classes[{i}] must be an object with a string 'name'")
-        extra = sorted(set(entry) - {"name", "color"})
+        extra = sorted(set(entry) - {"name", "color", "void"})
         if extra:
             raise DataError(f"{path}: classes[{i}] has unknown field(s) {extra}")
+        if not isinstance(entry.get("void", False), bool):
+            raise DataError(f"{path}: classes[{i}].void must be true or false")
     try:
-        classes = ClassSet.from_json({"classes": entries}, where=str(path))
+        classes = ClassSet.from_json(
+            {"classes": [{k: e[k] for k in ("name", "color") if k in e} for e in entries]},
+            where=str(path),
+        )
     except ClassSetError as e:
         raise DataError(str(e)) from None
+    void = tuple(e["name"] for e in entries if e.get("void"))
+    try:
+        apply_void(classes, void)  # at least one class must stay
+    except ClassSetError as e:
+        raise DataError(f"{path}: {e}") from None
     with_color = [e for e in entries if e.get("color") is not None]
     mode = "color" if with_color else "id"
     if mode == "color" and len(set(classes.colors)) != len(classes.colors):
@@ -117,7 +136,7 @@ def read_classes_file(path: pathlib.Path) -> MaskRule:
             r, g, b = sorted(clash)[0]
             raise DataError(f"{path}: #{r:02X}{g:02X}{b:02X} is both a class colour and ignored")
         classes = dataclasses.replace(classes, label_format="color")
-        return MaskRule(classes, "color", ignore_colors=ignore_colors, source=str(path))
+        return MaskRule(classes, "color", ignore_colors=ignore_colors, source=str(path), void=void)
     for i, v in enumerate(ignore):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
             raise DataError(
@@ -126,4 +145,4 @@ def read_classes_file(path: pathlib.Path) -> MaskRule:
             )
         if v < classes.num_classes:
             raise DataError(f"{path}: ignore[{i}] = {v} is the id of class {classes.names[v]!r}")
-    return MaskRule(classes, "id", ignore_ids=tuple(ignore), source=str(path))
+    return MaskRule(classes, "id", ignore_ids=tuple(ignore), source=str(path), void=void)

@@ -274,3 +274,23 @@ def test_aerial_config_trains_a_tiny_model_end_to_end(tmp_path):
         if '"validation"' in line
     ]
     assert validation and "iou/Building" in validation[-1]
+
+
+def test_unlabeled_void_config_reads_unlabeled_as_ignored(prepared):
+    from unet_jax.configs import aerial_cpu_unlabeled_void
+    from unet_jax.data.sources import open_dataset
+
+    builder, examples = prepared
+    config = aerial_cpu_unlabeled_void.get_config()
+    dataset = open_dataset(config, splits=("train",), prepare_fn=lambda c, *, prepare: builder)
+    assert dataset.classes.names == tuple(SIX)[:5]
+    assert dataset.classes.void == ("Unlabeled",)
+    unlabeled = list(SIX).index("Unlabeled")
+    seen = 0
+    for i in range(len(dataset.sources["train"])):
+        example = dataset.sources["train"][i]
+        six = examples["train"][example["name"].decode()]["label"]
+        expected = np.where(six == unlabeled, IGNORE_LABEL, six)
+        np.testing.assert_array_equal(example["label"], expected)
+        seen += int((six == unlabeled).sum())
+    assert seen > 0  # the dummy data holds Unlabeled pixels, now ignored

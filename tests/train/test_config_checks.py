@@ -25,6 +25,7 @@ BAD = [
     ("schedule", "cosine", r"config.schedule='cosine'"),
     ("driver", "jit", r"config.driver='jit'"),
     ("input_mode", "tiles", r"config.input_mode='tiles'"),
+    ("void_classes", ("Unlabeled", ""), r"config.void_classes=\('Unlabeled', ''\): a tuple"),
     ("model.output_activation", "relu", r"config.model.output_activation='relu'"),
     ("model.upsample", "bilinear", r"config.model.upsample='bilinear'"),
     ("model.dtype", "fp16", r"config.model.dtype='fp16'"),

@@ -37,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
     # None: the data set's class count (its declaration travels with the prepared data);
     # a value is checked against it at start-up.
     config.num_classes = ml_collections.config_dict.placeholder(int)
+    # Names of the data set's classes to treat as void: their pixels are ignored in the loss
+    # and every metric, and the class leaves the model's outputs (never predicted). Adds to
+    # those a folder's classes.json marks "void". docs/LOSSES_AND_METRICS.md.
+    config.void_classes = ()
     config.worker_count = 2  # grain worker processes per host (0: in-process)
     # Splits whose decoded examples fit in this many MiB (per host) are decoded once and
     # held in memory (0: always read from disk); batches are the same either way.

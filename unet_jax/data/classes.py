@@ -5,7 +5,9 @@ A data set declares its classes (names, colours); the trainer writes them to
 metrics, reports, predict, export) reads them from there: nothing else holds a class list.
 Label maps store the class id per pixel; ``IGNORE_LABEL`` marks pixels that count in no
 loss and no metric (whatever a data set's own ignore value is, it is mapped to 255 when
-the data is prepared).
+the data is prepared). A *void* class is one of the data's classes that a run treats as
+ignored (``void_classes``): its pixels become 255 when read, it leaves the class list (so
+no head output, never predicted) and its name stays in ``ClassSet.void`` for reports.
 """
 
 from __future__ import annotations
@@ -91,16 +93,25 @@ class ClassSet:
       label_format: how the data set's masks store classes, and so how predicted label
         maps are written: "id" (greyscale ids), "red" (id in the red channel),
         "color" (the class colours), "binary" (0 background, 255 foreground).
+      void: names of the data's classes that are void here (not among ``names``): their
+        pixels carry the ignore label (``apply_void``).
     """
 
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...]
     label_format: str = "id"
+    void: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names, colors = tuple(self.names), tuple(tuple(int(v) for v in c) for c in self.colors)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "colors", colors)
+        object.__setattr__(self, "void", tuple(self.void))
+        for i, name in enumerate(self.void):
+            if not isinstance(name, str) or name in names or self.void.index(name) != i:
+                raise ClassSetError(
+                    f"void[{i}]: {name!r} must be a distinct name that is not a class"
+                )
         if not names:
             raise ClassSetError("classes: at least one class is needed")
         if len(names) > MAX_CLASSES:
@@ -140,6 +151,11 @@ class ClassSet:
         return cls.from_names([f"class{i}" for i in range(num_classes)])
 
     @property
+    def ignored_label(self) -> str:
+        """What ignored pixels are called in legends: "ignored", naming void classes."""
+        return f"ignored (void: {', '.join(self.void)})" if self.void else "ignored"
+
+    @property
     def num_classes(self) -> int:
         return len(self.names)
 
@@ -174,6 +190,7 @@ class ClassSet:
             ],
             "ignore_label": IGNORE_LABEL,
             "label_format": self.label_format,
+            "void": list(self.void),
         }
 
     @classmethod
@@ -203,8 +220,47 @@ class ClassSet:
         if colors and len(colors) != len(names):
             raise ClassSetError(f"{where}: give a colour for every class or for none")
         try:
-            return cls.from_names(
+            declared = cls.from_names(
                 names, colors or None, label_format=data.get("label_format", "id")
             )
+            return dataclasses.replace(declared, void=tuple(data.get("void") or ()))
         except ClassSetError as e:
             raise ClassSetError(f"{where}: {e}") from None
+
+
+def apply_void(classes: ClassSet, void: Sequence[str]) -> tuple[ClassSet, np.ndarray]:
+    """Makes some of a class set's classes void: ignored, out of the class list.
+
+    Args:
+      classes: the data's class set.
+      void: names of its classes to make void (an empty sequence changes nothing).
+
+    Returns:
+      ``(class set of the other classes, in order, with ``void`` extended by these names;
+      lookup table uint8 [256] from the data's label values to the new ones)``: void ids
+      go to ``IGNORE_LABEL``, the others to their rank among the kept classes, values at
+      or above the class count stay as they are.
+
+    Raises:
+      ClassSetError: a name that is no class, or no class left.
+    """
+    lut = np.arange(256, dtype=np.uint8)
+    if not void:
+        return classes, lut
+    unknown = [n for n in void if n not in classes.names]
+    if unknown:
+        raise ClassSetError(
+            f"void_classes: {unknown[0]!r} is not a class of the data ({', '.join(classes.names)})"
+        )
+    kept = [i for i, n in enumerate(classes.names) if n not in void]
+    if not kept:
+        raise ClassSetError("void_classes: every class is void; at least one must stay")
+    lut[: classes.num_classes] = IGNORE_LABEL
+    lut[kept] = np.arange(len(kept), dtype=np.uint8)
+    reduced = ClassSet(
+        tuple(classes.names[i] for i in kept),
+        tuple(classes.colors[i] for i in kept),
+        classes.label_format,
+        void=classes.void + tuple(n for n in classes.names if n in void),
+    )
+    return reduced, lut

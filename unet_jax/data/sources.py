@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from unet_jax.data.class_stats import ClassStats, label_counts
-from unet_jax.data.classes import ClassSet
+from unet_jax.data.classes import ClassSet, ClassSetError, apply_void
 from unet_jax.data.splits import SPLITS
 from unet_jax.errors import ConfigError, UserError
 
@@ -129,11 +129,54 @@ def open_dataset(
         )
     sources = builder.as_data_source()
     metadata = builder.info.metadata or {}
-    return Dataset(
+    dataset = Dataset(
         sources={split: sources[split] for split in splits},
         classes=builder_classes(builder),
         train_stats=metadata.get("train_stats"),
         name=builder.info.full_name,
+    )
+    declared = (metadata.get("mask_rule") or {}).get("void") or ()
+    return with_void(dataset, (*declared, *(config.get("void_classes") or ())))
+
+
+class VoidLabels:
+    """A source whose labels go through a lookup table (void classes to the ignore value,
+    the other ids compacted); picklable for grain's worker processes."""
+
+    def __init__(self, source: Any, lut: np.ndarray):
+        self._source = source
+        self._lut = lut
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = dict(self._source[index])
+        example["label"] = self._lut[np.asarray(example["label"])]
+        return example
+
+
+def with_void(dataset: Dataset, void: Sequence[str]) -> Dataset:
+    """The data set with the classes named in ``void`` made void (``classes.apply_void``).
+
+    Its labels are remapped as they are read; the recorded pixel statistics no longer
+    apply, so they are dropped (class weights then count the remapped split).
+
+    Raises:
+      ConfigError: a void name that is no class of the data set, or no class left.
+    """
+    void = tuple(dict.fromkeys(str(v) for v in void))
+    if not void:
+        return dataset
+    try:
+        classes, lut = apply_void(dataset.classes, void)
+    except ClassSetError as e:
+        raise ConfigError(f"{dataset.name}: {e}") from None
+    return dataclasses.replace(
+        dataset,
+        sources={k: VoidLabels(v, lut) for k, v in dataset.sources.items()},
+        classes=classes,
+        train_stats=None,
     )
 
 

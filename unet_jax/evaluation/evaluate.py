@@ -342,6 +342,8 @@ def run_evaluation(
         },
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
+        # Classes of the data that this run ignores: the scores leave their pixels out.
+        "void_classes": list(classes.void),
         **_json_results(results, resolution, config.dataset),
     }
     report["options"]["batch_size"] = segmenter.batch_size
@@ -434,7 +436,9 @@ def write_report(
     """
     out.mkdir(parents=True, exist_ok=True)
     names = report["class_names"]
-    classes = ClassSet.from_json({"classes": report["class_colors"]})
+    classes = ClassSet.from_json(
+        {"classes": report["class_colors"], "void": report.get("void_classes", [])}
+    )
     step = report["checkpoint"]["step"]
     where = f"{report['split']} split, step {step}"
     images: list[pathlib.Path] = []

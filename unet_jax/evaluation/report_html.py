@@ -335,7 +335,7 @@ def _images_section(rows: Sequence[ImageRow], classes: ClassSet) -> str:
         f"<span>{_swatch(c)}{html.escape(n)}</span>"
         for n, c in zip(classes.names, classes.colors, strict=True)
     )
-    legend += f"<span>{_swatch(IGNORE_COLOR)}ignored</span>"
+    legend += f"<span>{_swatch(IGNORE_COLOR)}{html.escape(classes.ignored_label)}</span>"
     body = "".join(_image_row(k + 1, row, classes) for k, row in enumerate(rows))
     return (
         f'<h2 id="images">Every image, worst first ({len(rows)})</h2>'

@@ -221,7 +221,9 @@ def _legend(fig, classes: ClassSet, ids: Sequence[int]) -> None:
         )
         for i in ids
     ]
-    handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, label="ignored"))
+    handles.append(
+        Patch(facecolor="white", edgecolor="black", linewidth=0.4, label=classes.ignored_label)
+    )
     fig.legend(
         handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=7, frameon=False
     )

@@ -146,6 +146,11 @@ def validate_config(
     worker_count = config.worker_count
     if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 0:
         raise ConfigError(f"config.worker_count={worker_count!r}: must be an integer >= 0")
+    void = config.get("void_classes") or ()
+    if not isinstance(void, (tuple, list)) or not all(isinstance(v, str) and v for v in void):
+        raise ConfigError(
+            f'config.void_classes={void!r}: a tuple of class names, e.g. ("Unlabeled",)'
+        )
     seed = config.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"config.seed={seed!r}: must be an integer in [0, 2**32)")
