@@ -56,7 +56,26 @@ def check_scale(scale: str | None) -> None:
 
 # What a run may store as its inference recipe (``config.inference``): the defaults of
 # predict, eval.py and the exports' sidecars for that run; flags and arguments override.
-RECIPE_FIELDS = ("scale", "tta_flip", "tta_scales", "adapt_bn", "adapt_momentum")
+# ``band``: rows (fractions of the height) that predict segments again at native scale over
+# a resize-scale prediction (``unet_jax.deploy.banded``).
+RECIPE_FIELDS = ("scale", "tta_flip", "tta_scales", "adapt_bn", "adapt_momentum", "band")
+
+
+def check_band(band: Any) -> tuple[float, float]:
+    """``(top, bottom)`` fractions of the height with ``0 <= top < bottom <= 1``.
+
+    Raises:
+      OptionError: anything else, naming the value.
+    """
+    try:
+        top, bottom = (float(v) for v in band)
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"band must be (top, bottom) fractions of the height, got {band!r}"
+        ) from None
+    if not 0.0 <= top < bottom <= 1.0:
+        raise OptionError(f"band must satisfy 0 <= top < bottom <= 1, got {band!r}")
+    return top, bottom
 
 
 def recipe_of(config: Any) -> dict[str, Any]:
@@ -88,6 +107,11 @@ def recipe_of(config: Any) -> dict[str, Any]:
         raise OptionError(
             f"config.inference.scale must be one of {SCALES}, got {recipe['scale']!r}"
         )
+    if "band" in recipe:
+        try:
+            recipe["band"] = check_band(recipe["band"])
+        except OptionError as e:
+            raise OptionError(f"config.inference.{e}") from None
     return recipe
 
 

@@ -22,6 +22,10 @@ is segmented at its own size, whole (padded) or in blended tiles when large, by 
 of ``unet_jax.deploy.segmenter`` (right for images already at the training data's scale,
 e.g. the 800x600 frames of the full data set).
 
+Band (``config.inference.band``, the run's recipe): at the ``resize`` scale, the rows of
+the band are segmented again at native scale and replace those rows (``unet_jax.deploy.
+banded``): small, far objects at the resolution they have, the rest as trained.
+
 Input rules. 8-bit RGB is used as it is; greyscale (L, LA, 1-bit) is replicated to RGB;
 palette images are expanded to RGB; an alpha channel is dropped when it is fully opaque;
 EXIF orientation is applied. Rejected with an :class:`ImageError` naming the file:
@@ -50,6 +54,7 @@ from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
 from unet_jax.data.image_files import read_image
+from unet_jax.deploy import banded
 from unet_jax.deploy import options as option_flags
 from unet_jax.deploy.options import OptionError, PredictOptions
 from unet_jax.errors import InferenceError
@@ -198,6 +203,7 @@ def predict_files(
     checkpoint_info = backend.checkpoint
     scale = option_flags.scale_for(options.scale, config)
     native = scale == "native"
+    band = None if native else option_flags.recipe_of(config).get("band")
     out = pathlib.Path(out)
     folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
     for folder in folders:
@@ -234,9 +240,14 @@ def predict_files(
         batch = np.stack([x[2] for x in group])
         labels, probs = segmenter.predict(batch, with_probabilities=probabilities)
         tiled = native and segmenter.is_tiled(*batch.shape[1:3])
+        bands = band and banded.segment_bands(
+            segmenter, [x[1] for x in group], band=band, with_probabilities=probabilities
+        )
         for k, (item, image, _) in enumerate(group):
             h, w = image.shape[:2]
             label = image_ops.resize_nearest(labels[k], h, w)
+            if bands:
+                label = banded.paste(label, bands[k], part=1)
             paths = {
                 "label": out / "labels" / f"{item.name}.png",
                 "overlay": out / "overlays" / f"{item.name}.png",
@@ -248,10 +259,10 @@ def predict_files(
             if probabilities:
                 paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
                 paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
-                np.save(
-                    paths["probabilities"],
-                    image_ops.resize_nearest(probs[k], h, w).astype(np.float16),
-                )
+                image_probs = image_ops.resize_nearest(probs[k], h, w)
+                if bands:
+                    image_probs = banded.paste(image_probs, bands[k], part=2)
+                np.save(paths["probabilities"], image_probs.astype(np.float16))
             records.append(
                 {
                     "input": str(item.path),
@@ -259,6 +270,7 @@ def predict_files(
                     "width": w,
                     "scale": scale,
                     "tiled": tiled,
+                    "band_rows": list(bands[k][0]) if bands else None,
                     **{k2: str(v) for k2, v in paths.items()},
                 }
             )
@@ -270,6 +282,7 @@ def predict_files(
         "checkpoint": checkpoint_info,
         "options": {
             "scale": scale,
+            "band": list(band) if band else None,
             "training_size": [train_h, train_w],
             **dataclasses.asdict(segmenter.options),
             "batch_size": segmenter.batch_size,

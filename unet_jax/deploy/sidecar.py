@@ -106,6 +106,7 @@ def inference_record(config: Any) -> dict[str, Any]:
         "tta_scales": list(segment.tta_scales),
         "adapt_bn": segment.adapt_bn,
         "adapt_momentum": segment.adapt_momentum,
+        "band": list(recipe["band"]) if "band" in recipe else None,
         "note": "The artefact maps images to logits with the checkpoint's stored BatchNorm "
         "statistics: BatchNorm adaptation (adapt_bn) is not exportable, and test-time "
         "augmentation and scale are applied around it (predict and eval.py --onnx apply "

@@ -1,0 +1,96 @@
+"""Banded prediction (config.inference.band): a resize-scale whole with the band at native scale.
+
+Oracle: the same run's predict at the resize scale on the whole frames, and at native scale
+on the band's rows saved as images of their own, pasted together by hand; the output has
+the input's size.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.evaluation.test_eval import tiny_run
+from unet_jax.deploy import banded, predict
+from unet_jax.deploy.options import OptionError, recipe_of
+
+BAND = (0.3, 0.7)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """Two frame sizes: both are segmented in one group at the resize scale."""
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(5)
+    for i, (h, w) in enumerate([(60, 80), (60, 80), (50, 70)]):
+        image = np.clip(rng.integers(0, 256, (h, w, 3)) * 0.6 + 60, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return folder
+
+
+def _labels(out):
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted((out / "labels").iterdir())}
+
+
+def test_banded_predict_is_the_resized_whole_with_native_band_rows(tiny, frames, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny.workdir, workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    config["inference"] = {"band": list(BAND)}
+    (workdir / "config.json").write_text(json.dumps(config))
+    result = predict.predict_files(
+        workdir, [frames], tmp_path / "banded", progress=False, probabilities=True
+    )
+    assert result["options"]["band"] == list(BAND)
+    got = _labels(tmp_path / "banded")
+
+    # By hand: the plain run at the resize scale, and at native scale on the band strips.
+    predict.predict_files(tiny.workdir, [frames], tmp_path / "whole", progress=False)
+    strips = tmp_path / "strips"
+    strips.mkdir()
+    rows = {}
+    for path in sorted(frames.iterdir()):
+        image = np.asarray(Image.open(path))
+        rows[path.stem] = banded.band_rows(BAND, image.shape[0])
+        first, stop = rows[path.stem]
+        Image.fromarray(image[first:stop]).save(strips / path.name)
+    predict.predict_files(
+        tiny.workdir,
+        [strips],
+        tmp_path / "band",
+        progress=False,
+        scale="native",
+        probabilities=True,
+    )
+    whole, band = _labels(tmp_path / "whole"), _labels(tmp_path / "band")
+    for name, image_path in ((p.stem, p) for p in sorted(frames.iterdir())):
+        h, w = np.asarray(Image.open(image_path)).shape[:2]
+        first, stop = rows[name]
+        expected = whole[name].copy()
+        expected[first:stop] = band[name]
+        assert got[name].shape[:2] == (h, w)
+        np.testing.assert_array_equal(got[name], expected, err_msg=name)
+        assert not np.array_equal(whole[name], expected)  # the band changed something
+    record = {r["input"]: r for r in result["images"]}[str(frames / "0.png")]
+    assert record["band_rows"] == [18, 42]
+    probs = np.load(tmp_path / "banded" / "probabilities" / "0.npy")
+    np.testing.assert_array_equal(probs[18:42], np.load(tmp_path / "band/probabilities/0.npy"))
+
+
+def test_band_rows_cover_at_least_one_row_inside_the_image():
+    assert banded.band_rows((280 / 600, 460 / 600), 600) == (280, 460)
+    assert banded.band_rows((0.5, 0.5001), 10) == (5, 6)
+    assert banded.band_rows((0.99, 1.0), 10) == (9, 10)
+
+
+@pytest.mark.parametrize("band", [(0.7, 0.3), (0.2, 1.5), "top", (0.1,)])
+def test_bad_band_in_a_recipe_names_the_field(band):
+    with pytest.raises(OptionError, match="config.inference.band"):
+        recipe_of({"inference": {"band": band}})
