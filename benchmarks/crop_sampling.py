@@ -4,7 +4,8 @@ Draws the crops the training pipeline would (``create_train_loader``, seed 0, th
 geometry: crop size, mode, scale jitter, flips; colour jitter and conditions off, they do
 not move labels) from the masks of a data set, once per ``--shares`` value, and prints per
 chosen class the share of crops that hold any of its pixels, its mean share of the crops'
-labelled pixels and its mean pixel count per crop (which grows with the resolution). The images are not read (zeros): only the labels matter here.
+labelled pixels and its mean pixel count per crop (which grows with the resolution). The
+images are not read (zeros): only the labels matter here.
 
     python benchmarks/crop_sampling.py aerial ../shared/aerial --crop 128 128 --classes 5
     python benchmarks/crop_sampling.py carla ../shared/carla_episode --crop 240 320 \\
