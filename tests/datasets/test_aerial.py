@@ -276,6 +276,56 @@ def test_aerial_config_trains_a_tiny_model_end_to_end(tmp_path):
     assert validation and "iou/Building" in validation[-1]
 
 
+TINY_FLAGS = [
+    f"--config.manual_dir={DUMMY}",
+    "--config.model.features=(4,8)",
+    "--config.model.bridge_features=16",
+    "--config.image_size=(32,32)",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=4",
+    "--config.num_train_steps=2",
+    "--config.eval_every_steps=2",
+    "--config.checkpoint_every_steps=2",
+    "--config.worker_count=0",
+    "--config.progress_bar=False",
+]
+
+
+@pytest.mark.slow
+def test_unlabeled_void_run_has_five_classes_and_reports_the_void(tmp_path):
+    result = _train(
+        tmp_path,
+        *TINY_FLAGS,
+        '--config.void_classes=("Unlabeled",)',
+        "--config.augment.foreground_share=0.5",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["num_classes"] == 5 and config["void_classes"] == ["Unlabeled"]
+    declared = json.loads((run / "classes.json").read_text())
+    assert [c["name"] for c in declared["classes"]] == list(SIX)[:5]
+    assert declared["void"] == ["Unlabeled"]
+    validation = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"validation"' in line
+    ]
+    assert "iou/Water" in validation[-1] and "iou/Unlabeled" not in validation[-1]
+    evaluated = subprocess.run(
+        [sys.executable, "eval.py", f"--workdir={run}", f"--out={tmp_path / 'eval'}"]
+        + ["--split=validation", "--noprogress"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["void_classes"] == ["Unlabeled"] and len(report["class_names"]) == 5
+    assert "ignored (void: Unlabeled)" in (tmp_path / "eval" / "report.html").read_text()
+
+
 def test_unlabeled_void_config_reads_unlabeled_as_ignored(prepared):
     from unet_jax.configs import aerial_cpu_unlabeled_void
     from unet_jax.data.sources import open_dataset

@@ -8,7 +8,7 @@ Run:
 The article counts six classes, ``Unlabeled`` (0.4 % of the pixels) among them, and
 aerial_cpu.py follows it. Here ``Unlabeled`` is void: its pixels count in no loss and no
 metric, the model has five outputs and never predicts it, and the run's classes.json and
-eval.py's report list it under ``void_classes``. Its mIoU is a mean over five classes and is
+eval.py's metrics.json list it under ``void_classes``. Its mIoU is a mean over five classes and is
 not comparable with aerial_cpu.py's six-class figure (docs/AERIAL.md).
 """
 
