@@ -180,3 +180,9 @@ def test_bad_settings_are_config_errors(field, value):
         config_checks._check_augment(config)
     with pytest.raises(ValueError, match=field):
         AugmentConfig(**{field: value})
+
+
+def test_a_share_that_is_no_number_is_refused_by_the_api():
+    # A config's field is typed (ml_collections refuses a string); the API checks it too.
+    with pytest.raises(ValueError, match="foreground_share must be a number"):
+        AugmentConfig(foreground_share="a third")

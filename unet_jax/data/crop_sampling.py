@@ -31,8 +31,11 @@ def check_settings(share: float, classes: Sequence[int] | None) -> tuple[int, ..
       ValueError: a share outside [0, 1], or classes that are not distinct ids in
         ``0..MAX_CLASSES - 1``.
     """
-    if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
-        raise ValueError(f"foreground_share must be in [0, 1], got {share!r}.")
+    number = isinstance(share, (int, float, np.integer, np.floating)) and not isinstance(
+        share, bool
+    )
+    if not number or not 0.0 <= float(share) <= 1.0:
+        raise ValueError(f"foreground_share must be a number in [0, 1], got {share!r}.")
     if classes is None:
         return None
     ids = tuple(classes) if isinstance(classes, (list, tuple)) else None
