@@ -1,7 +1,8 @@
 """Reading and checking the files of a folder data set: images and masks.
 
-Images: PNG, JPEG, BMP, TIFF or WebP; greyscale, palette and opaque RGBA are converted to
-RGB, pixels as stored (EXIF orientation is not applied: masks carry none). Masks: lossless
+Images: read as stored by `unet_jax.data.image_files` (8-bit grey or RGB, 16-bit grey,
+multi-band TIFF, .npy), pixels as stored (EXIF orientation is not applied: masks carry
+none). Masks: lossless
 files (PNG, BMP, TIFF), the same size as their image, decoded by `MaskRule`.
 """
 
@@ -19,7 +20,7 @@ from datasets.folder.classes_file import MaskRule
 from unet_jax.data import image_files
 from unet_jax.data.classes import IGNORE_LABEL
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 16384 * 16384  # decompression-bomb guard
 
@@ -47,15 +48,15 @@ def _open(path: pathlib.Path, *, what: str) -> Image.Image:
 
 
 def read_image(path: pathlib.Path) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of an image file, by the rules of `unet_jax.data.image_files`
+    """[H, W, C] of an image file as stored, by the rules of `unet_jax.data.image_files`
     (predict's), pixels as stored: masks carry no EXIF orientation.
 
     Args:
       path: the file (anything with ``read_bytes()`` whose ``str()`` names it).
 
     Raises:
-      DataError: unreadable, truncated, 16-bit or floating-point, or with transparent
-        pixels.
+      DataError: unreadable, truncated, another dtype, NaN or infinity, or with
+        transparent pixels.
     """
     try:
         data = path.read_bytes()

@@ -3,7 +3,10 @@
 Each folder gets its own builder config, named after the folder and a digest of its
 path; the folder's fingerprint (`layout.fingerprint`) is stored with the prepared data, so
 a folder whose files were added, removed or changed is prepared again. Examples are stored
-at their native size: ``{"image": uint8 [H, W, 3], "label": uint8 [H, W, 1], "name": str}``.
+at their native size: ``{"image": [H, W, C] as stored (bytes of
+`unet_jax.data.image_bytes`), "label": uint8 [H, W, 1], "name": str}``; the metadata's
+``image_info`` gives the bands, the dtype and the training split's per-band statistics
+(`unet_jax.data.normalisation`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from datasets.common.errors import DataError
-from datasets.common.features import segmentation_features
+from datasets.common.features import array_image_features
 from datasets.common.threads import threaded_map
 from datasets.folder import decode, layout
 from datasets.folder.classes_file import MaskRule, read_classes_file
 from datasets.lyft_udacity.decode import encode_png
+from unet_jax.data import image_bytes, image_files, normalisation
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import VERBOSE_ENV_VAR
@@ -67,6 +71,45 @@ class Plan:
     layout: layout.Layout
     rule: MaskRule
     fingerprint: str
+    kind: ImageKind
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageKind:
+    """The images' bands and dtype (8-bit grey among RGB images is read as RGB)."""
+
+    bands: int
+    dtype: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bands": self.bands, "dtype": self.dtype}
+
+
+def image_kind(kinds: dict[pathlib.Path, tuple[int, str]]) -> ImageKind:
+    """The one kind of a data set's images, from each file's (bands, dtype).
+
+    Raises:
+      DataError: two band counts or dtypes, naming a file of each.
+    """
+    paths = sorted(kinds)
+    first = paths[0]
+    bands, dtype = kinds[first]
+    if {k for k in kinds.values()} <= {(1, "uint8"), (3, "uint8")}:
+        bands = max(b for b, _ in kinds.values())  # grey among RGB: read as RGB, as before
+        return ImageKind(bands, "uint8")
+    for path in paths:
+        other_bands, other_dtype = kinds[path]
+        if other_bands != bands:
+            raise DataError(
+                f"{path}: {other_bands} band(s), but {first.name} has {bands}; every image of "
+                "a data set needs the same bands"
+            )
+        if other_dtype != dtype:
+            raise DataError(
+                f"{path}: {other_dtype} values, but {first.name} has {dtype}; every image of "
+                "a data set needs the same dtype"
+            )
+    return ImageKind(bands, dtype)
 
 
 def infer_rule(values: set[int], *, root: pathlib.Path) -> MaskRule:
@@ -85,8 +128,11 @@ def infer_rule(values: set[int], *, root: pathlib.Path) -> MaskRule:
     return MaskRule(classes, "id", ignore_ids=ignore, source=source)
 
 
-def _check_pair(pair: layout.Pair, rule: MaskRule | None) -> tuple[np.ndarray | None, set[int]]:
-    """Reads one pair fully; returns (label counts or None, raw mask values when no rule)."""
+def _check_pair(
+    pair: layout.Pair, rule: MaskRule | None
+) -> tuple[np.ndarray | None, set[int], tuple[int, str]]:
+    """Reads one pair fully; returns (label counts or None, raw mask values when no rule,
+    the image's (bands, dtype))."""
     image = decode.read_image(pair.image)
     if rule is None:
         values = decode.read_mask_values(pair.mask)
@@ -99,7 +145,7 @@ def _check_pair(pair: layout.Pair, rule: MaskRule | None) -> tuple[np.ndarray | 
             f"{pair.mask}: mask is {shape[1]}x{shape[0]} but its image {pair.image.name} is "
             f"{image.shape[1]}x{image.shape[0]}"
         )
-    return counts, present
+    return counts, present, (image.shape[-1], image.dtype.name)
 
 
 def make_plan(
@@ -117,26 +163,37 @@ def make_plan(
     rule = read_classes_file(found.classes_file) if found.classes_file else None
     check = functools.partial(_check_pair, rule=rule)
     values: set[int] = set()
-    for _, present in threaded_map(check, found.pairs()):
+    kinds: dict[pathlib.Path, tuple[int, str]] = {}
+    pairs = found.pairs()
+    for pair, (_, present, kind) in zip(pairs, threaded_map(check, pairs), strict=True):
         values |= present
+        kinds[pair.image] = kind
     if rule is None:
         rule = infer_rule(values, root=found.root)
-    return Plan(found, rule, layout.fingerprint(found, group_pattern=group_pattern))
+    fingerprint = layout.fingerprint(found, group_pattern=group_pattern)
+    return Plan(found, rule, fingerprint, image_kind(kinds))
 
 
-def encode_example(pair: layout.Pair, *, rule: MaskRule) -> tuple[str, dict[str, Any], np.ndarray]:
-    """(key, TFDS example with PNG bytes, label counts) of one pair."""
-    image = decode.read_image(pair.image)
+def encode_example(
+    pair: layout.Pair, *, rule: MaskRule, kind: ImageKind
+) -> tuple[str, dict[str, Any], np.ndarray, np.ndarray]:
+    """(key, TFDS example with encoded bytes, label counts, sampled pixels) of one pair."""
+    image = image_files.conform(
+        decode.read_image(pair.image), bands=kind.bands, dtype=kind.dtype, name=str(pair.image)
+    )
     label = decode.decode_mask(pair.mask, rule)
-    example = {"image": encode_png(image), "label": encode_png(label), "name": pair.name}
-    return pair.name, example, label_counts(label)
+    example = {"image": image_bytes.encode(image), "label": encode_png(label), "name": pair.name}
+    return pair.name, example, label_counts(label), normalisation.sample_pixels(image)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for a folder of images and masks."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Images as stored (any bands and dtype); per-band statistics of train.",
+    }
     BUILDER_CONFIGS: list[FolderConfig] = []  # one per folder, made by `config_for`
 
     def __init__(self, *, plan: Plan | None = None, **kwargs: Any) -> None:
@@ -152,7 +209,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=segmentation_features(),
+            features=array_image_features(),
             supervised_keys=("image", "label"),
             metadata=tfds.core.MetadataDict(),
         )
@@ -168,6 +225,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             fingerprint=plan.fingerprint,
             folder=str(plan.layout.root),
             given_splits=plan.layout.given_splits,
+            image_info=plan.kind.to_json(),
         )
         return {
             split: self._generate_examples(pairs, split=split)
@@ -178,14 +236,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self, pairs: list[layout.Pair], *, split: str
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         stats = ClassStats()
-        encode = functools.partial(encode_example, rule=self._plan.rule)
-        for key, example, counts in threaded_map(encode, pairs):
+        encode = functools.partial(encode_example, rule=self._plan.rule, kind=self._plan.kind)
+        pixels = []
+        for key, example, counts, sample in threaded_map(encode, pairs):
             stats.add(counts)
+            if split == "train":
+                pixels.append(sample)
             yield key, example
         if split == "train":
             self.info.metadata["train_stats"] = stats.to_metadata(
                 self._plan.rule.classes.num_classes
             )
+            self.info.metadata["image_info"] = {
+                **self._plan.kind.to_json(),
+                "stats": normalisation.band_stats(np.concatenate(pixels)),
+            }
 
 
 @contextlib.contextmanager
@@ -257,4 +322,5 @@ def open_builder(
     how = "split folders as given" if plan.layout.given_splits else "60/20/20 split"
     log(f"Prepared {root} ({how}: {sizes}) in {builder.data_dir}")
     log(f"Classes: {plan.rule.describe()}")
+    log(f"Images: {plan.kind.bands} band(s) of {plan.kind.dtype}")
     return builder

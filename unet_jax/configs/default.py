@@ -53,8 +53,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.max_scale = 1.25
     config.augment.brightness = 0.2
     config.augment.contrast = 0.2
-    config.augment.saturation = 0.2
+    # None: 0.2 on 8-bit RGB data, off on other images (saturation has no meaning there).
+    config.augment.saturation = ml_collections.config_dict.placeholder(float)
     config.augment.hue = 0.0
+    # Per band, on normalised values, for images that are not 8-bit RGB (docs/YOUR_DATA.md).
+    config.augment.gamma = 0.0
+    config.augment.noise = 0.0
     config.augment.rot90 = False  # random 90-degree rotations (aerial images)
     # Class-aware crops (nnU-Net's foreground oversampling): this share of the crops is
     # centred on a pixel of a chosen class present in the example, the rest random (0: off).
@@ -98,6 +102,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.encoder = "unet"
     config.model.decoder_features = (256, 128, 64, 32, 16)
     config.model.encoder_weights = ml_collections.config_dict.placeholder(str)
+    # The input as the data set stores it (docs/YOUR_DATA.md, "Kinds of images"); unset,
+    # the prepared data decides, like num_classes: bands, dtype ("uint8", "uint16",
+    # "int16", "float32"), the normalisation rule ("imagenet" for 8-bit RGB, else
+    # "zscore") and its per-band statistics of the training split.
+    config.model.in_channels = ml_collections.config_dict.placeholder(int)
+    config.model.input_dtype = ml_collections.config_dict.placeholder(str)
+    config.model.input_norm = ml_collections.config_dict.placeholder(str)
+    config.model.input_stats = ml_collections.config_dict.placeholder(dict)
+    # The three bands (0-based) that pictures show of a multi-band image; unset: the
+    # first three (one band: grey). Grey and 16-bit bands get a percentile stretch.
+    config.display_bands = ml_collections.config_dict.placeholder(tuple)
 
     config.loss = "dice"  # "dice", "ce", "dice_ce", "focal" or "dice_focal"
     config.dice_smooth = 1.0

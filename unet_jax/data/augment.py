@@ -30,9 +30,10 @@ import grain.python as grain
 import numpy as np
 from PIL import Image
 
-from unet_jax.data import crop_sampling, image_ops
+from unet_jax.data import crop_sampling, image_ops, normalisation
 from unet_jax.data.classes import IGNORE_LABEL
 from unet_jax.data.conditions import build_conditions, default_settings
+from unet_jax.data.image_files import DTYPES
 from unet_jax.errors import ConfigError
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
@@ -48,6 +49,10 @@ _RGB_TO_YIQ = np.array(
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 INPUT_MODES = ("resize", "crop")
+# What an example's image may hold: 8-bit RGB, or any bands as the data stores them
+# (float32 after a per-band intensity change).
+IMAGE_DTYPES = DTYPES
+RGB_SATURATION = 0.2  # the saturation jitter of 8-bit RGB data when the config leaves it unset
 _IMAGE_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX}
 
 
@@ -78,9 +83,10 @@ def check_example(example: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     except KeyError as e:
         raise KeyError(f"Example {name!r} has no {e.args[0]!r} feature.") from None
     image, label = np.asarray(image), np.asarray(label)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    if image.dtype.name not in IMAGE_DTYPES or image.ndim != 3:
         raise ValueError(
-            f"Example {name!r}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}."
+            f"Example {name!r}: image must be [H, W, C] of {IMAGE_DTYPES}, got {image.dtype} "
+            f"{image.shape}."
         )
     if label.ndim == 3 and label.shape[-1] == 1:
         label = label[..., 0]
@@ -366,7 +372,9 @@ class RandomScaleCrop(grain.RandomMapTransform):
         )
         if (crop_h, crop_w) == (self.height, self.width):
             return _with(element, crop_image, crop_label)
-        out_image = np.full((self.height, self.width, 3), self.image_pad_value, np.uint8)
+        out_image = np.full(
+            (self.height, self.width, image.shape[-1]), self.image_pad_value, image.dtype
+        )
         out_label = np.full((self.height, self.width), IGNORE_LABEL, np.uint8)
         out_image[dst_y : dst_y + crop_h, dst_x : dst_x + crop_w] = crop_image
         out_label[dst_y : dst_y + crop_h, dst_x : dst_x + crop_w] = crop_label
@@ -426,6 +434,8 @@ class PhotometricJitter(grain.RandomMapTransform):
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Returns the example with a colour-jittered image (label untouched)."""
         image, _ = check_example(element)
+        if image.dtype != np.uint8 or image.shape[-1] != 3:
+            raise ValueError("PhotometricJitter needs 8-bit RGB; use BandIntensityJitter")
 
         def factor(strength: float) -> float:
             return float(rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength))
@@ -438,9 +448,103 @@ class PhotometricJitter(grain.RandomMapTransform):
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class BandIntensityJitter(grain.RandomMapTransform):
+    """Per-band brightness, contrast, gamma and noise on normalised values (images that
+    are not 8-bit RGB).
+
+    Each band is normalised as the model does (``normalisation.normalise``: clipped, then
+    z-scored with the training split's statistics), changed, and mapped back to the data's
+    units as float32, so the model's own normalisation sees the changed values. Per band,
+    in this order (y: normalised values):
+      brightness b: y + u, u ~ U[-b, b] (standard deviations of the band);
+      contrast c: m + f (y - m), f ~ U[1 - c, 1 + c], m the band's mean in this image;
+      gamma g: ``lo + (hi - lo) ((y - lo) / (hi - lo)) ** e``, e ~ U[1 - g, 1 + g], lo and
+        hi the band's extremes in this image;
+      noise n: y + N(0, s^2) per pixel, s ~ U[0, n].
+    The model clips to the training percentiles again, as nnU-Net's contrast transform
+    keeps the value range. A strength of 0 disables that part.
+
+    Attributes:
+      stats: the run's ``config.model.input_stats``.
+      brightness, contrast, gamma, noise: strengths (>= 0; gamma < 1).
+    """
+
+    stats: Mapping[str, Any]
+    brightness: float = 0.0
+    contrast: float = 0.0
+    gamma: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self):
+        for field in ("brightness", "contrast", "gamma", "noise"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"augment.{field} must be >= 0, got {getattr(self, field)}")
+        if self.gamma >= 1:
+            raise ValueError(f"augment.gamma must be < 1, got {self.gamma}")
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Returns the example with changed band intensities (label untouched)."""
+        image, _ = check_example(element)
+        y = normalisation.normalise(image, self.stats)
+        for band in range(y.shape[-1]):
+            # Always draw the same numbers, so the stream layout is fixed.
+            shift = rng.uniform(-self.brightness, self.brightness)
+            factor = rng.uniform(1 - self.contrast, 1 + self.contrast)
+            exponent = rng.uniform(1 - self.gamma, 1 + self.gamma)
+            sigma = rng.uniform(0.0, self.noise)
+            v = y[..., band] + np.float32(shift)
+            v = v.mean() + np.float32(factor) * (v - v.mean())
+            lo, hi = v.min(), v.max()
+            if self.gamma > 0 and hi > lo:
+                v = lo + (hi - lo) * ((v - lo) / (hi - lo)) ** np.float32(exponent)
+            if self.noise > 0:
+                v = v + rng.normal(0.0, sigma, v.shape).astype(np.float32)
+            y[..., band] = v
+        out = dict(element)
+        out["image"] = normalisation.denormalise(y, self.stats)
+        return out
+
+
 # ----------------------------------------------------------------------------
 # Configuration.
 # ----------------------------------------------------------------------------
+
+
+def check_for_images(cfg: Any, *, rgb: bool) -> None:
+    """Refuses transforms that do not fit the images: colour (saturation, hue and the
+    conditions) on images that are not 8-bit RGB, per-band gamma and noise on 8-bit RGB.
+
+    Args:
+      cfg: an `AugmentConfig` or ``config.augment``.
+      rgb: whether the images are 8-bit RGB.
+
+    Raises:
+      ConfigError: naming the field and the images.
+    """
+    if rgb:
+        for field in ("gamma", "noise"):
+            if (cfg.get(field) if hasattr(cfg, "get") else getattr(cfg, field)) or 0:
+                raise ConfigError(
+                    f"config.augment.{field} is for images that are not 8-bit RGB (per band); "
+                    "8-bit RGB has brightness, contrast and the conditions"
+                )
+        return
+    get = cfg.get if hasattr(cfg, "get") else lambda k: getattr(cfg, k)
+    for field in ("saturation", "hue"):
+        if get(field) or 0:
+            raise ConfigError(
+                f"config.augment.{field}={get(field)}: colour jitter needs 8-bit RGB images; "
+                f"set --config.augment.{field}=0 (brightness, contrast, gamma and noise work "
+                "per band)"
+            )
+    conditions = get("conditions") or {}
+    for name, setting in dict(conditions).items():
+        if float(dict(setting).get("p", 0) or 0) > 0:
+            raise ConfigError(
+                f"config.augment.conditions.{name}.p={dict(setting)['p']}: the condition "
+                "transforms need 8-bit RGB images; set it to 0"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -471,6 +575,11 @@ class AugmentConfig:
         wherever crops are taken (``input_mode="crop"``, or scales above 1), augmentation
         on or off.
       foreground_classes: class ids the centred crops aim at (None: every class but 0).
+      gamma, noise: per-band gamma and noise strengths (`BandIntensityJitter`; images
+        that are not 8-bit RGB).
+      band_stats: the run's ``config.model.input_stats`` for images that are not 8-bit
+        RGB (brightness and contrast then work per band on normalised values); None for
+        8-bit RGB.
     """
 
     enabled: bool = True
@@ -479,7 +588,7 @@ class AugmentConfig:
     max_scale: float = 1.25
     brightness: float = 0.2
     contrast: float = 0.2
-    saturation: float = 0.2
+    saturation: float = RGB_SATURATION
     hue: float = 0.0
     image_pad_value: int = 0
     resize_method: str = "bilinear"
@@ -488,11 +597,15 @@ class AugmentConfig:
     conditions: Mapping[str, Any] | None = dataclasses.field(default_factory=default_settings)
     foreground_share: float = 0.0
     foreground_classes: tuple[int, ...] | None = None
+    gamma: float = 0.0
+    noise: float = 0.0
+    band_stats: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}.")
         crop_sampling.check_settings(self.foreground_share, self.foreground_classes)
+        check_for_images(self, rgb=self.band_stats is None)
 
     @classmethod
     def from_any(cls, value: AugmentConfig | Mapping[str, Any] | bool | None) -> AugmentConfig:
@@ -520,6 +633,8 @@ class AugmentConfig:
                 f"{type(value).__name__}."
             )
         names = {f.name for f in dataclasses.fields(cls)}
+        # An unset field (None, e.g. saturation before the data decided) takes the default.
+        value = {k: v for k, v in dict(value).items() if v is not None}
         unknown = sorted(set(value) - names)
         if unknown:
             raise ConfigError(f"Unknown augmentation settings {unknown}; valid: {sorted(names)}.")
@@ -577,6 +692,14 @@ def build_train_transforms(
         transforms.append(RandomHorizontalFlip(cfg.flip_prob))
     if cfg.rot90:
         transforms.append(RandomRot90())
+    if cfg.band_stats is not None:
+        if any((cfg.brightness, cfg.contrast, cfg.gamma, cfg.noise)):
+            transforms.append(
+                BandIntensityJitter(
+                    dict(cfg.band_stats), cfg.brightness, cfg.contrast, cfg.gamma, cfg.noise
+                )
+            )
+        return transforms
     if any((cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)):
         transforms.append(PhotometricJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
     return transforms + conditions

@@ -107,8 +107,8 @@ def resize(
     predictions) resized with the same ``box`` stay aligned pixel for pixel.
 
     Args:
-      array: [H, W] or [H, W, C]. "bilinear" and "area" need uint8 (PIL's filters);
-        "nearest" takes any dtype and any number of channels.
+      array: [H, W] or [H, W, C], any dtype and number of channels (bands other than
+        8-bit grey or RGB are resampled one by one in float32).
       height: output height (>= 1).
       width: output width (>= 1).
       method: "bilinear", "area" or "nearest".
@@ -136,10 +136,29 @@ def resize(
         rows = _nearest_indices(h, int(height), start=upper, stop=lower)
         cols = _nearest_indices(w, int(width), start=left, stop=right)
         return array[rows][:, cols]
-    resized = Image.fromarray(array).resize(
-        (int(width), int(height)), RESIZE_METHODS[method], box=box
-    )
-    return np.asarray(resized)
+    if array.dtype == np.uint8 and (array.ndim == 2 or array.shape[-1] == 3):
+        resized = Image.fromarray(array).resize(
+            (int(width), int(height)), RESIZE_METHODS[method], box=box
+        )
+        return np.asarray(resized)
+    return _resize_bands(array, height=int(height), width=int(width), method=method, box=box)
+
+
+def _resize_bands(
+    array: np.ndarray, *, height: int, width: int, method: str, box: tuple
+) -> np.ndarray:
+    """`resize` of any bands and dtype: each band by PIL in float32 ("F"), back to the
+    dtype (integers rounded and clipped to their range)."""
+    bands = array[..., None] if array.ndim == 2 else array
+    out = np.empty((height, width, bands.shape[-1]), np.float32)
+    for b in range(bands.shape[-1]):
+        band = Image.fromarray(np.ascontiguousarray(bands[..., b], np.float32), mode="F")
+        out[..., b] = np.asarray(band.resize((width, height), RESIZE_METHODS[method], box=box))
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    out = out.astype(array.dtype)
+    return out[..., 0] if array.ndim == 2 else out
 
 
 def same_size_batches(

@@ -8,7 +8,8 @@ decodes the PNGs). Sources must be picklable when ``worker_count > 0``.
 
 Batches are dicts of numpy arrays:
 
-* ``image``: uint8 [..., H, W, 3], NOT normalised. Converting to float and
+* ``image``: uint8 [..., H, W, 3] (or the data's own bands and dtype, float32 after
+  a per-band intensity change), NOT normalised. Converting to float and
   normalising is the model's first op, on the accelerator: uint8 batches are 4x
   smaller to move between processes and to the device, and the host CPU (the
   bottleneck of this pipeline) never touches float images.
@@ -606,8 +607,11 @@ class _EvalSlots:
             example = self._finish.map(self._resize.map(self._source[index]))
             example["mask"] = np.True_
             return example
+        # Padding slots hold an image of the data's bands and dtype, so batches stack.
+        template = np.asarray(self._source[0]["image"]) if self._num_examples else None
+        bands, dtype = (3, np.uint8) if template is None else (template.shape[-1], template.dtype)
         return {
-            "image": np.zeros((self._height, self._width, 3), np.uint8),
+            "image": np.zeros((self._height, self._width, bands), dtype),
             "label": np.full((self._height, self._width), IGNORE_LABEL, np.uint8),
             "mask": np.False_,
         }

@@ -16,8 +16,11 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from unet_jax.data import normalisation
 from unet_jax.data import sources as data_sources
+from unet_jax.data.augment import RGB_SATURATION, check_for_images
 from unet_jax.data.classes import ClassSet
+from unet_jax.data.image_files import is_rgb8
 from unet_jax.data.pipeline import MixtureSource
 from unet_jax.errors import ConfigError, UserError
 
@@ -43,6 +46,49 @@ def with_data_classes(
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.num_classes = classes.num_classes
+    return config
+
+
+def with_data_images(
+    config: ml_collections.ConfigDict, image_info: dict[str, Any] | None
+) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose ``model.in_channels``, ``input_dtype``, ``input_norm`` and
+    ``input_stats`` are the data's (None ``image_info``: 8-bit RGB), and whose unset
+    ``augment.saturation`` is resolved (0.2 on 8-bit RGB, else 0).
+
+    Raises:
+      DataConfigError: ``config.model.in_channels`` or ``input_dtype`` is set and differs
+        from the data's, or ``input_norm`` is "imagenet" for images that are not 8-bit RGB.
+    """
+    info = image_info or {"bands": 3, "dtype": "uint8", "stats": None}
+    bands, dtype = int(info["bands"]), str(info["dtype"])
+    m = config.model
+    for field, value in (("in_channels", bands), ("input_dtype", dtype)):
+        if m.get(field) is not None and m.get(field) != value:
+            raise DataConfigError(
+                f"config.model.{field}={m.get(field)!r}, but the data set's images have "
+                f"{bands} band(s) of {dtype}; drop the override (the data set decides)"
+            )
+    rule = m.get("input_norm") or normalisation.default_rule(bands, dtype)
+    if rule == "imagenet" and not is_rgb8(bands, dtype):
+        raise DataConfigError(
+            f"config.model.input_norm='imagenet' is for 8-bit RGB; the data set's images "
+            f"have {bands} band(s) of {dtype}: use 'zscore'"
+        )
+    if rule == "zscore" and not info.get("stats"):
+        raise DataConfigError(
+            "config.model.input_norm='zscore' needs the per-band statistics that a folder "
+            "data set records when it is prepared; this data set has none"
+        )
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.in_channels = bands
+        config.model.input_dtype = dtype
+        config.model.input_norm = rule
+        config.model.input_stats = dict(info["stats"]) if rule == "zscore" else None
+        if config.augment.get("saturation") is None:
+            config.augment.saturation = RGB_SATURATION if is_rgb8(bands, dtype) else 0.0
+    check_for_images(config.augment, rgb=is_rgb8(bands, dtype))
     return config
 
 
@@ -168,6 +214,7 @@ def _open_mixture(
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.dataset = mixture[0][0]  # the target: eval.py scores the run on it
+    config = with_data_images(config, datasets[0].image_info)
     return config, sources, datasets[0].classes, stats
 
 
@@ -195,17 +242,40 @@ def open_training_data(
             config, splits=("train", "validation"), prepare_fn=prepare_fn
         )
         sources, classes, stats = dataset.sources, dataset.classes, dataset.train_stats
+        config = with_data_images(config, dataset.image_info)
         # Small data sets are decoded once: a crop then costs the crop, not its whole image.
         budget = config.get("in_memory_mb", 0)
         sources = {s: data_sources.in_memory(src, budget_mb=budget) for s, src in sources.items()}
-    elif classes is None:
-        if config.num_classes is None:
-            raise DataConfigError("config.num_classes is needed with in-memory sources")
-        classes = ClassSet.numbered(config.num_classes)
+    else:
+        config = with_data_images(config, image_info_of(config, sources["train"]))
+        if classes is None:
+            if config.num_classes is None:
+                raise DataConfigError("config.num_classes is needed with in-memory sources")
+            classes = ClassSet.numbered(config.num_classes)
     config = with_data_classes(config, classes)
     if isinstance(config.class_weights, str) and stats is None:
         stats = _scan_train_stats(sources["train"], classes.num_classes)
     return config, sources, classes, stats
+
+
+def image_info_of(config: ml_collections.ConfigDict, source: Any) -> dict[str, Any] | None:
+    """The image info of sources given in memory (tests, custom data): the config's, else
+    read from the training split (None: 8-bit RGB)."""
+    m = config.model
+    if m.get("input_stats") is not None:
+        return {"bands": m.in_channels, "dtype": m.input_dtype, "stats": m.input_stats}
+    first = np.asarray(source[0]["image"])
+    bands, dtype = first.shape[-1], first.dtype.name
+    if is_rgb8(bands, dtype):
+        return None
+    pixels = [
+        normalisation.sample_pixels(np.asarray(source[i]["image"])) for i in range(len(source))
+    ]
+    return {
+        "bands": bands,
+        "dtype": dtype,
+        "stats": normalisation.band_stats(np.concatenate(pixels)),
+    }
 
 
 def _scan_train_stats(source: Any, num_classes: int) -> dict[str, Any]:

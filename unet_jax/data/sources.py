@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from unet_jax.data import image_bytes
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet, ClassSetError, apply_void
 from unet_jax.data.splits import SPLITS
@@ -71,12 +72,15 @@ class Dataset:
       train_stats: per-class pixel statistics of the training split
         (``pixel_counts``, ``present_pixel_counts``), or None when not recorded.
       name: e.g. ``lyft_udacity/synthetic`` or ``folder/<name>``.
+      image_info: ``{"bands", "dtype", "stats"}`` of images stored as they are (folder
+        data sets), None for 8-bit RGB PNGs (the other builders).
     """
 
     sources: dict[str, Any]
     classes: ClassSet
     train_stats: dict[str, Any] | None
     name: str
+    image_info: dict[str, Any] | None = None
 
 
 def builder_classes(builder: Any) -> ClassSet:
@@ -129,11 +133,16 @@ def open_dataset(
         )
     sources = builder.as_data_source()
     metadata = builder.info.metadata or {}
+    image_info = metadata.get("image_info")
+    opened = {split: sources[split] for split in splits}
+    if image_info is not None:  # images stored as bytes of any bands and dtype
+        opened = {split: image_bytes.DecodedImages(src) for split, src in opened.items()}
     dataset = Dataset(
-        sources={split: sources[split] for split in splits},
+        sources=opened,
         classes=builder_classes(builder),
         train_stats=metadata.get("train_stats"),
         name=builder.info.full_name,
+        image_info=image_info,
     )
     declared = (metadata.get("mask_rule") or {}).get("void") or ()
     return with_void(dataset, (*declared, *(config.get("void_classes") or ())))

@@ -77,7 +77,7 @@ class TiledSource:
         image, label = self._example(i)
         h, w = label.shape
         th, tw = self._th, self._tw
-        out_image = np.zeros((th, tw, 3), np.uint8)
+        out_image = np.zeros((th, tw, image.shape[-1]), image.dtype)
         out_label = np.full((th, tw), IGNORE_LABEL, np.uint8)
         crop_h, crop_w = min(th, h - y), min(tw, w - x)
         out_image[:crop_h, :crop_w] = image[y : y + crop_h, x : x + crop_w]

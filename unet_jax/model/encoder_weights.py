@@ -195,6 +195,30 @@ def architecture_of(names: list[str]) -> str | None:
     return _OTHER_ARCHITECTURES.get((block, tuple(blocks)))
 
 
+FIRST_CONV = "conv1.weight"  # the stem convolution, the only one that sees the image
+
+
+def adapt_first_conv(weight: np.ndarray, *, in_channels: int) -> np.ndarray:
+    """An RGB stem kernel [O, 3, k, k] for ``in_channels`` bands, as SMP adapts it.
+
+    One band: the sum of the RGB kernels (a grey image seen as R = G = B gives the same
+    response). N > 3 bands (and 2): the RGB kernels repeated (band i gets kernel i mod 3),
+    scaled by 3/N so the response to N equal bands stays that of RGB.
+
+    Args:
+      weight: the pretrained kernel in PyTorch's layout.
+      in_channels: the model's input bands.
+
+    Returns:
+      float [O, in_channels, k, k].
+    """
+    weight = np.asarray(weight, np.float32)
+    if in_channels == 1:
+        return weight.sum(axis=1, keepdims=True)
+    repeated = weight[:, [i % 3 for i in range(in_channels)]]
+    return repeated * np.float32(3 / in_channels)
+
+
 def match_tensors(
     tensors: dict[str, np.ndarray],
     expected: dict[str, tuple[str, tuple[str, ...], tuple]],
@@ -237,6 +261,8 @@ def match_tensors(
     out: dict[str, dict[tuple[str, ...], np.ndarray]] = {"params": {}, "batch_stats": {}}
     for name, (collection, key, shape) in expected.items():
         array = np.asarray(used[name])
+        if name == FIRST_CONV and array.ndim == 4 and array.shape[1] == 3 != shape[1]:
+            array = adapt_first_conv(array, in_channels=shape[1])
         if tuple(array.shape) != shape:
             raise EncoderWeightsError(
                 f"{path}: tensor {name} has shape {tuple(array.shape)}, a {encoder} encoder "

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from unet_jax.data import normalisation
 from unet_jax.model.conv_fast import resolve_conv_impl
 from unet_jax.model.outputs import num_outputs
 from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
@@ -38,6 +39,8 @@ def create_model(
         # whatever logs it) carries the concrete choice.
         conv_impl=resolve_conv_impl(m.conv_impl),
         dtype=DTYPES[m.dtype],
+        # The input's bands and normalisation, from the data (none: ImageNet's, RGB).
+        **normalisation.model_fields(m),
     )
     if m.encoder not in ENCODERS:
         raise ValueError(f"config.model.encoder must be one of {ENCODERS}, got {m.encoder!r}")
@@ -60,7 +63,8 @@ def abstract_variables(
       empty without BatchNorm).
     """
     height, width = image_size
-    model.check_input_shape((1, height, width, 3))
-    images = jnp.zeros((1, height, width, 3), jnp.uint8)
+    shape = (1, height, width, model.in_channels)
+    model.check_input_shape(shape)
+    images = jnp.zeros(shape, jnp.uint8)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -42,7 +42,6 @@ from unet_jax.model.unet import (
     batchnorm_factory,
     check_image_shape,
     conv_factory,
-    normalise_images,
 )
 
 # The top-level module that holds the encoder's parameters and BatchNorm statistics (the
@@ -214,6 +213,7 @@ class ResNetUNet(SegmentationNet):
             SIZE_MULTIPLE,
             model=f"the {self.encoder} U-Net",
             reason="the ResNet encoder halves the resolution five times",
+            channels=self.in_channels,
         )
 
     @nn.compact
@@ -235,7 +235,7 @@ class ResNetUNet(SegmentationNet):
                 f"{tuple(self.decoder_features)}"
             )
         self.check_input_shape(images.shape)
-        x = normalise_images(images, self.mean, self.std, self.dtype)
+        x = self.normalise(images)
         features = ResNetEncoder(
             self.encoder, self.dtype, self.conv_impl, self.bn_axis_name, name=ENCODER_MODULE
         )(x, train=train)

@@ -35,18 +35,22 @@ UPSAMPLE_METHODS = ("transpose", "einsum")
 ModuleDef = Any  # a Flax module class, or a functools.partial of one
 
 
-def check_image_shape(shape: Sequence[int], multiple: int, *, model: str, reason: str) -> None:
-    """Raises ValueError unless ``shape`` is [B, H, W, 3] with H, W positive multiples.
+def check_image_shape(
+    shape: Sequence[int], multiple: int, *, model: str, reason: str, channels: int = 3
+) -> None:
+    """Raises ValueError unless ``shape`` is [B, H, W, channels] with H, W positive multiples.
 
     Args:
       shape: the input's shape.
       multiple: what H and W must be multiples of.
       model: the model's name, for the message.
       reason: why that multiple, for the message.
+      channels: the input bands the model takes.
     """
-    if len(shape) != 4 or shape[-1] != 3:
+    if len(shape) != 4 or shape[-1] != channels:
         raise ValueError(
-            f"{model} expects images of shape [batch, height, width, 3], got {tuple(shape)}"
+            f"{model} expects images of shape [batch, height, width, {channels}], got "
+            f"{tuple(shape)}"
         )
     if shape[1] % multiple or shape[2] % multiple or shape[1] == 0 or shape[2] == 0:
         raise ValueError(
@@ -56,12 +60,29 @@ def check_image_shape(shape: Sequence[int], multiple: int, *, model: str, reason
 
 
 def normalise_images(
-    images: jax.Array, mean: Sequence[float], std: Sequence[float], dtype: Any
+    images: jax.Array,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dtype: Any,
+    *,
+    scale: float = 255.0,
+    clip: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> jax.Array:
-    """``(images - 255 mean) / (255 std)`` in float32, then cast to the computation dtype."""
-    mean_255 = jnp.asarray(mean, jnp.float32) * 255.0
-    std_255 = jnp.asarray(std, jnp.float32) * 255.0
-    return ((images.astype(jnp.float32) - mean_255) / std_255).astype(dtype)
+    """``(clip(images) - scale mean) / (scale std)`` in float32, cast to ``dtype``.
+
+    Args:
+      images: [..., C] in the data's units.
+      mean, std: per band, in units of ``scale``.
+      dtype: the computation dtype.
+      scale: 255 for ImageNet's statistics on 0..255 pixels, 1 for the data's own.
+      clip: per-band (low, high) applied first, or None.
+    """
+    x = images.astype(jnp.float32)
+    if clip is not None:
+        x = jnp.clip(x, jnp.asarray(clip[0], jnp.float32), jnp.asarray(clip[1], jnp.float32))
+    mean_255 = jnp.asarray(mean, jnp.float32) * scale
+    std_255 = jnp.asarray(std, jnp.float32) * scale
+    return ((x - mean_255) / std_255).astype(dtype)
 
 
 def conv_factory(*, use_bias: bool, dtype: Any, conv_impl: str) -> ModuleDef:
@@ -218,7 +239,11 @@ class SegmentationNet(nn.Module):
       upsample: "einsum" (fast, default) or "transpose"; same function, same parameters.
       dtype: computation dtype, e.g. jnp.bfloat16; parameters, BatchNorm statistics and
         the returned logits are float32.
-      mean, std: per-channel normalisation in 0..1 units; the input is 0..255.
+      mean, std: per-channel normalisation in units of ``input_scale`` (ImageNet's in
+        0..1 units of a 0..255 input by default).
+      in_channels: input bands.
+      input_scale: 255 (ImageNet's statistics) or 1 (the data's own, ``normalisation``).
+      clip_low, clip_high: per-band clipping before normalising, or None.
       conv_impl: how the 3x3 convolutions compute their weight gradient: "xla" (default)
         or "patches" (one matmul per kernel tap, see ``unet_jax.model.conv_fast``), or "auto"
         ("patches" on the CPU backend, else "xla"); same function, same parameters.
@@ -233,6 +258,17 @@ class SegmentationNet(nn.Module):
     mean: Sequence[float] = DEFAULT_MEAN
     std: Sequence[float] = DEFAULT_STD
     conv_impl: str = "xla"
+    in_channels: int = 3
+    input_scale: float = 255.0
+    clip_low: Sequence[float] | None = None
+    clip_high: Sequence[float] | None = None
+
+    def normalise(self, images: jax.Array) -> jax.Array:
+        """The model's first op: the input normalised, in the computation dtype."""
+        clip = None if self.clip_low is None else (self.clip_low, self.clip_high)
+        return normalise_images(
+            images, self.mean, self.std, self.dtype, scale=self.input_scale, clip=clip
+        )
 
 
 class UNet(SegmentationNet):
@@ -252,9 +288,13 @@ class UNet(SegmentationNet):
         return 2 ** len(self.features)
 
     def check_input_shape(self, shape: Sequence[int]) -> None:
-        """Raises ValueError unless ``shape`` is [B, H, W, 3] with H, W multiples of 16."""
+        """Raises ValueError unless ``shape`` is [B, H, W, in_channels], H, W multiples of 16."""
         check_image_shape(
-            shape, self.size_multiple, model="UNet", reason="one halving per encoder block"
+            shape,
+            self.size_multiple,
+            model="UNet",
+            reason="one halving per encoder block",
+            channels=self.in_channels,
         )
 
     @nn.compact
@@ -262,14 +302,15 @@ class UNet(SegmentationNet):
         """Computes per-pixel class logits.
 
         Args:
-          images: [B, H, W, 3] uint8 or float in 0..255; H and W multiples of 16.
+          images: [B, H, W, in_channels] as the data stores them (8-bit RGB: uint8 or
+            float in 0..255); H and W multiples of 16.
           train: training mode (batch statistics, dropout) or inference mode.
 
         Returns:
           float32 logits [B, H, W, num_classes].
         """
         self.check_input_shape(images.shape)
-        x = normalise_images(images, self.mean, self.std, self.dtype)
+        x = self.normalise(images)
         conv = conv_factory(
             use_bias=not self.use_batchnorm, dtype=self.dtype, conv_impl=self.conv_impl
         )

@@ -26,11 +26,12 @@ def create_train_state(
     model = create_model(config)
     init_rng, base_rng = jax.random.split(rng)
     height, width = config.image_size
-    model.check_input_shape((1, height, width, 3))
+    shape = (1, height, width, model.in_channels)
+    model.check_input_shape(shape)
 
     @jax.jit
     def init(key):
-        return model.init(key, jnp.zeros((1, height, width, 3), jnp.uint8), train=False)
+        return model.init(key, jnp.zeros(shape, jnp.uint8), train=False)
 
     variables = init(init_rng)
     tx = create_optimizer(config, total_steps=total_steps)

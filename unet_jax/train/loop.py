@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
+from unet_jax.data import normalisation
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.data.classes import ClassSet
@@ -430,7 +431,11 @@ def train_and_evaluate(
             global_batch_size=config.batch_size,
             image_size=tuple(config.image_size),
             seed=config.seed,
-            augment={**config.augment.to_dict(), "input_mode": config.input_mode},
+            augment={
+                **config.augment.to_dict(),
+                "input_mode": config.input_mode,
+                "band_stats": normalisation.augment_stats(config.model),
+            },
             worker_count=config.worker_count,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
