@@ -16,6 +16,7 @@ Loading needs only jax (and the ``flatbuffers`` package that jax's serialisation
     import jax, numpy as np
     exported = jax.export.deserialize(open("model.jaxexport", "rb").read())
     logits = exported.call(images)  # uint8 [B, H, W, 3] RGB 0..255 -> float32 logits
+    # (other images: [B, H, W, bands] of their dtype as stored; the sidecar's "input")
 
 An input whose height or width is not a multiple of the size multiple is rejected by
 ``exported.call`` with a shape error (pad it first, as ``unet_jax.Segmenter`` does).
@@ -51,13 +52,17 @@ class ExportError(InferenceError, RuntimeError):
     """The model could not be exported or serialised; the message says why."""
 
 
-def input_shape_spec(size_multiple: int) -> str:
+def input_shape_spec(size_multiple: int, bands: int = 3) -> str:
     """The symbolic input shape, e.g. ``"b, 16*h, 16*w, 3"``."""
-    return f"b, {size_multiple}*h, {size_multiple}*w, 3"
+    return f"b, {size_multiple}*h, {size_multiple}*w, {bands}"
 
 
 def export_model(
-    model: UNet, variables: Any, *, platforms: Sequence[str] = DEFAULT_PLATFORMS
+    model: UNet,
+    variables: Any,
+    *,
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    input_dtype: str = "uint8",
 ) -> jax.export.Exported:
     """Exports ``images -> logits`` with symbolic batch, height and width.
 
@@ -65,6 +70,7 @@ def export_model(
       model: the UNet.
       variables: its variables (embedded as constants).
       platforms: lowering platforms, e.g. ("cpu", "cuda", "tpu").
+      input_dtype: the images' dtype as the data stores them (``config.model.input_dtype``).
 
     Returns:
       The ``jax.export.Exported``.
@@ -77,10 +83,10 @@ def export_model(
     def logits_fn(images: jax.Array) -> jax.Array:
         return model.apply(variables, images, train=False)
 
-    shape = jax.export.symbolic_shape(input_shape_spec(model.size_multiple))
+    shape = jax.export.symbolic_shape(input_shape_spec(model.size_multiple, model.in_channels))
     try:
         return jax.export.export(jax.jit(logits_fn), platforms=tuple(platforms))(
-            jax.ShapeDtypeStruct(shape, jnp.uint8)
+            jax.ShapeDtypeStruct(shape, jnp.dtype(input_dtype))
         )
     except ValueError as e:
         raise ExportError(f"jax.export failed for platforms {tuple(platforms)}: {e}") from e
@@ -135,7 +141,12 @@ def export_run(
     if not platforms:
         raise OptionError("platforms must name at least one platform (cpu, cuda, rocm, tpu)")
     run = load_run(workdir, checkpoint=checkpoint)
-    exported = export_model(run.model, run.variables, platforms=platforms)
+    exported = export_model(
+        run.model,
+        run.variables,
+        platforms=platforms,
+        input_dtype=run.config.model.get("input_dtype") or "uint8",
+    )
     blob = serialize(exported)
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

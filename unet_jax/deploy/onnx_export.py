@@ -64,7 +64,13 @@ def _unet_body(graph: Graph, p: Params, x: str, model: UNet, *, upconv: str) -> 
     return decoder_blocks(graph, p, x, skips, bn=bn, upconv=upconv)
 
 
-def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") -> Any:
+# The input's element type by the data's dtype (``config.model.input_dtype``).
+ONNX_TYPES = {"uint8": "UINT8", "uint16": "UINT16", "int16": "INT16", "float32": "FLOAT"}
+
+
+def build_model(
+    model: UNet, variables: Any, *, upconv: str = "conv_transpose", input_dtype: str = "uint8"
+) -> Any:
     """The ONNX model of ``model.apply(variables, images, train=False)``.
 
     Args:
@@ -73,6 +79,7 @@ def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") 
       variables: ``{"params": ..., "batch_stats": ...}`` (no batch_stats without BatchNorm).
       upconv: how the 2x2 stride-2 up-convolutions are written, one of ``UPCONV_OPS``
         (see ``up_conv``).
+      input_dtype: the images' dtype as stored (``config.model.input_dtype``).
 
     Returns:
       A checked ``onnx.ModelProto`` (opset 17), float32 weights.
@@ -86,13 +93,20 @@ def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") 
     helper, tensor = onnx.helper, onnx.TensorProto
     graph, p = Graph(onnx), Params(variables)
 
+    bands = int(model.in_channels)
     x = graph.node("Transpose", [INPUT_NAME], perm=[0, 3, 1, 2])  # uint8: 4x less to move
     x = graph.node("Cast", [x], to=tensor.FLOAT)
-    # Exactly the model's float32 arithmetic: (x - mean * 255) / (std * 255).
-    mean = np.asarray(model.mean, np.float32) * np.float32(255.0)
-    std = np.asarray(model.std, np.float32) * np.float32(255.0)
-    x = graph.node("Sub", [x, graph.const("mean", mean.reshape(1, 3, 1, 1))])
-    x = graph.node("Div", [x, graph.const("std", std.reshape(1, 3, 1, 1))])
+    if model.clip_low is not None:  # the data's own rule: clip to the percentiles first
+        low = np.asarray(model.clip_low, np.float32).reshape(1, bands, 1, 1)
+        high = np.asarray(model.clip_high, np.float32).reshape(1, bands, 1, 1)
+        x = graph.node("Max", [x, graph.const("clip_low", low)])
+        x = graph.node("Min", [x, graph.const("clip_high", high)])
+    # Exactly the model's float32 arithmetic: (x - mean * scale) / (std * scale).
+    scale = np.float32(model.input_scale)
+    mean = np.asarray(model.mean, np.float32) * scale
+    std = np.asarray(model.std, np.float32) * scale
+    x = graph.node("Sub", [x, graph.const("mean", mean.reshape(1, bands, 1, 1))])
+    x = graph.node("Div", [x, graph.const("std", std.reshape(1, bands, 1, 1))])
 
     if getattr(model, "encoder", "unet") != "unet":
         x = onnx_resnet.resnet_unet_body(graph, p, x, model, upconv=upconv)
@@ -115,7 +129,13 @@ def build_model(model: UNet, variables: Any, *, upconv: str = "conv_transpose") 
     onnx_graph = helper.make_graph(
         graph.nodes,
         "unet_jax",
-        [helper.make_tensor_value_info(INPUT_NAME, tensor.UINT8, ["batch", "height", "width", 3])],
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME,
+                getattr(tensor, ONNX_TYPES[input_dtype]),
+                ["batch", "height", "width", bands],
+            )
+        ],
         [
             helper.make_tensor_value_info(
                 OUTPUT_NAME, tensor.FLOAT, ["batch", "height", "width", num_classes]
@@ -190,7 +210,9 @@ def export_onnx_run(
     """
     require_onnx()
     run = load_run(workdir, checkpoint=checkpoint)
-    proto = build_model(run.model, run.variables)
+    proto = build_model(
+        run.model, run.variables, input_dtype=run.config.model.get("input_dtype") or "uint8"
+    )
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(proto.SerializeToString())

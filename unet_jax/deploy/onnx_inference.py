@@ -39,6 +39,14 @@ from unet_jax.model.outputs import num_outputs
 
 DEFAULT_THREADS = ModelSource.onnx_threads  # the one default, in deploy/options.py
 
+# The graph input types unet_jax writes (``onnx_export.ONNX_TYPES``), as numpy dtypes.
+_ONNX_INPUT_TYPES = {
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(int16)": "int16",
+    "tensor(float)": "float32",
+}
+
 
 class OnnxModelError(InferenceError, ValueError):
     """An ONNX model or sidecar that cannot be used; the message names the file."""
@@ -163,11 +171,18 @@ class OnnxModel:
         """Logit channels of the graph's output (the apply_fn's last axis)."""
         return int(self.session.get_outputs()[0].shape[-1])
 
+    @property
+    def input_kind(self) -> tuple[np.dtype, int]:
+        """(dtype, bands) of the graph's input (uint8 and 3 for 8-bit RGB)."""
+        graph_input = self.session.get_inputs()[0]
+        return np.dtype(_ONNX_INPUT_TYPES[graph_input.type]), int(graph_input.shape[-1])
+
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Runs the model: what ``make_apply_fn(model)(variables, images)`` returns.
 
         Args:
-          images: uint8 [B, H, W, 3] RGB in 0..255, H and W multiples of ``size_multiple``.
+          images: [B, H, W, bands] of the input's dtype (8-bit RGB: uint8 in 0..255), H and
+            W multiples of ``size_multiple``.
 
         Returns:
           float32 logits [B, H, W, output_channels].
@@ -176,11 +191,12 @@ class OnnxModel:
           OptionError: another dtype or shape (naming it).
         """
         images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise OptionError(f"{self.path}: images must be uint8 RGB 0..255, got {images.dtype}")
+        dtype, bands = self.input_kind
+        if images.dtype != dtype:
+            raise OptionError(f"{self.path}: images must be {dtype}, got {images.dtype}")
         m = self.size_multiple
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise OptionError(f"{self.path}: images must be [B, H, W, 3], got {images.shape}")
+        if images.ndim != 4 or images.shape[-1] != bands:
+            raise OptionError(f"{self.path}: images must be [B, H, W, {bands}], got {images.shape}")
         if not images.shape[0] or images.shape[1] % m or images.shape[2] % m or 0 in images.shape:
             raise OptionError(
                 f"{self.path}: height and width must be positive multiples of {m} and the batch "
@@ -199,8 +215,10 @@ class OnnxModel:
 
         def apply_fn(variables: Any, images: jax.Array) -> jax.Array:
             del variables
-            if images.dtype != jnp.uint8:
-                raise OptionError(f"{self.path}: images must be uint8, got {images.dtype}")
+            if images.dtype != self.input_kind[0]:
+                raise OptionError(
+                    f"{self.path}: images must be {self.input_kind[0]}, got {images.dtype}"
+                )
             result = jax.ShapeDtypeStruct(images.shape[:3] + (channels,), jnp.float32)
             return jax.pure_callback(self.logits, result, images)
 
@@ -258,13 +276,13 @@ def load_onnx_model(path: str | pathlib.Path, *, threads: int = DEFAULT_THREADS)
     if (
         len(inputs) != 1
         or len(outputs) != 1
-        or inputs[0].type != "tensor(uint8)"
+        or inputs[0].type not in _ONNX_INPUT_TYPES
         or len(inputs[0].shape) != 4
-        or inputs[0].shape[-1] != 3
+        or not isinstance(inputs[0].shape[-1], int)
     ):
         found = [(i.name, i.type, i.shape) for i in inputs]
         raise OnnxModelError(
-            f"{path} is not a unet_jax model: expected one uint8 input [B, H, W, 3] and one "
+            f"{path} is not a unet_jax model: expected one input [B, H, W, bands] and one "
             f"output, got inputs {found} and {len(outputs)} output(s)"
         )
     model = OnnxModel(path=path, session=session, sidecar=_read_sidecar(path))

@@ -37,19 +37,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import glob
 import json
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from unet_jax import launch
-from unet_jax.data import image_ops
+from unet_jax.data import display, image_files, image_ops
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
@@ -135,6 +136,22 @@ def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
     return list(unique.values())
 
 
+def read_model_input(path: pathlib.Path, *, config: Any) -> np.ndarray:
+    """An image file as the run's model takes it: its bands and dtype (8-bit grey repeated
+    to RGB for an 8-bit RGB model, as before).
+
+    Raises:
+      ImageError: unreadable, or other bands or dtype than the model's (naming both).
+    """
+    m = config.get("model") or {}  # a ConfigDict, or an ONNX sidecar's dict
+    return image_files.conform(
+        read_image(path),
+        bands=int(m.get("in_channels") or 3),
+        dtype=m.get("input_dtype") or "uint8",
+        name=str(path),
+    )
+
+
 def overlay(
     image: np.ndarray, label: np.ndarray, classes: ClassSet, alpha: float = OVERLAY_ALPHA
 ) -> np.ndarray:
@@ -211,9 +228,11 @@ def predict_files(
     records: list[dict[str, Any]] = []
     errors: list[str] = []
 
+    read = functools.partial(read_model_input, config=config)
+
     def load(item: InputImage) -> tuple[InputImage, np.ndarray | None, np.ndarray | None]:
         try:
-            image = read_image(item.path)
+            image = read(item.path)
         except ImageError as e:
             if not skip_bad:
                 raise
@@ -223,7 +242,9 @@ def predict_files(
         return item, image, model_input
 
     if segmenter.options.adapt_bn == "set":
-        segmenter = _adapted_to_inputs(segmenter, images, native, (train_h, train_w), options)
+        segmenter = _adapted_to_inputs(
+            segmenter, images, native, (train_h, train_w), options, read=read
+        )
     bar = tqdm.tqdm(total=len(images), unit="img", disable=not options.progress, desc="predict")
 
     def readable():
@@ -255,7 +276,10 @@ def predict_files(
             for path in paths.values():
                 path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(classes.label_image(label)).save(paths["label"], compress_level=1)
-            Image.fromarray(overlay(image, label, classes)).save(paths["overlay"], compress_level=1)
+            picture = display.to_rgb(image, bands=config.get("display_bands"))
+            Image.fromarray(overlay(picture, label, classes)).save(
+                paths["overlay"], compress_level=1
+            )
             if probabilities:
                 paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
                 paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
@@ -303,6 +327,8 @@ def _adapted_to_inputs(
     native: bool,
     training_size: tuple[int, int],
     options: PredictOptions,
+    *,
+    read: Callable[[pathlib.Path], np.ndarray],
 ) -> Any:
     """``adapt_bn="set"``: the segmenter with the BatchNorm statistics of all the inputs.
 
@@ -313,7 +339,7 @@ def _adapted_to_inputs(
 
     def load(item: InputImage) -> np.ndarray | None:
         try:
-            image = read_image(item.path)
+            image = read(item.path)
         except ImageError:
             return None
         return image if native else image_ops.resize_image(image, *training_size)

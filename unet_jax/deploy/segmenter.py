@@ -306,7 +306,8 @@ class Segmenter:
         """Segments a batch of same-size images.
 
         Args:
-          images: uint8 [N, H, W, 3] RGB in 0..255 (any N, H, W).
+          images: [N, H, W, C] as the model takes them (8-bit RGB: uint8 in 0..255; other
+            images: their bands and dtype as stored); any N, H, W.
           with_probabilities: also return the per-class probabilities.
 
         Returns:
@@ -314,8 +315,8 @@ class Segmenter:
           [N, H, W, C] (None unless asked for).
         """
         images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be [N, H, W, 3], got shape {images.shape}")
+        if images.ndim != 4:
+            raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
         n, h, w, _ = images.shape
         if n == 0 or h == 0 or w == 0:
             raise ValueError(f"images must be non-empty, got shape {images.shape}")

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 
 from unet_jax.data.classes import IGNORE_LABEL
+from unet_jax.data.image_files import is_rgb8
 from unet_jax.deploy.options import SegmenterOptions, recipe_of, scale_for
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import read_run_classes
@@ -50,22 +51,8 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
         "palette": classes.palette.tolist(),
         "label_format": classes.label_format,
         "ignore_label": IGNORE_LABEL,
-        "input": {
-            "dtype": "uint8",
-            "shape": ["b", f"{m}*h", f"{m}*w", 3],
-            "layout": "NHWC",
-            "color": "RGB",
-            "range": [0, 255],
-            "size_multiple": m,
-            "training_size": [int(v) for v in run.config.image_size],
-        },
-        "normalisation": {
-            "done_by_model": True,
-            "formula": "(x / 255 - mean) / std, per RGB channel",
-            "mean": list(model.mean),
-            "std": list(model.std),
-            "note": "pass raw uint8 RGB in 0..255; do not normalise or scale",
-        },
+        "input": input_record(run),
+        "normalisation": normalisation_record(model),
         "output": {
             "dtype": "float32",
             "shape": ["b", f"{m}*h", f"{m}*w", int(model.num_classes)],
@@ -83,6 +70,47 @@ def run_sidecar(run: LoadedRun, *, platforms: Sequence[str]) -> dict[str, Any]:
         "git_commit": run_info.git_commit(),
         "training_git_commit": training_info.get("git_commit"),
         "versions": {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib")},
+    }
+
+
+def input_record(run: LoadedRun) -> dict[str, Any]:
+    """The sidecar's ``input``: dtype, shape and kind of the images the model takes."""
+    m = run.model.size_multiple
+    dtype = run.config.model.get("input_dtype") or "uint8"
+    bands = int(run.model.in_channels)
+    record = {
+        "dtype": dtype,
+        "shape": ["b", f"{m}*h", f"{m}*w", bands],
+        "layout": "NHWC",
+        "color": "RGB" if is_rgb8(bands, dtype) else f"{bands} band(s) as stored",
+        "size_multiple": m,
+        "training_size": [int(v) for v in run.config.image_size],
+    }
+    if is_rgb8(bands, dtype):
+        record["range"] = [0, 255]
+    return record
+
+
+def normalisation_record(model: Any) -> dict[str, Any]:
+    """The sidecar's ``normalisation`` (done by the model, recorded for consumers)."""
+    if model.clip_low is None:
+        return {
+            "done_by_model": True,
+            "rule": "imagenet",
+            "formula": "(x / 255 - mean) / std, per RGB channel",
+            "mean": list(model.mean),
+            "std": list(model.std),
+            "note": "pass raw uint8 RGB in 0..255; do not normalise or scale",
+        }
+    return {
+        "done_by_model": True,
+        "rule": "zscore",
+        "formula": "(clip(x, low, high) - mean) / std, per band (training split's statistics)",
+        "low": list(model.clip_low),
+        "high": list(model.clip_high),
+        "mean": list(model.mean),
+        "std": list(model.std),
+        "note": "pass the bands as stored (their dtype); do not normalise or scale",
     }
 
 

@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from unet_jax.data import display
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import check_example
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
@@ -138,6 +139,7 @@ def _score(
     description: str,
     progress: bool,
     on_example: Callable[..., None] | None,
+    display_bands: Sequence[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Runs ``evaluator`` with a progress bar, keeping the first images for pictures.
 
@@ -152,6 +154,8 @@ def _score(
       progress: show a progress bar.
       on_example: called with ``image``, ``label``, ``prediction``, ``name`` and
         ``confusion`` (its own [C, C]) for every image scored (``report_html.ImageRows.add``).
+      display_bands: ``config.display_bands``: pictures show images that are not 8-bit RGB
+        through these bands, stretched (`unet_jax.data.display`).
 
     Returns:
       ``(results, samples)``: ``Evaluator.run``'s results, whose ``num_examples`` counts
@@ -175,7 +179,8 @@ def _score(
         return out
 
     def emit(*, image, label, prediction, name, confusion) -> None:
-        shown = {"image": image, "label": label, "prediction": prediction, "name": name}
+        picture = display.to_rgb(image, bands=display_bands)
+        shown = {"image": picture, "label": label, "prediction": prediction, "name": name}
         if len(samples) < num_samples:
             samples.append(shown)
         if on_example is not None:
@@ -329,6 +334,7 @@ def run_evaluation(
         description=f"{options.split} at {resolution}",
         progress=options.progress,
         on_example=html_rows[0].add if html_rows else None,
+        display_bands=config.get("display_bands"),
     )
     seconds["training_resolution"] = time.perf_counter() - tick
     report: dict[str, Any] = {
@@ -387,6 +393,7 @@ def run_evaluation(
             description=f"{options.split} at full resolution",
             progress=options.progress,
             on_example=html_rows[-1].add if html_rows else None,
+            display_bands=config.get("display_bands"),
         )
         seconds["full_resolution"] = time.perf_counter() - tick
         sizes = full_results["sizes"]
