@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--preview", default=None, help="write a PNG of training images beside their masks"
     )
+    parser.add_argument(
+        "--display_bands",
+        default=None,
+        help="bands the preview shows of multi-band images, e.g. 3,2,1 (default: the first "
+        "three; grey and 16-bit images get a percentile stretch)",
+    )
     args = parser.parse_args(argv)
     try:
         builder = open_builder(
@@ -50,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.preview:
         from datasets.folder.preview import write_preview
+        from unet_jax.data import image_bytes
         from unet_jax.data.sources import builder_classes
 
-        source = builder.as_data_source()["train"]
-        print(f"Preview: {write_preview(source, builder_classes(builder), args.preview)}")
+        source = image_bytes.DecodedImages(builder.as_data_source()["train"])
+        bands = [int(b) for b in args.display_bands.split(",")] if args.display_bands else None
+        written = write_preview(source, builder_classes(builder), args.preview, bands=bands)
+        print(f"Preview: {written}")
     return 0
 
 

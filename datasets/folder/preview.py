@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from unet_jax.data import display
 from unet_jax.data.classes import ClassSet
 
 ROW_HEIGHT = 160
@@ -20,7 +21,12 @@ def _fit(array: np.ndarray) -> Image.Image:
 
 
 def write_preview(
-    source: Any, classes: ClassSet, path: str | pathlib.Path, *, count: int = 4
+    source: Any,
+    classes: ClassSet,
+    path: str | pathlib.Path,
+    *,
+    count: int = 4,
+    bands: list[int] | None = None,
 ) -> pathlib.Path:
     """Draws the first ``count`` examples (image | mask in the class colours, ignored white)
     with a legend of the classes, and saves it as a PNG.
@@ -30,6 +36,7 @@ def write_preview(
       classes: the data set's classes.
       path: the PNG to write.
       count: how many examples.
+      bands: the display bands of images that are not 8-bit RGB (None: the first three).
 
     Returns:
       ``path``.
@@ -37,7 +44,8 @@ def write_preview(
     rows = []
     for i in range(min(count, len(source))):
         example = source[i]
-        image, label = _fit(example["image"]), _fit(classes.colorize(example["label"][..., 0]))
+        picture = display.to_rgb(example["image"], bands=bands)
+        image, label = _fit(picture), _fit(classes.colorize(example["label"][..., 0]))
         row = Image.new("RGB", (image.width + label.width + 8, ROW_HEIGHT), "white")
         row.paste(image, (0, 0))
         row.paste(label, (image.width + 8, 0))

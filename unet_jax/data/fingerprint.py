@@ -1,9 +1,10 @@
 """A data set's fingerprint: what the automatic plan (``unet_jax.train.auto_plan``) reads.
 
 A pure function of the training split's examples: how many images and groups, their
-sizes, how often each class occurs, and how thin and how small its regions are (the
-context a crop must hold and the resolution a resize must keep). Large splits are read
-through an evenly spaced sample of ``MAX_IMAGES`` images (sizes, frequencies, regions).
+sizes, bands, dtype and per-band intensities, how often each class occurs, and how thin
+and how small its regions are (the context a crop must hold and the resolution a resize
+must keep). Large splits are read through an evenly spaced sample of ``MAX_IMAGES``
+images (sizes, intensities, frequencies, regions).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from unet_jax.data import normalisation
+from unet_jax.data.image_files import is_rgb8
 
 MAX_IMAGES = 200
 
@@ -31,6 +35,9 @@ class Fingerprint:
       0 for a class that never occurs).
     class_region_px: per class, the median area in pixels of its 4-connected regions
       (0 for a class that never occurs).
+    bands, dtype: the images' bands and dtype as stored.
+    intensity: per band ``low``/``high`` (0.5th/99.5th percentiles), ``mean``/``std``
+      after clipping, of the sampled images (`unet_jax.data.normalisation.band_stats`).
     """
 
     images: int
@@ -41,6 +48,14 @@ class Fingerprint:
     class_frequency: tuple[float, ...]
     class_thickness: tuple[float, ...]
     class_region_px: tuple[float, ...]
+    bands: int = 3
+    dtype: str = "uint8"
+    intensity: dict[str, list[float]] | None = None
+
+    @property
+    def rgb8(self) -> bool:
+        """Whether the images are 8-bit RGB."""
+        return is_rgb8(self.bands, self.dtype)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,8 +94,11 @@ def fingerprint(source: Any, *, num_classes: int, group_pattern: str | None = No
     pixels = np.zeros(num_classes, np.int64)
     thickness_sum = np.zeros(num_classes)
     regions: list[list[int]] = [[] for _ in range(num_classes)]
+    samples = []
     for index in indices:
         example = source[index]
+        image = np.asarray(example["image"])
+        samples.append(normalisation.sample_pixels(image))
         label = np.asarray(example["label"])[..., 0]
         sizes.append(label.shape)
         names.add(group_key(str(example.get("name", index)), group_pattern))
@@ -104,4 +122,7 @@ def fingerprint(source: Any, *, num_classes: int, group_pattern: str | None = No
             float(t / p) if p else 0.0 for t, p in zip(thickness_sum, pixels, strict=True)
         ),
         class_region_px=tuple(float(np.median(r)) if r else 0.0 for r in regions),
+        bands=int(image.shape[-1]) if indices else 3,
+        dtype=image.dtype.name if indices else "uint8",
+        intensity=normalisation.band_stats(np.concatenate(samples)) if samples else None,
     )

@@ -185,15 +185,39 @@ def plan_augment(fp: Fingerprint, *, dataset: str) -> Decision:
         "augment.max_scale": 1.5 if few else 1.25,
         "augment.brightness": 0.3 if few else 0.2,
         "augment.contrast": 0.3 if few else 0.2,
-        "augment.saturation": 0.3 if few else 0.2,
+        # Colour jitter has no meaning for grey or multi-band images (and is refused there).
+        "augment.saturation": (0.3 if few else 0.2) if fp.rgb8 else 0.0,
         "augment.rot90": dataset.startswith("aerial"),
     }
     why = (
         f"{fp.images} images, {fp.groups} groups: "
-        + ("strong (scale 0.5-1.5, colour 0.3)" if few else "scale 0.75-1.25, colour 0.2")
+        + ("strong (scale 0.5-1.5, " if few else "scale 0.75-1.25, ")
+        + (
+            f"colour {fields['augment.brightness']})"
+            if fp.rgb8
+            else f"brightness/contrast {fields['augment.brightness']} per band on normalised "
+            f"values; no colour jitter: {fp.bands} band(s) of {fp.dtype}, not RGB)"
+        )
         + ("; 90-degree turns (overhead)" if fields["augment.rot90"] else "")
     )
     return Decision(fields, why)
+
+
+def plan_normalisation(fp: Fingerprint) -> Decision:
+    """Rule 5b: ImageNet's normalisation for 8-bit RGB, the data's own z-score otherwise
+    (``unet_jax.data.normalisation``)."""
+    if fp.rgb8:
+        return Decision({"model.input_norm": "imagenet"}, "8-bit RGB: ImageNet's mean/std")
+    stats = fp.intensity or {}
+    ranges = ", ".join(
+        f"{lo:.4g}..{hi:.4g}"
+        for lo, hi in zip(stats.get("low", []), stats.get("high", []), strict=True)
+    )
+    return Decision(
+        {"model.input_norm": "zscore"},
+        f"{fp.bands} band(s) of {fp.dtype} (0.5-99.5 % per band: {ranges}): clipped there and "
+        "z-scored with the training split's mean/std (nnU-Net), read at full depth",
+    )
 
 
 def plan_schedule() -> Decision:
@@ -252,7 +276,8 @@ def probe_step_time(config: ml_collections.ConfigDict, *, steps: int = PROBE_STE
     per_device = max(1, config.batch_size // jax.device_count())
     height, width = config.image_size
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.integers(0, 256, (per_device, height, width, 3), np.uint8))
+    bands = model.in_channels
+    images = jnp.asarray(rng.integers(0, 256, (per_device, height, width, bands), np.uint8))
     variables = jax.jit(lambda k: model.init(k, images[:1], train=False))(jax.random.key(0))
 
     @jax.jit
@@ -385,6 +410,7 @@ def plan_config(
         plan_compute(machine),
         plan_loss(fp),
         plan_augment(fp, dataset=str(config.dataset)),
+        plan_normalisation(fp),
         plan_schedule(),
     ]
     planned, rows = apply(config, decisions, fixed=fixed)
@@ -408,6 +434,8 @@ def plan_config(
             candidate = planned.copy_and_resolve_references()
             with candidate.unlocked():
                 candidate.num_classes = num_classes
+                candidate.model.in_channels = fp.bands
+                candidate.model.input_stats = fp.intensity
                 candidate.model.features = features
                 candidate.model.bridge_features = bridge
             return step_s_of(candidate)
