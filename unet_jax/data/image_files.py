@@ -88,8 +88,12 @@ def _decode_tiff(data: bytes, *, name: str) -> np.ndarray:
             series = tif.series[0]
             array = series.asarray()
             axes = series.axes
-    except KeyError as e:  # a codec that needs imagecodecs: Pillow has the common ones
-        return _decode_tiff_pil(data, name=name, reason=str(e.args[0]))
+    except (KeyError, ValueError) as e:
+        if "imagecodecs" not in str(e):
+            raise
+        # A compression (LZW, JPEG, PackBits) that tifffile decodes only with imagecodecs:
+        # Pillow reads the common kinds of such files.
+        return _decode_tiff_pil(data, name=name, reason=str(e.args[0] if e.args else e))
     if array.ndim == 3 and axes[0] in "CSQI" and axes[-1] not in "CS":
         array = np.moveaxis(array, 0, -1)  # planar: bands first
     if array.ndim != 3 and array.ndim != 2:
