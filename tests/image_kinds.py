@@ -41,13 +41,15 @@ def bands_int16(mask: np.ndarray, seed: int, bands: int = 5) -> np.ndarray:
     return np.stack(out, axis=-1).astype(np.int16)
 
 
-def make_folder(root: pathlib.Path, kind: str, *, count: int = 12) -> pathlib.Path:
+def make_folder(
+    root: pathlib.Path, kind: str, *, count: int = 12, one_size: bool = False
+) -> pathlib.Path:
     """Writes ``root/images`` (``kind``: "grey16" TIFFs or "int16x5" planar TIFFs) and
-    ``root/masks`` (0/255 PNGs); returns root."""
+    ``root/masks`` (0/255 PNGs), 36x40 to 38x42 (``one_size``: all 36x40); returns root."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for i in range(count):
-        h, w = 36 + i % 3, 40 + 2 * (i % 2)
+        h, w = (36, 40) if one_size else (36 + i % 3, 40 + 2 * (i % 2))
         mask = blocks(i, h, w)
         if kind == "grey16":
             tifffile.imwrite(root / "images" / f"g{i:02d}.tif", grey16(mask, i))
