@@ -249,11 +249,11 @@ def _break(kind: str, root: pathlib.Path) -> str:
         data = (root / "images" / "im2.jpg").read_bytes()
         (root / "images" / "im2.jpg").write_bytes(data[: len(data) // 2])
         return r"im2.jpg: unreadable or truncated image"
-    if kind == "sixteen_bit_image":  # Pillow would silently keep only the high byte
+    if kind == "sixteen_bit_image":  # read as it is, but not among 8-bit RGB images
         rgb16 = np.full((21, 29, 3), 40000, np.uint16)
         Image.fromarray(rgb16[..., 0]).save(root / "images" / "im4.png")  # I;16 PNG
         (root / "images" / "im4.jpg").unlink()
-        return r"im4.png: 16-bit PNG; only 8-bit images are accepted"
+        return r"im4.png: 1 band\(s\), but im0.jpg has 3"
     if kind == "truncated_mask":
         data = (root / "masks" / "im3.png").read_bytes()
         (root / "masks" / "im3.png").write_bytes(data[: len(data) // 2])

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zlib
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -60,7 +61,7 @@ def _raw_png(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
 # ----------------------------------------------------------------------------
 
 
-def test_accepted_image_modes_become_rgb():
+def test_accepted_image_modes_are_read_as_stored(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
@@ -68,7 +69,17 @@ def test_accepted_image_modes_become_rgb():
         predict.decode_image(_png_bytes(Image.fromarray(rgb)), name="rgb.png"), rgb
     )
     out = predict.decode_image(_png_bytes(Image.fromarray(grey)), name="grey.png")
-    np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, axis=-1))
+    np.testing.assert_array_equal(out, grey[..., None])  # one band, as stored
+    # An 8-bit RGB model takes it repeated to RGB, as before.
+    rgb_model = ml_collections.ConfigDict({"model": {"in_channels": 3, "input_dtype": "uint8"}})
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    np.testing.assert_array_equal(
+        predict.read_model_input(path, config=rgb_model), np.repeat(grey[..., None], 3, axis=-1)
+    )
+    grey16 = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
+    out = predict.decode_image(_png_bytes(Image.fromarray(grey16)), name="g16.png")
+    np.testing.assert_array_equal(out, grey16[..., None])  # all 16 bits
     opaque = np.concatenate([rgb, np.full((5, 7, 1), 255, np.uint8)], axis=-1)
     np.testing.assert_array_equal(
         predict.decode_image(_png_bytes(Image.fromarray(opaque)), name="rgba.png"), rgb
@@ -87,8 +98,7 @@ def test_accepted_image_modes_become_rgb():
     [
         (lambda: b"hello, not an image", "not an image file"),
         (lambda: _png_bytes(Image.new("RGB", (40, 30), (9, 9, 9)))[:60], "truncated"),
-        (lambda: _raw_png(4, 3, 16, 2), "16-bit PNG"),
-        (lambda: _raw_png(4, 3, 16, 0), "16-bit PNG"),
+        (lambda: _raw_png(4, 3, 16, 2), "16-bit colour PNG"),
         (lambda: _png_bytes(Image.new("RGBA", (4, 3), (1, 2, 3, 100))), "transparent"),
         (lambda: _png_bytes(Image.new("LA", (4, 3), (1, 0))), "transparent"),
     ],

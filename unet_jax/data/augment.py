@@ -511,12 +511,12 @@ class BandIntensityJitter(grain.RandomMapTransform):
 # ----------------------------------------------------------------------------
 
 
-def check_for_images(cfg: Any, *, rgb: bool) -> None:
+def check_for_images(augment: Mapping[str, Any], *, rgb: bool) -> None:
     """Refuses transforms that do not fit the images: colour (saturation, hue and the
     conditions) on images that are not 8-bit RGB, per-band gamma and noise on 8-bit RGB.
 
     Args:
-      cfg: an `AugmentConfig` or ``config.augment``.
+      augment: ``config.augment``.
       rgb: whether the images are 8-bit RGB.
 
     Raises:
@@ -524,23 +524,21 @@ def check_for_images(cfg: Any, *, rgb: bool) -> None:
     """
     if rgb:
         for field in ("gamma", "noise"):
-            if (cfg.get(field) if hasattr(cfg, "get") else getattr(cfg, field)) or 0:
+            if augment.get(field):
                 raise ConfigError(
                     f"config.augment.{field} is for images that are not 8-bit RGB (per band); "
                     "8-bit RGB has brightness, contrast and the conditions"
                 )
         return
-    get = cfg.get if hasattr(cfg, "get") else lambda k: getattr(cfg, k)
     for field in ("saturation", "hue"):
-        if get(field) or 0:
+        if augment.get(field):
             raise ConfigError(
-                f"config.augment.{field}={get(field)}: colour jitter needs 8-bit RGB images; "
-                f"set --config.augment.{field}=0 (brightness, contrast, gamma and noise work "
-                "per band)"
+                f"config.augment.{field}={augment.get(field)}: colour jitter needs 8-bit RGB "
+                f"images; set --config.augment.{field}=0 (brightness, contrast, gamma and "
+                "noise work per band)"
             )
-    conditions = get("conditions") or {}
-    for name, setting in dict(conditions).items():
-        if float(dict(setting).get("p", 0) or 0) > 0:
+    for name, setting in dict(augment.get("conditions") or {}).items():
+        if dict(setting).get("p"):
             raise ConfigError(
                 f"config.augment.conditions.{name}.p={dict(setting)['p']}: the condition "
                 "transforms need 8-bit RGB images; set it to 0"
@@ -605,7 +603,6 @@ class AugmentConfig:
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}.")
         crop_sampling.check_settings(self.foreground_share, self.foreground_classes)
-        check_for_images(self, rgb=self.band_stats is None)
 
     @classmethod
     def from_any(cls, value: AugmentConfig | Mapping[str, Any] | bool | None) -> AugmentConfig:

@@ -118,7 +118,8 @@ def calibration_images(
       count: how many images (>= 1; at most the split's size: each example once).
 
     Returns:
-      uint8 [1, H, W, 3] batches, one image each, H x W = ``config.image_size``.
+      [1, H, W, bands] batches of the data's dtype (uint8 RGB for 8-bit RGB), one image
+      each, H x W = ``config.image_size``.
     """
     count = min(count, len(source))
     augment = dict(config.augment.to_dict()) if config.get("augment") else {}
@@ -147,7 +148,7 @@ class _Reader:
         if batch is None:
             return None
         self.count += int(batch.shape[0])
-        return {self._input_name: np.ascontiguousarray(batch, np.uint8)}
+        return {self._input_name: np.ascontiguousarray(batch)}  # the data's dtype
 
 
 def logits_convolution(float_proto: Any) -> str:
@@ -297,7 +298,12 @@ def export_int8_run(
         )
     # The up-convolution as Conv + DepthToSpace: quantised to ORT's int8 convolution (a
     # ConvTranspose stays float32 between conversions; docs/ONNX.md, "int8").
-    proto = build_model(run.model, run.variables, upconv=UPCONV)
+    proto = build_model(
+        run.model,
+        run.variables,
+        upconv=UPCONV,
+        input_dtype=run.config.model.get("input_dtype") or "uint8",
+    )
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     count = quantize_model(proto, out, calibration_images(source, run.config, count=calibration))
