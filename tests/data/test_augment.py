@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from unet_jax.data.augment import (
+    RGB_SATURATION,
     AugmentConfig,
     PhotometricJitter,
     RandomHorizontalFlip,
@@ -310,4 +311,7 @@ def test_augment_defaults_are_the_default_config_values():
 
     stated = default.get_config().augment.to_dict()
     del stated["enabled"]  # off in the reference recipe, on for an explicit AugmentConfig()
+    # Unset in default.py: the data decides, 8-bit RGB gets AugmentConfig's value.
+    assert stated["saturation"] is None
+    stated["saturation"] = RGB_SATURATION
     assert {name: getattr(AugmentConfig(), name) for name in stated} == stated

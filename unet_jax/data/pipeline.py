@@ -597,6 +597,13 @@ class _EvalSlots:
     def __len__(self) -> int:
         return self._len
 
+    def _image_kind(self) -> tuple[int, np.dtype]:
+        """(bands, dtype) of the source's images, for padding slots (batches must stack)."""
+        if getattr(self, "_kind", None) is None:
+            first = np.asarray(self._source[0]["image"]) if self._num_examples else None
+            self._kind = (3, np.uint8) if first is None else (first.shape[-1], first.dtype)
+        return self._kind
+
     def example_index(self, slot: int) -> int:
         b, t = divmod(slot, self._local)
         return b * self._global + self._offset + t
@@ -607,9 +614,7 @@ class _EvalSlots:
             example = self._finish.map(self._resize.map(self._source[index]))
             example["mask"] = np.True_
             return example
-        # Padding slots hold an image of the data's bands and dtype, so batches stack.
-        template = np.asarray(self._source[0]["image"]) if self._num_examples else None
-        bands, dtype = (3, np.uint8) if template is None else (template.shape[-1], template.dtype)
+        bands, dtype = self._image_kind()  # padding holds the data's kind: batches stack
         return {
             "image": np.zeros((self._height, self._width, bands), dtype),
             "label": np.full((self._height, self._width), IGNORE_LABEL, np.uint8),

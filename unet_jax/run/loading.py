@@ -6,8 +6,10 @@ Public API (``unet_jax.load`` and ``unet_jax.make_apply_fn``)::
     apply_fn = make_apply_fn(model)           # jitted (variables, images) -> logits
     logits = apply_fn(variables, images)      # images uint8 [B, H, W, 3] RGB in 0..255
 
-The model normalises its input itself (ImageNet mean/std on 0..255 RGB, its first op), so
-images go in as uint8 (or float) RGB in 0..255, never pre-scaled. H and W must be multiples
+The model normalises its input itself (its first op: ImageNet mean/std on 0..255 RGB, or
+for grey, 16-bit and multi-band runs the clip and z-score of ``config.model.input_stats``),
+so images go in as stored, never pre-scaled: uint8 (or float) RGB in 0..255, or the run's
+``config.model.in_channels`` bands of its ``input_dtype``. H and W must be multiples
 of ``model.size_multiple`` (2 ** number of encoder levels: 16 for the 4-level U-Net);
 ``unet_jax.deploy.segmenter.Segmenter`` handles any size.
 
