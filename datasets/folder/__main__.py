@@ -56,10 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.preview:
         from datasets.folder.preview import write_preview
-        from unet_jax.data import image_bytes
         from unet_jax.data.sources import builder_classes
 
-        source = image_bytes.DecodedImages(builder.as_data_source()["train"])
+        source = builder.as_data_source()["train"]
         bands = [int(b) for b in args.display_bands.split(",")] if args.display_bands else None
         written = write_preview(source, builder_classes(builder), args.preview, bands=bands)
         print(f"Preview: {written}")

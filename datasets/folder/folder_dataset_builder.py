@@ -200,6 +200,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._plan = plan
         super().__init__(**kwargs)
 
+    def as_data_source(self, *args: Any, **kwargs: Any) -> Any:
+        """TFDS's data sources, whose examples' ``image`` is decoded ([H, W, C] as stored)."""
+        sources = super().as_data_source(*args, **kwargs)
+        if isinstance(sources, dict):
+            return {split: image_bytes.DecodedImages(s) for split, s in sources.items()}
+        return image_bytes.DecodedImages(sources)
+
     # open_builder says what it prepared in its own words; TFDS's banners stay quiet.
     def _log_download_bytes(self) -> None:
         pass

@@ -119,8 +119,9 @@ def test_id_masks_with_classes_file_and_ignore_values(tmp_path):
         want = _ids(i, 16, 16, 4)
         want[5, 5] = IGNORE_LABEL
         np.testing.assert_array_equal(ex[f"a{i}"]["label"][..., 0], want)
-        image = ex[f"a{i}"]["image"]
-        assert image.shape == (16, 16, 3) and (image[..., 0] == image[..., 2]).all()
+        image = ex[f"a{i}"]["image"]  # a folder of grey images: one band, as stored
+        grey = np.asarray(Image.open(root / "images" / f"a{i}.png"))
+        np.testing.assert_array_equal(image, grey[..., None])
 
 
 @pytest.mark.parametrize("foreground", [255, 1])
@@ -250,7 +251,7 @@ def _break(kind: str, root: pathlib.Path) -> str:
         (root / "images" / "im2.jpg").write_bytes(data[: len(data) // 2])
         return r"im2.jpg: unreadable or truncated image"
     if kind == "sixteen_bit_image":  # read as it is, but not among 8-bit RGB images
-        rgb16 = np.full((21, 29, 3), 40000, np.uint16)
+        rgb16 = np.full((24, 26, 3), 40000, np.uint16)  # im4's mask is 26x24
         Image.fromarray(rgb16[..., 0]).save(root / "images" / "im4.png")  # I;16 PNG
         (root / "images" / "im4.jpg").unlink()
         return r"im4.png: 1 band\(s\), but im0.jpg has 3"

@@ -36,13 +36,17 @@ def decode(data: bytes) -> np.ndarray:
 
 
 class DecodedImages:
-    """A random-access source whose examples' ``image`` bytes are decoded (picklable)."""
+    """A random-access source whose examples' ``image`` bytes are decoded (picklable): the
+    folder builder's data sources."""
 
     def __init__(self, source):
         self._source = source
 
     def __len__(self) -> int:
         return len(self._source)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, index: int) -> dict:
         example = dict(self._source[index])

@@ -13,7 +13,6 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from unet_jax.data import image_bytes
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet, ClassSetError, apply_void
 from unet_jax.data.splits import SPLITS
@@ -133,16 +132,12 @@ def open_dataset(
         )
     sources = builder.as_data_source()
     metadata = builder.info.metadata or {}
-    image_info = metadata.get("image_info")
-    opened = {split: sources[split] for split in splits}
-    if image_info is not None:  # images stored as bytes of any bands and dtype
-        opened = {split: image_bytes.DecodedImages(src) for split, src in opened.items()}
     dataset = Dataset(
-        sources=opened,
+        sources={split: sources[split] for split in splits},
         classes=builder_classes(builder),
         train_stats=metadata.get("train_stats"),
         name=builder.info.full_name,
-        image_info=image_info,
+        image_info=metadata.get("image_info"),
     )
     declared = (metadata.get("mask_rule") or {}).get("void") or ()
     return with_void(dataset, (*declared, *(config.get("void_classes") or ())))
