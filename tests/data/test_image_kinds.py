@@ -152,6 +152,10 @@ def test_the_config_takes_the_datas_kind_and_refuses_what_does_not_fit():
     with pytest.raises(ConfigError, match=r"config.augment.saturation=0.3: colour jitter needs"):
         with_data_images(bad, {"bands": 1, "dtype": "uint16", "stats": STATS})
     bad = _model_config()
+    bad.augment.gamma = 1.5
+    with pytest.raises(ConfigError, match=r"config.augment.gamma=1.5: must be in \[0, 1.0\)"):
+        with_data_images(bad, {"bands": 1, "dtype": "uint16", "stats": STATS})
+    bad = _model_config()
     bad.augment.conditions.fog.p = 0.5
     with pytest.raises(ConfigError, match=r"conditions.fog.p=0.5: the condition transforms"):
         with_data_images(bad, {"bands": 1, "dtype": "uint16", "stats": STATS})

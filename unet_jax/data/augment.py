@@ -530,6 +530,9 @@ def check_for_images(augment: Mapping[str, Any], *, rgb: bool) -> None:
                     "8-bit RGB has brightness, contrast and the conditions"
                 )
         return
+    for field, top in (("gamma", 1.0), ("noise", math.inf)):
+        if not 0 <= (augment.get(field) or 0) < top:
+            raise ConfigError(f"config.augment.{field}={augment.get(field)}: must be in [0, {top})")
     for field in ("saturation", "hue"):
         if augment.get(field):
             raise ConfigError(
