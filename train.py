@@ -48,9 +48,10 @@ flags.DEFINE_integer(
 def _auto_config(config, *, prepare_fn):
     """configs/auto.py: the workdir's plan when it has one, else a new plan (docs/AUTO.md)."""
     from unet_jax.configs import auto
+    from unet_jax.run.workdir import Workdir
     from unet_jax.train import auto_plan
 
-    stored = pathlib.Path(FLAGS.workdir) / auto_plan.PLAN_FILE
+    stored = Workdir.of(FLAGS.workdir).plan
     if stored.exists():
         print(f"Keeping the plan in {stored}")
         return auto.get_config(str(stored))

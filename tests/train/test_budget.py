@@ -10,8 +10,7 @@ import optax
 import pytest
 
 from unet_jax.errors import ConfigError
-from unet_jax.run import budget_schedule
-from unet_jax.train import budget, time_budget
+from unet_jax.train import budget, budget_schedule, intervals, time_budget
 
 
 class FakeClock:
@@ -29,24 +28,33 @@ def _simulate(run: time_budget.BudgetRun, clock: FakeClock, *, step_s, eval_s, s
     eval_s; returns (last step, elapsed seconds, [(step, plan) at each plan change])."""
     changes = []
     step = start
-    total = run.total_steps()
+    total = run.intervals.total_steps
     while step < total:
         step += 1
         clock.now += step_s(step)
         if plan := run.after_step(step, None):
             changes.append((step, plan))
-        total = run.total_steps()
-        if step % run.eval_every() == 0 or step == total:
+        total = run.intervals.total_steps
+        if step % run.intervals.eval_every == 0 or step == total:
             run.validation_starts(step)
             clock.now += eval_s
             if plan := run.after_validation(step):
                 changes.append((step, plan))
-            total = run.total_steps()
+            total = run.intervals.total_steps
     return step, run.elapsed_s(), changes
+
+
+# The config's intervals, as the loop passes them (the plan replaces length and intervals).
+INTERVALS = intervals.Intervals(
+    steps_per_epoch=10, total_steps=6, log_every=1, eval_every=3, checkpoint_every=3
+)
 
 
 def _run(clock, *, budget_s=600.0, meta=None, started_at=None, warmup=50, eval_every=None):
     return time_budget.BudgetRun(
+        intervals=INTERVALS,
+        peak=1.0,
+        cosine=True,
         budget_s=budget_s,
         meta=meta or {},
         start_step=0,
@@ -77,10 +85,10 @@ def test_steps_that_fit_is_the_largest_that_fits():
 
 
 def test_validations_between_counts_multiples_and_the_end():
-    assert budget.validations_between(0, 12, 4) == 3  # 4, 8, 12
-    assert budget.validations_between(0, 13, 4) == 4  # 4, 8, 12, 13
-    assert budget.validations_between(5, 8, 4) == 1  # 8
-    assert budget.validations_between(8, 8, 4) == 0
+    assert intervals.validations_between(0, 12, 4) == 3  # 4, 8, 12
+    assert intervals.validations_between(0, 13, 4) == 4  # 4, 8, 12, 13
+    assert intervals.validations_between(5, 8, 4) == 1  # 8
+    assert intervals.validations_between(8, 8, 4) == 0
 
 
 def test_schedule_fits_the_budget_with_a_fake_clock():
@@ -101,7 +109,7 @@ def test_schedule_fits_the_budget_with_a_fake_clock():
     assert 600.0 * (1 - budget.RESERVE - budget.TOLERANCE) <= elapsed <= 600.0
     # The first validation replaces the estimated validation time by the measured one.
     assert len(changes) <= 2
-    evals = budget.validations_between(0, last, plan.eval_every)
+    evals = intervals.validations_between(0, last, plan.eval_every)
     assert budget.VALIDATIONS <= evals <= budget.VALIDATIONS + 1
     # Warm-up: the config's 50 steps (under a tenth of the run); the cosine ends at the end.
     first = changes[0][1]
@@ -220,6 +228,9 @@ def test_a_resumed_run_keeps_its_plan_and_its_spent_time():
 
     clock.now += 1000.0  # down time does not count
     resumed = time_budget.BudgetRun(
+        intervals=INTERVALS,
+        peak=1.0,
+        cosine=True,
         budget_s=1.0,  # the stored plan's budget wins
         meta=meta,
         start_step=199,
@@ -260,3 +271,56 @@ def test_no_budget_is_none_and_minutes_are_seconds():
     assert budget.check_budget(None) is None
     assert budget.check_budget(2.5) == 150.0
     assert math.isclose(budget.check_budget(1), 60.0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_resnet_encoder_trains_under_a_budget_as_on_a_fixed_schedule(optimizer):
+    # Oracle: the fixed path (optax's warmup-cosine over T steps, the encoder's multiple
+    # and frozen steps). A budget whose plan is a first plan of T steps lays the same
+    # learning rates, so its optimizer must update every parameter as the fixed one does.
+    from unet_jax.configs import tiny
+    from unet_jax.model.resnet import ENCODER_MODULE
+    from unet_jax.train.optimizer import create_optimizer
+
+    config = tiny.get_config()
+    config.model.encoder = "resnet18"
+    config.optimizer = optimizer
+    config.schedule = "warmup_cosine"
+    config.learning_rate = 0.5
+    config.warmup_steps = 3
+    config.encoder_lr_multiplier = 0.25
+    config.encoder_frozen_steps = 2
+    plan = budget.first_plan(
+        budget_s=1.6, elapsed_s=0.0, step=0, step_s=0.1, eval_s=0.0, warmup_steps=3, eval_every=50
+    )
+    assert plan.total_steps > 10 and plan.warmup_steps == 1  # a tenth of the 15 steps
+    config.warmup_steps = plan.warmup_steps
+    config.time_budget_minutes = 1.0
+    assert time_budget.check_config(config) == 60.0  # a ResNet encoder is welcome
+    params = {ENCODER_MODULE: {"w": jnp.ones(3)}, "Conv_0": {"w": jnp.ones(2)}}
+    under_budget = create_optimizer(config, total_steps=1)
+    budget_state = budget_schedule.set_schedule(
+        under_budget.init(params), warmup=plan.warmup_steps, knots=plan.knots
+    )
+    config.time_budget_minutes = None
+    fixed = create_optimizer(config, total_steps=plan.total_steps)
+    fixed_state = fixed.init(params)
+    rng = np.random.default_rng(0)
+    encoder_moved = []
+    for step in range(plan.total_steps + 2):
+        grads = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
+        want, fixed_state = fixed.update(grads, fixed_state, params)
+        got, budget_state = under_budget.update(grads, budget_state, params)
+        for name in params:
+            np.testing.assert_allclose(
+                got[name]["w"], want[name]["w"], rtol=2e-5, atol=1e-7, err_msg=f"{name} {step}"
+            )
+        encoder_moved.append(bool(np.any(np.asarray(got[ENCODER_MODULE]["w"]) != 0)))
+    assert encoder_moved[:3] == [False, False, True]  # frozen for 2 steps, then thawed
+
+
+def test_due_steps_are_counted_by_validations_between():
+    # The closed form against the rule itself, step by step.
+    for start, end, every in [(0, 12, 4), (0, 13, 4), (5, 8, 4), (3, 40, 7), (0, 1, 5), (9, 9, 2)]:
+        want = sum(intervals.due(s, every, end) for s in range(start + 1, end + 1))
+        assert intervals.validations_between(start, end, every) == want

@@ -145,9 +145,11 @@ def test_learning_rate_multiple_scales_the_first_encoder_step():
         ENCODER_MODULE: {"w": np.full(3, 2.0, np.float32)},
         "Conv_0": {"w": np.full(2, 2.0, np.float32)},
     }
-    tx = encoder_optimizer(
-        optimizer="sgd", schedule=optax.constant_schedule(0.1), lr_multiplier=0.25, frozen_steps=1
-    )
+
+    def scale(multiplier):
+        return optax.scale_by_learning_rate(optax.constant_schedule(multiplier * 0.1))
+
+    tx = encoder_optimizer(optimizer="sgd", scale=scale, lr_multiplier=0.25, frozen_steps=1)
     state = tx.init(params)
     updates, state = tx.update(grads, state, params)
     np.testing.assert_allclose(updates[ENCODER_MODULE]["w"], 0.0)  # frozen step

@@ -12,9 +12,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.fake_data import make_examples
 from unet_jax.configs import tiny
-from unet_jax.run import budget_schedule
 from unet_jax.run.checkpointing import Checkpointer
-from unet_jax.train import budget
+from unet_jax.train import budget, budget_schedule
 from unet_jax.train import loop as train_lib
 from unet_jax.train.init_state import create_train_state
 

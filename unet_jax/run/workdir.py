@@ -6,6 +6,8 @@
     <workdir>/run_info.json        versions, devices, git commit (and run_history.jsonl)
     <workdir>/classes.json         the class set (names, colours, mask format)
     <workdir>/metrics.jsonl        training and validation metrics; tensorboard/
+    <workdir>/plan.json            configs/auto.py's plan (fingerprint, probe, decisions)
+    <workdir>/budget.json          a time budget's plan (steps, warm-up, validations)
     <workdir>/checkpoints/<step>   the latest checkpoints (resume)
     <workdir>/best/<step>          the best checkpoint by the validation metric
     <workdir>/eval/<split>[_onnx]  eval.py's reports
@@ -97,6 +99,16 @@ class Workdir:
     @property
     def metrics(self) -> pathlib.Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def plan(self) -> pathlib.Path:
+        """configs/auto.py's plan (a workdir that holds one keeps it)."""
+        return self.root / "plan.json"
+
+    @property
+    def budget_plan(self) -> pathlib.Path:
+        """The time budget's plan, rewritten at each re-fit."""
+        return self.root / "budget.json"
 
     @property
     def tensorboard(self) -> pathlib.Path:

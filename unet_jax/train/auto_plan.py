@@ -28,9 +28,9 @@ from unet_jax.data import sources as data_sources
 from unet_jax.data.fingerprint import Fingerprint, fingerprint
 from unet_jax.errors import ConfigError
 from unet_jax.model.factory import create_model
+from unet_jax.run.workdir import Workdir
 from unet_jax.train import budget
 
-PLAN_FILE = "plan.json"
 # Widths (encoder levels, bridge) from narrow to wide; the probe picks the widest that
 # still sees MIN_TRAINING_PIXELS in the budget.
 WIDTHS = (((16, 32, 64, 128), 256), ((32, 64, 128, 256), 512), ((64, 128, 256, 512), 1024))
@@ -458,5 +458,5 @@ def plan_config(
         "config": json.loads(planned.to_json_best_effort()),
     }
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / PLAN_FILE).write_text(json.dumps(record, indent=1, default=str) + "\n")
+    Workdir(workdir).plan.write_text(json.dumps(record, indent=1, default=str) + "\n")
     return planned

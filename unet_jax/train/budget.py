@@ -8,7 +8,8 @@ optax's ``warmup_cosine_decay_schedule``. A re-fit at step r keeps the learning 
 step r and lays the rest of the cosine over the steps that now fit: knots
 ``(r, progress(r)), (new total, 1)``. Only the knots from the current step on matter, so a
 plan never needs more than ``KNOTS`` of them (they live in the optimizer state, see
-``unet_jax.run.budget_schedule``, so a re-fit needs no recompilation).
+``unet_jax.train.budget_schedule``, so a re-fit needs no recompilation). Until the first
+plan, the knots lie ``FAR`` beyond any run (`provisional_knots`): warm-up, then the peak.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import math
 from typing import Any
 
 from unet_jax.errors import ConfigError
+from unet_jax.train.intervals import validations_between
 
 PROBE_STEPS = 5  # timed steps after the first (compiling) one
 RESERVE = 0.02  # fraction of the budget kept free for the end (last save, closing files)
 TOLERANCE = 0.03  # re-fit when the predicted end misses the budget's by more than this fraction
 VALIDATIONS = 5  # validations of a budget run whose config leaves eval_every_steps at -1
 KNOTS = 3
+FAR = 2**30  # a step no run reaches: the provisional schedule's knots and intervals
 FIELD = "time_budget_minutes"
 
 
@@ -75,14 +78,6 @@ class Plan:
         return cls(**{**data, "knots": knots})
 
 
-def validations_between(start: int, end: int, every: int) -> int:
-    """Validations at the steps in ``(start, end]``: every multiple of ``every``, and ``end``."""
-    if end <= start:
-        return 0
-    count = end // every - start // every
-    return count + (1 if end % every else 0)
-
-
 def steps_that_fit(
     *, step: int, time_left_s: float, step_s: float, eval_s: float, eval_every: int
 ) -> int:
@@ -111,23 +106,80 @@ def steps_that_fit(
     return total
 
 
-def progress_at(knots: tuple[tuple[int, float], ...], step: float) -> float:
-    """The cosine progress at ``step``: linear between knots, clamped at both ends."""
-    if step <= knots[0][0]:
-        return knots[0][1]
-    for (s0, p0), (s1, p1) in zip(knots, knots[1:], strict=False):
+def _interp(step: float, steps: tuple[float, ...], progress: tuple[float, ...]) -> float:
+    """``jnp.interp`` on the host: linear between knots, clamped at both ends."""
+    if step <= steps[0]:
+        return progress[0]
+    for s0, s1, p0, p1 in zip(steps, steps[1:], progress, progress[1:], strict=False):
         if step <= s1:
             return p0 + (p1 - p0) * (step - s0) / max(s1 - s0, 1)
-    return knots[-1][1]
+    return progress[-1]
+
+
+class _HostMath:
+    """What `warmup_cosine` uses of ``jax.numpy``, on Python floats (float64, exact)."""
+
+    pi = math.pi
+    cos = staticmethod(math.cos)
+    minimum = staticmethod(min)
+    maximum = staticmethod(max)
+    interp = staticmethod(_interp)
+
+    @staticmethod
+    def where(condition: bool, if_true: float, if_false: float) -> float:
+        return if_true if condition else if_false
+
+    @staticmethod
+    def clip(value: float, low: float, high: float) -> float:
+        return min(high, max(low, value))
+
+
+def progress_at(knots: tuple[tuple[int, float], ...], step: float) -> float:
+    """The cosine progress at ``step``: linear between knots, clamped at both ends."""
+    steps, progress = zip(*knots, strict=True)
+    return _interp(step, steps, progress)
+
+
+def warmup_cosine(step, *, peak, cosine, warmup, knot_steps, knot_progress, xp=_HostMath):
+    """The learning rate of the update at ``step``: the one formula, on the host (Python
+    floats) and in the optimizer state (``xp=jax.numpy``).
+
+    Args:
+      step: updates done before this one (optax's count).
+      peak: the learning rate after the warm-up.
+      cosine: decay along the knots' cosine (``schedule="warmup_cosine"``), else stay at peak.
+      warmup: linear warm-up length (0: none).
+      knot_steps, knot_progress: the cosine's knots, steps ascending.
+      xp: the array module (``jax.numpy``), or the host's float math (default).
+
+    Returns:
+      The learning rate.
+    """
+    warm = xp.where(warmup > 0, xp.minimum(1.0, step / xp.maximum(warmup, 1)), 1)
+    lr = peak * warm
+    if cosine:
+        progress = xp.clip(xp.interp(step, knot_steps, knot_progress), 0, 1)
+        lr = lr * 0.5 * (1.0 + xp.cos(xp.pi * progress))
+    return lr
 
 
 def learning_rate(plan: Plan, step: int, *, peak: float, cosine: bool) -> float:
-    """The learning rate of the update at ``step`` (optax's count: updates done before it)."""
-    warm = min(1.0, step / plan.warmup_steps) if plan.warmup_steps > 0 else 1.0
-    if not cosine:
-        return peak * warm
-    progress = min(1.0, max(0.0, progress_at(plan.knots, step)))
-    return peak * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+    """`warmup_cosine` at ``step`` under ``plan``, on the host."""
+    steps, progress = zip(*plan.knots, strict=True)
+    return warmup_cosine(
+        step,
+        peak=peak,
+        cosine=cosine,
+        warmup=plan.warmup_steps,
+        knot_steps=steps,
+        knot_progress=progress,
+    )
+
+
+def provisional_knots(warmup_steps: int) -> tuple[tuple[int, float], ...]:
+    """The knots before the first plan: the cosine starts after the warm-up and ends
+    ``FAR`` beyond any run, so the learning rate stays at its peak until a plan."""
+    return _knots((warmup_steps, 0.0), FAR)
 
 
 def _knots(start: tuple[int, float], total: int) -> tuple[tuple[int, float], ...]:

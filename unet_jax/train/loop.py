@@ -6,11 +6,11 @@ Only process 0 logs and writes files other than checkpoints (orbax coordinates t
 """
 
 import dataclasses
-import functools
 import math
 import pathlib
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -27,7 +27,6 @@ from unet_jax.data.run_data import (
     check_resumed_classes,
     open_training_data,
 )
-from unet_jax.errors import ConfigError
 from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor, flat_scalars
 from unet_jax.model import encoder_weights
 from unet_jax.model.factory import create_model
@@ -46,7 +45,8 @@ from unet_jax.train import (
     time_budget,
 )
 from unet_jax.train.init_state import create_train_state
-from unet_jax.train.optimizer import create_learning_rate_schedule
+from unet_jax.train.intervals import Intervals
+from unet_jax.train.schedule import RunSchedule, create_schedule
 
 
 class PreemptionGuard:
@@ -147,51 +147,12 @@ def make_loss_fn(
     return lambda logits, labels: base(class_logits(logits), labels)
 
 
-def _schedule_every(value: int, steps_per_epoch: int) -> int:
-    return value if value > 0 else steps_per_epoch
-
-
 def _is_better(value: float, best: float | None, mode: str) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     if best is None:
         return True
     return value > best if mode == "max" else value < best
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """When the loop does what, in steps."""
-
-    steps_per_epoch: int
-    total_steps: int
-    log_every: int
-    eval_every: int
-    checkpoint_every: int
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict, *, num_examples: int) -> "Schedule":
-        """Raises ConfigError when the batch is larger than the training split."""
-        steps_per_epoch = num_examples // config.batch_size
-        if steps_per_epoch == 0:
-            raise ConfigError(
-                f"config.batch_size={config.batch_size} exceeds the {num_examples} training "
-                f"examples; pass --config.batch_size={num_examples} or less (a multiple of "
-                "the device count), or add images"
-            )
-        total = config.num_train_steps
-        if total <= 0:
-            total = config.num_epochs * steps_per_epoch
-        return cls(
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total,
-            log_every=config.log_every_steps,
-            eval_every=_schedule_every(config.eval_every_steps, steps_per_epoch),
-            checkpoint_every=_schedule_every(config.checkpoint_every_steps, steps_per_epoch),
-        )
-
-    def due(self, step: int, every: int) -> bool:
-        return step % every == 0 or step == self.total_steps
 
 
 class MetricWindow:
@@ -208,8 +169,8 @@ class MetricWindow:
         *,
         driver: parallel.Driver,
         writer: metric_writers.MetricWriter,
-        learning_rate: Any,
-        schedule: Schedule,
+        learning_rate: Callable[[int], float],
+        steps_per_epoch: int,
         images_per_step: int,
         progress: tqdm.tqdm,
         last_good: Any,
@@ -218,7 +179,7 @@ class MetricWindow:
         self._driver = driver
         self._writer = writer
         self._learning_rate = learning_rate
-        self._schedule = schedule
+        self._steps_per_epoch = steps_per_epoch
         self._images_per_step = images_per_step
         self._progress = progress
         self._last_good = last_good  # () -> description of the last good checkpoint
@@ -255,9 +216,9 @@ class MetricWindow:
         scalars = {
             "loss": float(np.mean([float(m["loss"]) for m in fetched])),
             "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
-            "learning_rate": float(self._learning_rate(step)),
+            "learning_rate": self._learning_rate(step),
             "images_per_sec": len(fetched) * self._images_per_step / max(elapsed, 1e-9),
-            "epoch": step / self._schedule.steps_per_epoch,
+            "epoch": step / self._steps_per_epoch,
         }
         if self._source_counts is not None:
             scalars.update(self._source_counts(step - len(fetched) + 1, step))
@@ -325,6 +286,286 @@ def validate_and_track_best(
     return validation, meta, improved
 
 
+@dataclasses.dataclass
+class Session:
+    """One training session, set up for the loop: what it steps, validates, logs and saves.
+
+    Attributes:
+      config, workdir: the run's.
+      log: prints a line (process 0 only).
+      is_main: process 0.
+      driver, evaluator, checkpointer, writer: the step functions, validation, checkpoints
+        and metrics.
+      schedule: when to do what, and the learning rate (fixed or a time budget's).
+      data_iterator: the training batches from ``start_step`` on.
+      progress, window: the progress bar and the metrics awaiting a logging step.
+      device_state: the train state on the devices (donated at every step).
+      meta: the best-metric tracker and what every checkpoint carries.
+      start_step: the step training starts from.
+    """
+
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    log: Callable[[str], None]
+    is_main: bool
+    driver: parallel.Driver
+    evaluator: Evaluator
+    checkpointer: checkpointing.Checkpointer
+    writer: metric_writers.MetricWriter
+    schedule: RunSchedule
+    data_iterator: Any
+    progress: tqdm.tqdm
+    window: MetricWindow
+    device_state: Any
+    meta: dict[str, Any]
+    start_step: int
+
+    def save(self, *, best: bool = False) -> None:
+        meta = self.schedule.to_meta(self.meta)
+        self.checkpointer.save(self.driver.get_state(self.device_state), meta=meta, best=best)
+
+    def adopt_plan(self) -> None:
+        """Puts the schedule's new plan into the optimizer state and the progress bar."""
+        self.device_state = self.schedule.install(self.driver, self.device_state)
+        self.progress.total = self.schedule.intervals.total_steps
+
+    def validate(self, step: int) -> dict[str, Any]:
+        """Validates at ``step``, logs, re-checks the schedule and saves an improvement."""
+        self.window.flush(step)
+        self.schedule.validation_starts(step)
+        validation, self.meta, improved = validate_and_track_best(
+            self.driver,
+            self.device_state,
+            evaluator=self.evaluator,
+            config=self.config,
+            meta=self.meta,
+            step=step,
+        )
+        self.writer.write(step, "validation", flat_scalars(validation))
+        if self.is_main:
+            tqdm.tqdm.write(
+                f"step {step}: validation loss {validation['loss']:.4f}, "
+                f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
+            )
+        if self.schedule.after_validation(step):
+            self.adopt_plan()
+        if improved:
+            self.save(best=True)
+        self.window.restart()
+        return validation
+
+    def close(self) -> None:
+        """Releases the grain workers, the TensorBoard writer and the orbax managers, and
+        ends the progress bar's line."""
+        self.progress.close()
+        self.writer.close()
+        self.checkpointer.close()
+        self.data_iterator.close()
+
+
+def _checked_data(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    *,
+    prepare_fn: data_sources.PrepareFn | None,
+    sources: dict[str, Any] | None,
+    classes: ClassSet | None,
+    is_main: bool,
+) -> tuple[ml_collections.ConfigDict, dict[str, Any], ClassSet, Any, float | None, Intervals]:
+    """Checks the config, the workdir and the data before any work.
+
+    Returns:
+      ``(config, sources, classes, pixel statistics, budget seconds or None, intervals)``.
+    """
+    config = config_checks.expand_shorthands(config)
+    config_checks.validate_config(
+        config,
+        process_count=jax.process_count(),
+        local_device_count=jax.local_device_count(),
+        builders=prepare_fn,
+    )
+    budget_s = time_budget.check_config(config)
+    if is_main:
+        create_writable(workdir)
+    resume_checks.check_same_data(config, workdir)
+    config, sources, classes, stats = open_training_data(
+        config, prepare_fn=prepare_fn, sources=sources, classes=classes
+    )
+    config_checks.validate_against_data(config, classes)
+    resume_checks.check_same_model(config, classes, workdir)
+    if is_main:
+        write_run_classes(workdir, classes)
+    intervals = Intervals.from_config(config, num_examples=len(sources["train"]))
+    return config, sources, classes, stats, budget_s, intervals
+
+
+def set_up(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    *,
+    prepare_fn: data_sources.PrepareFn | None,
+    sources: dict[str, Any] | None,
+    classes: ClassSet | None,
+    started_at: float,
+) -> Session:
+    """Checks, opens the data, builds the model and restores or initialises the state.
+
+    Args and raises: as `train_and_evaluate`.
+    """
+    is_main = jax.process_index() == 0
+    log = print if is_main else (lambda *_: None)
+    config, sources, classes, stats, budget_s, intervals = _checked_data(
+        config, workdir, prepare_fn=prepare_fn, sources=sources, classes=classes, is_main=is_main
+    )
+    loss_fn = make_loss_fn(
+        config,
+        pixel_counts=None if stats is None else np.asarray(stats["pixel_counts"]),
+        present_pixel_counts=None if stats is None else np.asarray(stats["present_pixel_counts"]),
+    )
+    model = create_model(config, bn_axis_name=parallel.AXIS)
+    driver = parallel.make_driver(
+        config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
+    )
+    # eval.py scores the run in the same geometry (Geometry.of_run).
+    evaluator = Evaluator(
+        sources["validation"],
+        geometry=Geometry.of_run(config),
+        class_names=classes.names,
+        batch_size=config.eval_batch_size,
+        layout=driver.layout,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_local_devices=jax.local_device_count(),
+    )
+    state = create_train_state(
+        config, rng=jax.random.key(config.seed), total_steps=intervals.total_steps
+    )
+    checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    state, meta = restore_or_initialise(
+        config, state, checkpointer=checkpointer, classes=classes, workdir=workdir, log=log
+    )
+    start_step = int(state.step)
+    schedule = create_schedule(
+        config,
+        intervals=intervals,
+        budget_s=budget_s,
+        meta=meta,
+        start_step=start_step,
+        started_at=started_at,
+        validation_source=sources["validation"],
+        workdir=workdir if is_main else None,
+        log=log,
+    )
+    # Batch k depends only on the seed, the data and k (resume needs only k).
+    data_iterator = iter(
+        input_pipeline.create_train_loader(
+            sources["train"],
+            global_batch_size=config.batch_size,
+            image_size=tuple(config.image_size),
+            seed=config.seed,
+            augment={
+                **config.augment.to_dict(),
+                "input_mode": config.input_mode,
+                "band_stats": normalisation.augment_stats(config.model),
+            },
+            worker_count=config.worker_count,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            num_local_devices=jax.local_device_count(),
+            layout=driver.layout,
+            start_step=start_step,
+        )
+    )
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+    if is_main:
+        # The checkpoints' meta carries init_from, so a resumed run still names its source.
+        extra = {k: meta.get(k) for k in ("init_from", "encoder_weights")}
+        run_info.write(workdir, config, extra=extra)
+    progress = tqdm.tqdm(
+        total=schedule.intervals.total_steps if schedule.planned else None,
+        initial=start_step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (is_main and config.progress_bar),
+    )
+    window = MetricWindow(
+        driver=driver,
+        writer=writer,
+        learning_rate=schedule.learning_rate,
+        steps_per_epoch=intervals.steps_per_epoch,
+        images_per_step=config.batch_size,
+        progress=progress,
+        last_good=lambda: f"step {checkpointer.latest_step()} in {workdir}",
+        source_counts=input_pipeline.source_counter(
+            sources["train"], global_batch_size=config.batch_size
+        ),
+    )
+    return Session(
+        config=config,
+        workdir=workdir,
+        log=log,
+        is_main=is_main,
+        driver=driver,
+        evaluator=evaluator,
+        checkpointer=checkpointer,
+        writer=writer,
+        schedule=schedule,
+        data_iterator=data_iterator,
+        progress=progress,
+        window=window,
+        device_state=driver.put_state(state),  # donated at every step
+        meta=meta,
+        start_step=start_step,
+    )
+
+
+def run_loop(session: Session) -> dict[str, Any]:
+    """Trains from ``session.start_step`` to the schedule's end (or a SIGTERM).
+
+    Returns:
+      As `train_and_evaluate`.
+    """
+    s = session
+    batches = parallel.prefetch(s.data_iterator, s.driver.put_batch)
+    validation, preempted = None, False
+    try:
+        with PreemptionGuard() as guard:
+            step = s.start_step
+            while step < s.schedule.intervals.total_steps:  # a time budget may move the end
+                step += 1
+                batch = next(batches)
+                s.device_state, step_metrics = s.driver.train_step(s.device_state, batch)
+                s.window.add(step_metrics)
+                if s.schedule.after_step(step, step_metrics):
+                    s.adopt_plan()
+                intervals = s.schedule.intervals
+                log_now = intervals.due(step, intervals.log_every)
+                if log_now:
+                    s.window.flush(step)
+                if guard.should_stop(step, collective=log_now):
+                    s.window.flush(step)
+                    s.save()
+                    preempted = True
+                    s.log(f"\nSIGTERM: saved step {step} to {s.workdir}; run again to resume")
+                    break
+                if intervals.due(step, intervals.eval_every):
+                    validation = s.validate(step)
+                intervals = s.schedule.intervals  # a validation may re-fit the plan
+                if intervals.due(step, intervals.checkpoint_every):
+                    s.window.flush(step)
+                    s.save()
+                    s.window.restart()
+                s.progress.set_description(s.schedule.status(), refresh=False)
+    finally:
+        s.close()  # also on errors
+    return {
+        "step": int(s.driver.get_state(s.device_state).step),
+        "preempted": preempted,
+        "validation": validation,
+        "best": {"step": s.meta["best_step"], "value": s.meta["best_value"]},
+    }
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | pathlib.Path,
@@ -355,203 +596,12 @@ def train_and_evaluate(
       FloatingPointError: a non-finite loss or gradient; the last good checkpoint stays.
     """
     started_at = time.monotonic() if started_at is None else started_at
-    workdir = pathlib.Path(workdir)
-    is_main = jax.process_index() == 0
-    log = print if is_main else (lambda *_: None)
-    config = config_checks.expand_shorthands(config)
-    config_checks.validate_config(
+    session = set_up(
         config,
-        process_count=jax.process_count(),
-        local_device_count=jax.local_device_count(),
-        builders=prepare_fn,
+        pathlib.Path(workdir),
+        prepare_fn=prepare_fn,
+        sources=sources,
+        classes=classes,
+        started_at=started_at,
     )
-    budget_s = time_budget.check_config(config)
-    if is_main:
-        create_writable(workdir)
-    resume_checks.check_same_data(config, workdir)
-
-    # 1. Data, classes and the schedule.
-    config, sources, classes, stats = open_training_data(
-        config, prepare_fn=prepare_fn, sources=sources, classes=classes
-    )
-    config_checks.validate_against_data(config, classes)
-    resume_checks.check_same_model(config, classes, workdir)
-    if is_main:
-        write_run_classes(workdir, classes)
-    schedule = Schedule.from_config(config, num_examples=len(sources["train"]))
-
-    # 2. Model, steps and state (restored, fine-tuned from another run, or fresh).
-    loss_fn = make_loss_fn(
-        config,
-        pixel_counts=None if stats is None else np.asarray(stats["pixel_counts"]),
-        present_pixel_counts=None if stats is None else np.asarray(stats["present_pixel_counts"]),
-    )
-    model = create_model(config, bn_axis_name=parallel.AXIS)
-    driver = parallel.make_driver(
-        config.driver, model_apply=model.apply, loss_fn=loss_fn, num_classes=config.num_classes
-    )
-    # eval.py scores the run in the same geometry (Geometry.of_run).
-    evaluator = Evaluator(
-        sources["validation"],
-        geometry=Geometry.of_run(config),
-        class_names=classes.names,
-        batch_size=config.eval_batch_size,
-        layout=driver.layout,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        num_local_devices=jax.local_device_count(),
-    )
-    state = create_train_state(
-        config, rng=jax.random.key(config.seed), total_steps=schedule.total_steps
-    )
-    checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-    state, meta = restore_or_initialise(
-        config, state, checkpointer=checkpointer, classes=classes, workdir=workdir, log=log
-    )
-    start_step = int(state.step)
-    budget = None
-    if budget_s is not None:
-        budget = time_budget.BudgetRun(
-            budget_s=budget_s,
-            meta=meta,
-            start_step=start_step,
-            started_at=started_at,
-            warmup_steps=config.warmup_steps,
-            eval_every=config.eval_every_steps if config.eval_every_steps > 0 else None,
-            validation_steps=time_budget.validation_cost_in_steps(sources["validation"], config),
-            workdir=workdir if is_main else None,
-            log=log,
-        )
-        schedule = budget.loop_schedule(schedule)
-
-    # 3. Input: batch k depends only on the seed, the data and k (resume needs only k).
-    data_iterator = iter(
-        input_pipeline.create_train_loader(
-            sources["train"],
-            global_batch_size=config.batch_size,
-            image_size=tuple(config.image_size),
-            seed=config.seed,
-            augment={
-                **config.augment.to_dict(),
-                "input_mode": config.input_mode,
-                "band_stats": normalisation.augment_stats(config.model),
-            },
-            worker_count=config.worker_count,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            num_local_devices=jax.local_device_count(),
-            layout=driver.layout,
-            start_step=start_step,
-        )
-    )
-    writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
-    if is_main:
-        # The checkpoints' meta carries init_from, so a resumed run still names its source.
-        run_info.write(
-            workdir,
-            config,
-            extra={
-                "init_from": meta.get("init_from"),
-                "encoder_weights": meta.get("encoder_weights"),
-            },
-        )
-    progress = tqdm.tqdm(
-        total=None if budget is not None and budget.plan is None else schedule.total_steps,
-        initial=start_step,
-        unit="step",
-        dynamic_ncols=True,
-        disable=not (is_main and config.progress_bar),
-    )
-    window = MetricWindow(
-        driver=driver,
-        writer=writer,
-        learning_rate=create_learning_rate_schedule(config, total_steps=schedule.total_steps)
-        if budget is None
-        else functools.partial(
-            budget.learning_rate,
-            peak=config.learning_rate,
-            cosine=config.schedule == "warmup_cosine",
-        ),
-        schedule=schedule,
-        images_per_step=config.batch_size,
-        progress=progress,
-        last_good=lambda: f"step {checkpointer.latest_step()} in {workdir}",
-        source_counts=input_pipeline.source_counter(
-            sources["train"], global_batch_size=config.batch_size
-        ),
-    )
-
-    # 4. The loop.
-    device_state = driver.put_state(state)
-    del state  # the device copy is donated at every step
-    batches = parallel.prefetch(data_iterator, driver.put_batch)
-    validation, preempted = None, False
-
-    def save(*, best: bool = False) -> None:
-        saved_meta = meta if budget is None else budget.to_meta(meta)
-        checkpointer.save(driver.get_state(device_state), meta=saved_meta, best=best)
-
-    try:
-        with PreemptionGuard() as guard:
-            step = start_step
-            while step < schedule.total_steps:  # a time budget may move the end
-                step += 1
-                batch = next(batches)
-                device_state, step_metrics = driver.train_step(device_state, batch)
-                window.add(step_metrics)
-                if budget is not None and (plan := budget.after_step(step, step_metrics)):
-                    device_state, schedule = budget.adopt(plan, driver, device_state, schedule)
-                    progress.total = schedule.total_steps
-                log_now = schedule.due(step, schedule.log_every)
-                if log_now:
-                    window.flush(step)
-                if guard.should_stop(step, collective=log_now):
-                    window.flush(step)
-                    save()
-                    preempted = True
-                    log(f"\nSIGTERM: saved step {step} to {workdir}; run again to resume")
-                    break
-                if schedule.due(step, schedule.eval_every):
-                    window.flush(step)
-                    if budget is not None:
-                        budget.validation_starts(step)
-                    validation, meta, improved = validate_and_track_best(
-                        driver,
-                        device_state,
-                        evaluator=evaluator,
-                        config=config,
-                        meta=meta,
-                        step=step,
-                    )
-                    writer.write(step, "validation", flat_scalars(validation))
-                    if is_main:
-                        tqdm.tqdm.write(
-                            f"step {step}: validation loss {validation['loss']:.4f}, "
-                            f"mIoU {validation['mean_iou']:.4f}" + (" (best)" if improved else "")
-                        )
-                    if budget is not None and (plan := budget.after_validation(step)):
-                        device_state, schedule = budget.adopt(plan, driver, device_state, schedule)
-                        progress.total = schedule.total_steps
-                    if improved:
-                        save(best=True)
-                    window.restart()
-                if schedule.due(step, schedule.checkpoint_every):
-                    window.flush(step)
-                    save()
-                    window.restart()
-                if budget is not None:
-                    progress.set_description(f"{budget.time_left()} left", refresh=False)
-    finally:
-        # Also on errors: the grain workers, the TensorBoard writer and the orbax
-        # managers are released, and the progress bar line is ended.
-        progress.close()
-        writer.close()
-        checkpointer.close()
-        data_iterator.close()
-    final_step = int(driver.get_state(device_state).step)
-    return {
-        "step": final_step,
-        "preempted": preempted,
-        "validation": validation,
-        "best": {"step": meta["best_step"], "value": meta["best_value"]},
-    }
+    return run_loop(session)

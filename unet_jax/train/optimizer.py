@@ -7,11 +7,13 @@ state and (``unet_jax.run.state.TrainState``) its BatchNorm running statistics u
 during the first N steps (the batch statistics still normalise its activations in training
 mode). Both are functions of counters inside the checkpointed train state (the optimizer's
 step count and ``TrainState.step``), so a resumed run does exactly what an uninterrupted
-one does.
+one does. A time budget's learning rate (``unet_jax.train.budget_schedule``) takes the
+place of the schedule on the same path, so every rule above holds under a budget too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -20,8 +22,10 @@ import ml_collections
 import optax
 
 from unet_jax.model.resnet import ENCODER_MODULE
-from unet_jax.run import budget_schedule
+from unet_jax.train import budget, budget_schedule
 
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "warmup_cosine")
 ENCODER_LABEL = "encoder"
 DECODER_LABEL = "decoder"
 
@@ -71,15 +75,21 @@ def frozen_for(steps: int, inner: optax.GradientTransformation) -> optax.Gradien
     return optax.GradientTransformation(init, update)
 
 
+# multiplier -> the transformation that scales updates by -multiplier x the learning rate.
+Scale = Callable[[float], optax.GradientTransformation]
+
+
 def _direction(optimizer: str) -> optax.GradientTransformation:
     """The optimizer without its learning rate: Adam's scaling or SGD's momentum 0.9."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"config.optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     return optax.scale_by_adam() if optimizer == "adam" else optax.trace(decay=0.9)
 
 
 def encoder_optimizer(
     *,
     optimizer: str,
-    schedule: optax.Schedule,
+    scale: Scale,
     lr_multiplier: float,
     frozen_steps: int,
 ) -> optax.GradientTransformation:
@@ -87,19 +97,19 @@ def encoder_optimizer(
 
     Args:
       optimizer: "adam" or "sgd".
-      schedule: the decoder's learning-rate schedule.
+      scale: the run's learning rate (`learning_rate_scale`).
       lr_multiplier: the encoder's learning rate over the decoder's.
       frozen_steps: steps during which the encoder is not updated.
 
     Returns:
       An ``optax.multi_transform`` over the labels of `encoder_labels`.
     """
-    decoder = optax.chain(_direction(optimizer), optax.scale_by_learning_rate(schedule))
+    decoder = optax.chain(_direction(optimizer), scale(1.0))
     encoder = optax.chain(
         frozen_for(frozen_steps, _direction(optimizer)),
         # Outside frozen_for: its count advances every step, so the encoder follows the
         # same schedule (warmup, cosine) as the decoder once it thaws.
-        optax.scale_by_learning_rate(lambda count: lr_multiplier * schedule(count)),
+        scale(lr_multiplier),
     )
     return optax.multi_transform(
         {ENCODER_LABEL: encoder, DECODER_LABEL: decoder}, param_labels=encoder_labels
@@ -130,8 +140,33 @@ def create_learning_rate_schedule(
             decay_steps=max(total_steps, config.warmup_steps + 1),
             end_value=0.0,
         )
-    raise ValueError(
-        f"config.schedule must be 'constant' or 'warmup_cosine', got {config.schedule!r}"
+    raise ValueError(f"config.schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+
+
+def learning_rate_scale(config: ml_collections.ConfigDict, *, total_steps: int) -> Scale:
+    """The run's learning rate as a `Scale`: the config's schedule, or a time budget's.
+
+    A budget's warm-up and knots live in the optimizer state: until the loop has measured
+    the step time they are provisional (``budget.provisional_knots``), then
+    ``unet_jax.train.time_budget`` replaces them.
+
+    Args:
+      config: uses the schedule fields and ``time_budget_minutes``.
+      total_steps: number of training steps of the run (without a budget).
+
+    Returns:
+      ``multiplier -> transformation``.
+    """
+    if config.get(budget.FIELD) is not None:
+        return lambda multiplier: budget_schedule.scale_by_budget_schedule(
+            multiplier * config.learning_rate,
+            cosine=config.schedule == "warmup_cosine",
+            warmup=config.warmup_steps,
+            knots=budget.provisional_knots(config.warmup_steps),
+        )
+    schedule = create_learning_rate_schedule(config, total_steps=total_steps)
+    return lambda multiplier: optax.scale_by_learning_rate(
+        schedule if multiplier == 1.0 else lambda count: multiplier * schedule(count)
     )
 
 
@@ -150,39 +185,12 @@ def create_optimizer(
     Returns:
       An optax gradient transformation.
     """
-    if config.get("time_budget_minutes") is not None:
-        return _budget_optimizer(config)
-    schedule = create_learning_rate_schedule(config, total_steps=total_steps)
-    if config.optimizer in ("adam", "sgd") and config.model.encoder != "unet":
+    scale = learning_rate_scale(config, total_steps=total_steps)
+    if config.model.encoder != "unet":
         return encoder_optimizer(
             optimizer=config.optimizer,
-            schedule=schedule,
+            scale=scale,
             lr_multiplier=float(config.encoder_lr_multiplier),
             frozen_steps=int(config.encoder_frozen_steps),
         )
-    if config.optimizer == "adam":
-        return optax.adam(schedule)
-    if config.optimizer == "sgd":
-        return optax.sgd(schedule, momentum=0.9)
-    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
-
-
-def _budget_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam or SGD (as `create_optimizer`) on a schedule the time budget sets at run time.
-
-    Until the loop has measured the step time, the warm-up is the config's and the cosine
-    has not started (its knots lie far beyond any run); ``unet_jax.train.time_budget``
-    replaces them.
-    """
-    far = 2**30
-    scale = budget_schedule.scale_by_budget_schedule(
-        config.learning_rate,
-        cosine=config.schedule == "warmup_cosine",
-        warmup=config.warmup_steps,
-        knots=((config.warmup_steps, 0.0), (far, 1.0), (far + 1, 1.0)),
-    )
-    if config.optimizer == "adam":
-        return optax.chain(optax.scale_by_adam(), scale)
-    if config.optimizer == "sgd":
-        return optax.chain(optax.trace(decay=0.9), scale)
-    raise ValueError(f"config.optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+    return optax.chain(_direction(config.optimizer), scale(1.0))

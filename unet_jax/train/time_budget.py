@@ -1,5 +1,7 @@
 """``config.time_budget_minutes`` in the training loop: measure, plan, re-check, store.
 
+`BudgetRun` is the loop's schedule (``unet_jax.train.schedule``) of a budget run.
+
 The budget counts from the start of the process (preparation and compilation included),
 summed over the sessions of a resumed run. After the first (compiling) step and
 ``budget.PROBE_STEPS`` timed ones, the plan fixes the number of steps, the warm-up, the
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,19 +23,17 @@ import jax
 import ml_collections
 
 from unet_jax.errors import ConfigError
-from unet_jax.run import budget_schedule
-from unet_jax.train import budget
+from unet_jax.run.workdir import Workdir
+from unet_jax.train import budget, budget_schedule
 from unet_jax.train.budget import Plan
-
-FAR = 2**30  # a step no run reaches: the provisional schedule's intervals
-PLAN_FILE = "budget.json"
+from unet_jax.train.intervals import Intervals
 
 
 def check_config(config: ml_collections.ConfigDict) -> float | None:
     """The budget in seconds (None: off), checked with the fields it needs.
 
     Raises:
-      ConfigError: a bad budget, several processes, or a ResNet encoder.
+      ConfigError: a bad budget, or several processes.
     """
     seconds = budget.check_budget(config.get(budget.FIELD))
     if seconds is not None and jax.process_count() > 1:
@@ -42,11 +41,6 @@ def check_config(config: ml_collections.ConfigDict) -> float | None:
         raise ConfigError(
             f"config.{budget.FIELD} plans on one process; with several, set "
             "config.num_train_steps (e.g. the total_steps of a one-host run's budget.json)"
-        )
-    if seconds is not None and config.model.get("encoder", "unet") != "unet":
-        raise ConfigError(
-            f"config.{budget.FIELD} works with the classic U-Net only, not "
-            f"config.model.encoder={config.model.encoder!r}; set config.num_train_steps instead"
         )
     return seconds
 
@@ -57,9 +51,12 @@ def format_seconds(seconds: float) -> str:
 
 
 class BudgetRun:
-    """The budget of one training run, fed by the loop.
+    """The budget of one training run, fed by the loop (a `unet_jax.train.schedule`).
 
     Args:
+      intervals: the config's (logging, steps per epoch); the plan sets the rest.
+      peak: the learning rate after the warm-up.
+      cosine: decay along the plan's cosine (``schedule="warmup_cosine"``).
       budget_s: the budget, seconds.
       meta: the restored checkpoint's meta (its ``"budget"`` holds the plan of a resumed run).
       start_step: the step training starts from.
@@ -68,7 +65,8 @@ class BudgetRun:
       eval_every: the config's validation interval, or None (the plan chooses).
       validation_steps: a validation's cost in training steps (`validation_cost_in_steps`),
         for the estimate used until one is measured.
-      workdir: where ``budget.json`` goes (None: nowhere, e.g. other processes).
+      workdir: where ``budget.json`` goes (``Workdir.budget_plan``; None: nowhere, e.g.
+        other processes).
       log: prints a line.
       clock: seconds, monotonic (tests pass a fake one).
     """
@@ -76,6 +74,9 @@ class BudgetRun:
     def __init__(
         self,
         *,
+        intervals: Intervals,
+        peak: float,
+        cosine: bool,
         budget_s: float,
         meta: dict[str, Any],
         start_step: int,
@@ -83,11 +84,14 @@ class BudgetRun:
         warmup_steps: int,
         eval_every: int | None,
         validation_steps: float,
-        workdir: pathlib.Path | None,
+        workdir: Any,
         log: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
+        self._intervals = intervals
+        self._peak = peak
+        self._cosine = cosine
         self._started_at = started_at
         self._start_step = start_step
         self._warmup_steps = warmup_steps
@@ -95,7 +99,7 @@ class BudgetRun:
         self._validation_steps = validation_steps
         self._eval_s = 0.0
         self._created = clock()
-        self._workdir = workdir
+        self._plan_file = None if workdir is None else Workdir.of(workdir).budget_plan
         self._log = log
         stored = meta.get("budget")
         self.plan: Plan | None = None if stored is None else Plan.from_json(stored["plan"])
@@ -117,11 +121,26 @@ class BudgetRun:
     def time_left(self) -> str:
         return format_seconds(self.budget_s - self.elapsed_s())
 
-    def total_steps(self) -> int:
-        return FAR if self.plan is None else self.plan.total_steps
+    @property
+    def planned(self) -> bool:
+        """Whether the length is known (after the probe steps)."""
+        return self.plan is not None
 
-    def eval_every(self) -> int:
-        return FAR if self.plan is None else self.plan.eval_every
+    @property
+    def intervals(self) -> Intervals:
+        """The config's intervals with the plan's length and validation interval (checkpoints
+        at validations); far beyond any run until the first plan."""
+        every = budget.FAR if self.plan is None else self.plan.eval_every
+        return dataclasses.replace(
+            self._intervals,
+            total_steps=budget.FAR if self.plan is None else self.plan.total_steps,
+            eval_every=every,
+            checkpoint_every=every,
+        )
+
+    def status(self) -> str:
+        """The progress bar's description: the time left."""
+        return f"{self.time_left()} left"
 
     def to_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         """``meta`` with the plan and the time spent, for a checkpoint."""
@@ -129,11 +148,24 @@ class BudgetRun:
             return meta
         return {**meta, "budget": {"plan": self.plan.to_json(), "spent_s": self.elapsed_s()}}
 
-    def learning_rate(self, step: int, *, peak: float, cosine: bool) -> float:
-        if self.plan is None:
-            warm = min(1.0, step / self._warmup_steps) if self._warmup_steps > 0 else 1.0
-            return peak * warm
-        return budget.learning_rate(self.plan, step, peak=peak, cosine=cosine)
+    def _curve(self) -> Plan:
+        """The plan, or before it the provisional schedule the optimizer starts with."""
+        if self.plan is not None:
+            return self.plan
+        knots = budget.provisional_knots(self._warmup_steps)
+        return Plan(
+            budget_s=self.budget_s,
+            total_steps=budget.FAR,
+            warmup_steps=self._warmup_steps,
+            eval_every=budget.FAR,
+            step_s=0.0,
+            eval_s=0.0,
+            knots=knots,
+        )
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of the update at ``step``, as the optimizer state holds it."""
+        return budget.learning_rate(self._curve(), step, peak=self._peak, cosine=self._cosine)
 
     def after_step(self, step: int, step_metrics: Any) -> Plan | None:
         """Times the probe steps; returns the first plan once they are done, else None."""
@@ -198,25 +230,13 @@ class BudgetRun:
         self._announce(f"re-fit at step {step}")
         return self.plan
 
-    def loop_schedule(self, schedule: Any) -> Any:
-        """The loop's `Schedule` with the plan's length and intervals (checkpoints at
-        validations)."""
-        return dataclasses.replace(
-            schedule,
-            total_steps=self.total_steps(),
-            eval_every=self.eval_every(),
-            checkpoint_every=self.eval_every(),
-        )
-
-    def adopt(self, plan: Plan, driver: Any, device_state: Any, schedule: Any) -> tuple[Any, Any]:
-        """The device state with ``plan``'s warm-up and knots in its optimizer state, and the
-        loop's schedule with its length."""
+    def install(self, driver: Any, device_state: Any) -> Any:
+        """The device state with the plan's warm-up and knots in its optimizer state."""
         state = driver.get_state(device_state)
         opt_state = budget_schedule.set_schedule(
-            state.opt_state, warmup=plan.warmup_steps, knots=plan.knots
+            state.opt_state, warmup=self.plan.warmup_steps, knots=self.plan.knots
         )
-        device_state = driver.put_state(state.replace(opt_state=opt_state))
-        return device_state, self.loop_schedule(schedule)
+        return driver.put_state(state.replace(opt_state=opt_state))
 
     def _announce(self, what: str) -> None:
         plan = self.plan
@@ -226,9 +246,9 @@ class BudgetRun:
             f"(~{plan.eval_s:.1f} s each), {self.time_left()} of "
             f"{format_seconds(plan.budget_s)} left"
         )
-        if self._workdir is not None:
+        if self._plan_file is not None:
             text = json.dumps({**plan.to_json(), "elapsed_s": self.elapsed_s()}, indent=1)
-            (self._workdir / PLAN_FILE).write_text(text + "\n")
+            self._plan_file.write_text(text + "\n")
 
 
 def validation_cost_in_steps(source: Any, config: ml_collections.ConfigDict) -> float:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-KNOTS = 3  # unet_jax.train.budget.KNOTS (train imports run, not the other way)
+from unet_jax.train.budget import warmup_cosine
 
 
 class BudgetScheduleState(NamedTuple):
@@ -51,12 +51,15 @@ def scale_by_budget_schedule(
 
     def update(updates: Any, state: BudgetScheduleState, params: Any = None):
         del params
-        step = state.count.astype(jnp.float32)
-        warm = jnp.where(state.warmup > 0, jnp.minimum(1.0, step / jnp.maximum(state.warmup, 1)), 1)
-        lr = peak * warm
-        if cosine:
-            progress = jnp.clip(jnp.interp(step, state.knot_steps, state.knot_progress), 0, 1)
-            lr = lr * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        lr = warmup_cosine(
+            state.count.astype(jnp.float32),
+            peak=peak,
+            cosine=cosine,
+            warmup=state.warmup,
+            knot_steps=state.knot_steps,
+            knot_progress=state.knot_progress,
+            xp=jnp,
+        )
         updates = jax.tree_util.tree_map(lambda u: (-lr * u).astype(u.dtype), updates)
         return updates, state._replace(count=state.count + 1)
 
