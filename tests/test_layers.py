@@ -7,21 +7,27 @@ data set builders (``datasets/``) may use only the bottom of the library.
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from tests.conftest import REPO_ROOT
 
 # What each part of unet_jax may import (besides itself and the leaf modules below).
-LEAVES = {"errors"}  # the exceptions with an exit code: imports nothing of this project
+# The exceptions with an exit code, and dotted config fields: import nothing of this project.
+LEAVES = {"errors", "config_fields"}
 # The exit-code table of the commands, and which launcher started a process (both import
 # only errors).
 BASE = LEAVES | {"cli", "launch"}
 ALLOWED = {
     "errors": set(),
+    "config_fields": set(),
     "launch": LEAVES,
     "cli": LEAVES | {"run"},  # maps the checkpoint errors to exit code 4
-    "configs": set(),
+    # The config files take their defaults from their owners in data (light modules only:
+    # test_the_config_files_stay_light).
+    "configs": LEAVES | {"data"},
     "model": LEAVES,
     "data": LEAVES,
     "run": LEAVES | {"model", "data"},
@@ -122,3 +128,17 @@ def test_the_check_sees_every_form_of_import(tmp_path, monkeypatch, source, expe
     module.write_text(source)
     (violation,) = _violations([module], lambda path: (ALLOWED["model"], "model"))
     assert violation.endswith(expected) and violation.startswith("unet_jax/model/bad.py:")
+
+
+def test_the_config_files_stay_light():
+    # config_flags loads them while parsing flags, before JAX may start: no JAX, grain or
+    # numpy import (the defaults they read from data live in light modules).
+    code = (
+        "import sys\n"
+        "from unet_jax.configs import auto, default, demo, folder, tiny\n"
+        "print(sorted(m for m in ('jax', 'grain', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 from unet_jax.data.augment import (
-    RGB_SATURATION,
     AugmentConfig,
     PhotometricJitter,
     RandomHorizontalFlip,
@@ -15,6 +14,7 @@ from unet_jax.data.augment import (
     adjust_color,
     build_train_transforms,
 )
+from unet_jax.data.augment_defaults import RGB_SATURATION
 from unet_jax.data.classes import IGNORE_LABEL
 
 

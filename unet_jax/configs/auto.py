@@ -22,16 +22,8 @@ import pathlib
 
 import ml_collections
 
+from unet_jax.config_fields import flatten, tupleize
 from unet_jax.configs import folder
-
-
-def _tuples(value):
-    """JSON lists back to the tuples the config's fields hold."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
 
 
 def get_config(plan_file: str | None = None) -> ml_collections.ConfigDict:
@@ -45,19 +37,7 @@ def get_config(plan_file: str | None = None) -> ml_collections.ConfigDict:
     if plan_file:
         planned = json.loads(pathlib.Path(plan_file).read_text())["config"]
         config.update_from_flattened_dict(
-            {k: _tuples(v) for k, v in _flatten(planned).items() if k in _flatten(config)}
+            {k: tupleize(v) for k, v in flatten(planned).items() if k in flatten(config)}
         )
         config.auto = False
     return config
-
-
-def _flatten(tree, prefix=""):
-    flat = {}
-    items = tree.items() if isinstance(tree, dict) else tree.to_dict().items()
-    for key, value in items:
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat

@@ -9,6 +9,8 @@ Needs the Kaggle archive (see docs/DATA.md); it is prepared on first use.
 
 import ml_collections
 
+from unet_jax.data.augment_defaults import DEFAULT_FOREGROUND_SHARE, JITTER, default_settings
+
 
 def get_config() -> ml_collections.ConfigDict:
     """Returns the reference configuration."""
@@ -48,39 +50,18 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.augment = ml_collections.ConfigDict()
     config.augment.enabled = False  # the reference recipe trains on plain resized frames
-    config.augment.flip_prob = 0.5
-    config.augment.min_scale = 0.75
-    config.augment.max_scale = 1.25
-    config.augment.brightness = 0.2
-    config.augment.contrast = 0.2
-    # None: 0.2 on 8-bit RGB data, off on other images (saturation has no meaning there).
-    config.augment.saturation = ml_collections.config_dict.placeholder(float)
-    config.augment.hue = 0.0
-    # Per band, on normalised values, for images that are not 8-bit RGB (docs/YOUR_DATA.md).
-    config.augment.gamma = 0.0
-    config.augment.noise = 0.0
-    config.augment.rot90 = False  # random 90-degree rotations (aerial images)
+    # Flips, scale, colour and per-band jitter: the defaults of data/augment_defaults.py;
+    # saturation None: RGB_SATURATION on 8-bit RGB data, off on other images (no meaning there).
+    config.augment.update({**JITTER, "saturation": ml_collections.config_dict.placeholder(float)})
     # Class-aware crops (nnU-Net's foreground oversampling): this share of the crops is
     # centred on a pixel of a chosen class present in the example, the rest random (0: off).
     # Applies wherever crops are taken (input_mode "crop", or scales above 1), augmentation
     # on or off. Classes: a tuple of ids, None: every class but 0. docs/INPUT_PIPELINE.md.
-    config.augment.foreground_share = 0.0
+    config.augment.foreground_share = DEFAULT_FOREGROUND_SHARE
     config.augment.foreground_classes = ml_collections.FieldReference(None, field_type=object)
     # Condition augmentation (docs/AUGMENTATION.md), applied with augmentation enabled:
     # each condition with probability p (0: off) and a strength in [0, 1].
-    config.augment.conditions = ml_collections.ConfigDict()
-    for name in (
-        "shadows",
-        "wet_road",
-        "exposure",
-        "white_balance",
-        "fog",
-        "rain",
-        "blur",
-        "noise",
-        "jpeg",
-    ):
-        config.augment.conditions[name] = ml_collections.ConfigDict({"p": 0.0, "strength": 0.5})
+    config.augment.conditions = ml_collections.ConfigDict(default_settings())
 
     config.model = ml_collections.ConfigDict()
     config.model.features = (64, 128, 256, 512)

@@ -31,8 +31,13 @@ import numpy as np
 from PIL import Image
 
 from unet_jax.data import crop_sampling, image_ops, normalisation
+from unet_jax.data.augment_defaults import (
+    DEFAULT_FOREGROUND_SHARE,
+    JITTER,
+    default_settings,
+)
 from unet_jax.data.classes import IGNORE_LABEL
-from unet_jax.data.conditions import build_conditions, default_settings
+from unet_jax.data.conditions import build_conditions
 from unet_jax.data.image_files import DTYPES
 from unet_jax.errors import ConfigError
 
@@ -52,7 +57,6 @@ INPUT_MODES = ("resize", "crop")
 # What an example's image may hold: 8-bit RGB, or any bands as the data stores them
 # (float32 after a per-band intensity change).
 IMAGE_DTYPES = DTYPES
-RGB_SATURATION = 0.2  # the saturation jitter of 8-bit RGB data when the config leaves it unset
 _IMAGE_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX}
 
 
@@ -316,7 +320,7 @@ class RandomScaleCrop(grain.RandomMapTransform):
     image_pad_value: int = 0
     method: str = "bilinear"
     relative_to: str = "output"
-    foreground_share: float = 0.0
+    foreground_share: float = DEFAULT_FOREGROUND_SHARE
     foreground_classes: tuple[int, ...] | None = None
 
     def __post_init__(self):
@@ -584,22 +588,22 @@ class AugmentConfig:
     """
 
     enabled: bool = True
-    flip_prob: float = 0.5
-    min_scale: float = 0.75
-    max_scale: float = 1.25
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = RGB_SATURATION
-    hue: float = 0.0
+    flip_prob: float = JITTER["flip_prob"]
+    min_scale: float = JITTER["min_scale"]
+    max_scale: float = JITTER["max_scale"]
+    brightness: float = JITTER["brightness"]
+    contrast: float = JITTER["contrast"]
+    saturation: float = JITTER["saturation"]
+    hue: float = JITTER["hue"]
     image_pad_value: int = 0
     resize_method: str = "bilinear"
-    rot90: bool = False
+    rot90: bool = JITTER["rot90"]
     input_mode: str = "resize"
     conditions: Mapping[str, Any] | None = dataclasses.field(default_factory=default_settings)
-    foreground_share: float = 0.0
+    foreground_share: float = DEFAULT_FOREGROUND_SHARE
     foreground_classes: tuple[int, ...] | None = None
-    gamma: float = 0.0
-    noise: float = 0.0
+    gamma: float = JITTER["gamma"]
+    noise: float = JITTER["noise"]
     band_stats: Mapping[str, Any] | None = None
 
     def __post_init__(self):

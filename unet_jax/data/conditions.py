@@ -28,6 +28,11 @@ import grain.python as grain
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from unet_jax.data.augment_defaults import (
+    CONDITION_NAMES,
+    CONDITION_P,
+    CONDITION_STRENGTH,
+)
 from unet_jax.errors import ConfigError
 
 _REFERENCE_WIDTH = 320.0  # sizes below are in pixels of a frame this wide
@@ -69,8 +74,8 @@ class Condition(grain.RandomMapTransform):
       strength: in [0, 1], scales the range of the random parameters.
     """
 
-    p: float = 0.0
-    strength: float = 0.5
+    p: float = CONDITION_P
+    strength: float = CONDITION_STRENGTH
     name: ClassVar[str] = ""
 
     def __post_init__(self):
@@ -300,24 +305,13 @@ class Jpeg(Condition):
             return np.asarray(decoded.convert("RGB"))
 
 
-# The order in which enabled conditions are applied.
-CONDITIONS: tuple[type[Condition], ...] = (
-    Shadows,
-    WetRoad,
-    Exposure,
-    WhiteBalance,
-    Fog,
-    Rain,
-    Blur,
-    SensorNoise,
-    Jpeg,
+# Every condition, in the order of CONDITION_NAMES (the order they are applied in).
+CONDITIONS: tuple[type[Condition], ...] = tuple(
+    sorted(Condition.__subclasses__(), key=lambda c: CONDITION_NAMES.index(c.name))
 )
-NAMES = tuple(c.name for c in CONDITIONS)
-
-
-def default_settings() -> dict[str, dict[str, float]]:
-    """Every condition at its defaults: off (p = 0), strength 0.5."""
-    return {c.name: {"p": c.p, "strength": c.strength} for c in CONDITIONS}
+NAMES = CONDITION_NAMES
+if tuple(c.name for c in CONDITIONS) != NAMES:  # a condition without a class
+    raise ImportError(f"conditions {NAMES} are implemented as {CONDITIONS}")
 
 
 def build_conditions(settings: Mapping[str, Any] | None) -> list[Condition]:

@@ -110,11 +110,8 @@ class MixtureSource:
         if empty:
             raise ValueError(f"The training source {empty[0]!r} of the mixture has no examples.")
         self._offsets = np.cumsum([0] + [len(s) for s in self.sources])
-        # Position q -> (source, index in that source's stream) under grain's mix.
-        self._selection = grain.MapDataset.mix(
-            [grain.MapDataset.source(_Tagged(i)) for i in range(len(self.sources))],
-            self.weights,
-        )
+        # Position q -> (source, index in that source's stream) under the interleave.
+        self._selection = self.interleave([_Tagged(i) for i in range(len(self.sources))])
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -124,6 +121,19 @@ class MixtureSource:
             raise IndexError(f"index {index} out of range for a mixture of {len(self)}")
         i = int(np.searchsorted(self._offsets, index, side="right")) - 1
         return self.sources[i][index - int(self._offsets[i])]
+
+    def interleave(self, streams: Sequence[Any]) -> grain.MapDataset:
+        """Grain's mix of one stream per source at the mixture's weights: position q of the
+        result is drawn from the source that the interleave assigns to q. The one
+        computation behind `source_at`, the per-source counts and the training loader.
+
+        Args:
+          streams: one random-access stream per source, each ``_MIX_PARENT_LEN`` long (the
+            interleave depends on the lengths, so all have the same).
+        """
+        if any(len(s) != _MIX_PARENT_LEN for s in streams):
+            raise ValueError("every stream of a mixture's interleave is _MIX_PARENT_LEN long")
+        return grain.MapDataset.mix([grain.MapDataset.source(s) for s in streams], self.weights)
 
     def source_at(self, position: int) -> int:
         """The index of the source that stream position ``position`` is drawn from."""
@@ -376,14 +386,11 @@ def _record_at(source: RandomAccessSource, seed: int) -> Any:
         return _ShuffledKeys(len(source), seed=seed)
     # Each source its own shuffle seed, so sources of equal length are not shuffled alike.
     seeds = np.random.SeedSequence(seed).spawn(len(source.sources))
-    return grain.MapDataset.mix(
+    return source.interleave(
         [
-            grain.MapDataset.source(
-                _ShuffledKeys(len(s), seed=int(ss.generate_state(1)[0]), source_index=i)
-            )
+            _ShuffledKeys(len(s), seed=int(ss.generate_state(1)[0]), source_index=i)
             for i, (s, ss) in enumerate(zip(source.sources, seeds, strict=True))
-        ],
-        source.weights,
+        ]
     )
 
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from unet_jax.data import normalisation
 from unet_jax.data import sources as data_sources
-from unet_jax.data.augment import RGB_SATURATION, check_for_images
+from unet_jax.data.augment import check_for_images
+from unet_jax.data.augment_defaults import RGB_SATURATION
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import is_rgb8
 from unet_jax.data.pipeline import MixtureSource

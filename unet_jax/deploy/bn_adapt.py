@@ -33,9 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unet_jax.deploy.options import OptionError
-
-ADAPT_MODES = ("off", "set", "stream")
+from unet_jax.deploy.options import ADAPT_MODES, OptionError
 
 
 def _normalise_by_batch(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:

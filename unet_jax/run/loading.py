@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from unet_jax.config_fields import tupleize
 from unet_jax.errors import InferenceError
 from unet_jax.model.factory import abstract_variables, create_model
 from unet_jax.model.unet import UNet
@@ -43,15 +44,6 @@ from unet_jax.run.workdir import Workdir
 
 class WorkdirError(InferenceError, FileNotFoundError):
     """The workdir is missing, not a training run, or holds no (such) checkpoint."""
-
-
-def _tupleize(value: Any) -> Any:
-    """JSON lists back to the tuples that the config files use (image_size, features...)."""
-    if isinstance(value, dict):
-        return {k: _tupleize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tupleize(v) for v in value)
-    return value
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -83,7 +75,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
         raise WorkdirError(f"cannot read {path}: {e}") from e
     if not isinstance(raw, dict):
         raise WorkdirError(f"{path} does not hold a configuration (a JSON object)")
-    return ml_collections.ConfigDict(_tupleize(raw))
+    return ml_collections.ConfigDict(tupleize(raw))
 
 
 def _steps(directory: pathlib.Path) -> list[int]:

@@ -24,7 +24,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from unet_jax.config_fields import get_field, set_field
 from unet_jax.data import sources as data_sources
+from unet_jax.data.augment_defaults import DEFAULT_FOREGROUND_SHARE, JITTER
 from unet_jax.data.fingerprint import Fingerprint, fingerprint
 from unet_jax.errors import ConfigError
 from unet_jax.model.factory import create_model
@@ -41,7 +43,16 @@ RARE = 0.02  # a class with less than this share of the labelled pixels is rare
 FOREGROUND_SHARE = 1 / 3
 MIN_THICKNESS_PX = 1.5  # the thinnest class keeps at least this width after resizing
 FEW_IMAGES = 100  # fewer training images (or groups) than this: stronger augmentation
-PROBE_STEPS = 3
+STRONG_JITTER = {
+    "min_scale": 0.5,
+    "max_scale": 1.5,
+    "brightness": 0.3,
+    "contrast": 0.3,
+    "saturation": 0.3,
+}
+# Timed steps per candidate width (the time budget's own probe is budget.PROBE_STEPS): three
+# candidates compile and run within PROBE_SHARE of the budget, so fewer than the budget's.
+WIDTH_PROBE_STEPS = 3
 PROBE_SHARE = 0.15  # the probe may take at most this share of the budget
 # Shorter budgets train the narrowest widths unprobed: on a 2-core CPU compiling one
 # candidate takes 0.5-3 minutes, more than a wider net could return in such a budget.
@@ -129,7 +140,8 @@ def plan_sampling(fp: Fingerprint, *, crop: bool) -> Decision:
     rare = [c for c in rare_classes(fp) if c > 0]
     if not crop or not rare:
         why = "whole images resized: random crops" if not crop else "no rare class"
-        return Decision({"augment.foreground_share": 0.0, "augment.foreground_classes": None}, why)
+        fields = {"augment.foreground_share": DEFAULT_FOREGROUND_SHARE}
+        return Decision({**fields, "augment.foreground_classes": None}, why)
     shares = ", ".join(f"{c}: {100 * fp.class_frequency[c]:.2g}%" for c in rare)
     return Decision(
         {"augment.foreground_share": FOREGROUND_SHARE, "augment.foreground_classes": tuple(rare)},
@@ -179,19 +191,19 @@ def plan_augment(fp: Fingerprint, *, dataset: str) -> Decision:
     """Rule 5: flips and jitter; stronger with few images or groups; 90-degree turns for
     overhead imagery (the aerial set)."""
     few = min(fp.images, fp.groups) < FEW_IMAGES
+    jitter = STRONG_JITTER if few else JITTER
     fields = {
         "augment.enabled": True,
-        "augment.min_scale": 0.5 if few else 0.75,
-        "augment.max_scale": 1.5 if few else 1.25,
-        "augment.brightness": 0.3 if few else 0.2,
-        "augment.contrast": 0.3 if few else 0.2,
+        **{f"augment.{k}": jitter[k] for k in ("min_scale", "max_scale")},
+        **{f"augment.{k}": jitter[k] for k in ("brightness", "contrast")},
         # Colour jitter has no meaning for grey or multi-band images (and is refused there).
-        "augment.saturation": (0.3 if few else 0.2) if fp.rgb8 else 0.0,
+        "augment.saturation": jitter["saturation"] if fp.rgb8 else 0.0,
         "augment.rot90": dataset.startswith("aerial"),
     }
     why = (
         f"{fp.images} images, {fp.groups} groups: "
-        + ("strong (scale 0.5-1.5, " if few else "scale 0.75-1.25, ")
+        + ("strong (" if few else "")
+        + f"scale {jitter['min_scale']}-{jitter['max_scale']}, "
         + (
             f"colour {fields['augment.brightness']})"
             if fp.rgb8
@@ -269,7 +281,7 @@ def plan_widths(
     return Decision({"model.features": chosen[0], "model.bridge_features": chosen[1]}, why), probed
 
 
-def probe_step_time(config: ml_collections.ConfigDict, *, steps: int = PROBE_STEPS) -> float:
+def probe_step_time(config: ml_collections.ConfigDict, *, steps: int = WIDTH_PROBE_STEPS) -> float:
     """Seconds per training step (forward and backward) of ``config``'s model on one device,
     after compilation, at ``config``'s per-device batch and image size (random data)."""
     model = create_model(config)
@@ -303,21 +315,6 @@ def _given(field: str, fixed: Iterable[str]) -> bool:
     return any(f == field or f.startswith(field + ".") or field.startswith(f + ".") for f in fixed)
 
 
-def _set(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
-    *parents, name = field.split(".")
-    node = config
-    for parent in parents:
-        node = node[parent]
-    node[name] = value
-
-
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
-    node = config
-    for part in field.split("."):
-        node = node[part]
-    return node
-
-
 def apply(
     config: ml_collections.ConfigDict, decisions: list[Decision], *, fixed: Iterable[str]
 ) -> tuple[ml_collections.ConfigDict, list[dict[str, Any]]]:
@@ -333,9 +330,11 @@ def apply(
         for decision in decisions:
             for field, value in decision.fields.items():
                 if _given(field, fixed):
-                    rows.append({"field": field, "value": _get(planned, field), "reason": "given"})
+                    rows.append(
+                        {"field": field, "value": get_field(planned, field), "reason": "given"}
+                    )
                     continue
-                _set(planned, field, value)
+                set_field(planned, field, value)
                 rows.append({"field": field, "value": value, "reason": decision.reason})
         planned.auto = False
     return planned, rows

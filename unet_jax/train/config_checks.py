@@ -6,10 +6,9 @@ command lines turn it into exit code 2 (bad input) without a traceback.
 
 from __future__ import annotations
 
-from typing import Any
-
 import ml_collections
 
+from unet_jax.config_fields import get_field
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
@@ -21,14 +20,15 @@ from unet_jax.model.factory import DTYPES
 from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, size_multiple
 from unet_jax.model.unet import OUTPUT_ACTIVATIONS, UPSAMPLE_METHODS
 from unet_jax.train import losses
+from unet_jax.train.optimizer import OPTIMIZERS, SCHEDULES
 from unet_jax.train.parallel import DRIVERS
 
 __all__ = ["ConfigError", "expand_shorthands", "validate_against_data", "validate_config"]
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "loss": tuple(losses.LOSS_NAMES),
-    "optimizer": ("adam", "sgd"),
-    "schedule": ("constant", "warmup_cosine"),
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
     "driver": DRIVERS,
     "best_mode": ("max", "min"),
     "input_mode": INPUT_MODES,
@@ -48,13 +48,6 @@ POSITIVE_INTS = (
     "keep_checkpoints",
     "model.bridge_features",
 )
-
-
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
-    value: Any = config
-    for part in field.split("."):
-        value = value[part]
-    return value
 
 
 def expand_shorthands(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -92,11 +85,11 @@ def validate_config(
       ConfigError: the first problem found.
     """
     for field, allowed in CHOICES.items():
-        value = _get(config, field)
+        value = get_field(config, field)
         if value not in allowed:
             raise ConfigError(f"config.{field}={value!r}: choose one of {', '.join(allowed)}")
     for field in POSITIVE_INTS:
-        value = _get(config, field)
+        value = get_field(config, field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"config.{field}={value!r}: must be a positive integer")
     features = tuple(config.model.features)
@@ -117,7 +110,7 @@ def validate_config(
     check_encoder_config(config)
     devices = process_count * local_device_count
     for field in ("batch_size", "eval_batch_size"):
-        value = _get(config, field)
+        value = get_field(config, field)
         if value % devices:
             raise ConfigError(
                 f"config.{field}={value}: must be a multiple of the {devices} devices "

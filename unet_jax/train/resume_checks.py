@@ -14,6 +14,7 @@ from typing import Any
 
 import ml_collections
 
+from unet_jax.config_fields import get_field
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import UserError
 from unet_jax.run.workdir import Workdir
@@ -51,14 +52,6 @@ def _previous_config(workdir: pathlib.Path) -> dict[str, Any] | None:
         return json.loads(Workdir.of(workdir).config.read_text())
     except (OSError, ValueError):
         return None  # no config.json (or unreadable): the checkpoint's shape check decides
-
-
-def _get(tree: Any, field: str) -> Any:
-    for part in field.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 def _plain(value: Any) -> Any:
@@ -138,17 +131,21 @@ def check_same_model(
     if previous is None:
         return
     current = config.to_dict()
-    widths = UNET_WIDTHS if _get(current, "model.encoder") in (None, "unet") else RESNET_WIDTHS
+    widths = (
+        UNET_WIDTHS
+        if get_field(current, "model.encoder", None) in (None, "unet")
+        else RESNET_WIDTHS
+    )
     differing = [
         field
         for field in (*SHAPE_FIELDS, *widths)
-        if _get(previous, field) is not None
-        and _plain(_get(previous, field)) != _plain(_get(current, field))
+        if get_field(previous, field, None) is not None
+        and _plain(get_field(previous, field, None)) != _plain(get_field(current, field, None))
     ]
     if differing:
 
         def settings(tree: dict[str, Any]) -> str:
-            return " and ".join(f"{f}={_show(_plain(_get(tree, f)))}" for f in differing)
+            return " and ".join(f"{f}={_show(_plain(get_field(tree, f, None)))}" for f in differing)
 
         raise ResumeMismatchError(
             f"workdir {workdir} was trained with {settings(previous)}; the config has "
