@@ -12,6 +12,39 @@ import ml_collections
 from unet_jax.data.augment_defaults import DEFAULT_FOREGROUND_SHARE, JITTER, default_settings
 
 
+def _model_config() -> ml_collections.ConfigDict:
+    """The classic U-Net of the article, and the ResNet encoders' fields."""
+    model = ml_collections.ConfigDict()
+    model.features = (64, 128, 256, 512)
+    model.bridge_features = 1024
+    model.use_batchnorm = True
+    model.dropout_rate = 0.0
+    model.output_activation = "softmax"  # or "sigmoid" (per class, as the article)
+    model.dtype = "float32"  # computation dtype; "bfloat16" on GPU/TPU
+    model.upsample = "einsum"  # same function as "transpose", faster gradient
+    # How 3x3 convolutions compute their weight gradient; same function and parameters
+    # either way. "patches": per-tap matmuls (2x faster weight gradients, 1.4-1.5x faster
+    # training steps on XLA:CPU, docs/PERFORMANCE.md); "xla": XLA's own (cuDNN on GPU);
+    # "auto": "patches" on the CPU backend, "xla" elsewhere.
+    model.conv_impl = "auto"
+    # "unet": the classic U-Net above; "resnet18", "resnet34", "resnet50": a torchvision
+    # ResNet as the encoder (features/bridge_features unused) under a decoder of
+    # decoder_features widths, optionally started from ImageNet weights (a torchvision .pth
+    # or timm .safetensors file; read once, before the first step). docs/ENCODERS.md.
+    model.encoder = "unet"
+    model.decoder_features = (256, 128, 64, 32, 16)
+    model.encoder_weights = ml_collections.config_dict.placeholder(str)
+    # The input as the data set stores it (docs/YOUR_DATA.md, "Kinds of images"); unset,
+    # the prepared data decides, like num_classes: bands, dtype ("uint8", "uint16",
+    # "int16", "float32"), the normalisation rule ("imagenet" for 8-bit RGB, else
+    # "zscore") and its per-band statistics of the training split.
+    model.in_channels = ml_collections.config_dict.placeholder(int)
+    model.input_dtype = ml_collections.config_dict.placeholder(str)
+    model.input_norm = ml_collections.config_dict.placeholder(str)
+    model.input_stats = ml_collections.config_dict.placeholder(dict)
+    return model
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Returns the reference configuration."""
     config = ml_collections.ConfigDict()
@@ -63,34 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
     # each condition with probability p (0: off) and a strength in [0, 1].
     config.augment.conditions = ml_collections.ConfigDict(default_settings())
 
-    config.model = ml_collections.ConfigDict()
-    config.model.features = (64, 128, 256, 512)
-    config.model.bridge_features = 1024
-    config.model.use_batchnorm = True
-    config.model.dropout_rate = 0.0
-    config.model.output_activation = "softmax"  # or "sigmoid" (per class, as the article)
-    config.model.dtype = "float32"  # computation dtype; "bfloat16" on GPU/TPU
-    config.model.upsample = "einsum"  # same function as "transpose", faster gradient
-    # How 3x3 convolutions compute their weight gradient; same function and parameters
-    # either way. "patches": per-tap matmuls (2x faster weight gradients, 1.4-1.5x faster
-    # training steps on XLA:CPU, docs/PERFORMANCE.md); "xla": XLA's own (cuDNN on GPU);
-    # "auto": "patches" on the CPU backend, "xla" elsewhere.
-    config.model.conv_impl = "auto"
-    # "unet": the classic U-Net above; "resnet18", "resnet34", "resnet50": a torchvision
-    # ResNet as the encoder (features/bridge_features unused) under a decoder of
-    # decoder_features widths, optionally started from ImageNet weights (a torchvision .pth
-    # or timm .safetensors file; read once, before the first step). docs/ENCODERS.md.
-    config.model.encoder = "unet"
-    config.model.decoder_features = (256, 128, 64, 32, 16)
-    config.model.encoder_weights = ml_collections.config_dict.placeholder(str)
-    # The input as the data set stores it (docs/YOUR_DATA.md, "Kinds of images"); unset,
-    # the prepared data decides, like num_classes: bands, dtype ("uint8", "uint16",
-    # "int16", "float32"), the normalisation rule ("imagenet" for 8-bit RGB, else
-    # "zscore") and its per-band statistics of the training split.
-    config.model.in_channels = ml_collections.config_dict.placeholder(int)
-    config.model.input_dtype = ml_collections.config_dict.placeholder(str)
-    config.model.input_norm = ml_collections.config_dict.placeholder(str)
-    config.model.input_stats = ml_collections.config_dict.placeholder(dict)
+    config.model = _model_config()
     # The three bands (0-based) that pictures show of a multi-band image; unset: the
     # first three (one band: grey). Grey and 16-bit bands get a percentile stretch.
     config.display_bands = ml_collections.config_dict.placeholder(tuple)

@@ -500,14 +500,7 @@ def create_train_loader(
         process_count=process_count,
         num_local_devices=num_local_devices,
     )
-    if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
-    if worker_count < 0:
-        raise ValueError(f"worker_count must be >= 0, got {worker_count}.")
-    if not isinstance(start_step, (int, np.integer)) or not 0 <= start_step < _STREAM_BATCHES:
-        raise ValueError(f"start_step must be an integer in [0, 2**40), got {start_step!r}.")
-    if len(source) == 0:
-        raise ValueError("The training source has no examples.")
+    _check_stream_args(source, seed=seed, worker_count=worker_count, start_step=start_step)
     positions = _HostPositions(
         local_batch=batch, process_index=process_index, process_count=process_count
     )
@@ -538,6 +531,20 @@ def create_train_loader(
             )
         ).map(_ReleaseSharedMemory())
     return stream
+
+
+def _check_stream_args(
+    source: RandomAccessSource, *, seed: Any, worker_count: int, start_step: Any
+) -> None:
+    """Raises ValueError for a bad seed, worker count or start step, or an empty source."""
+    if not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
+    if worker_count < 0:
+        raise ValueError(f"worker_count must be >= 0, got {worker_count}.")
+    if not isinstance(start_step, (int, np.integer)) or not 0 <= start_step < _STREAM_BATCHES:
+        raise ValueError(f"start_step must be an integer in [0, 2**40), got {start_step!r}.")
+    if len(source) == 0:
+        raise ValueError("The training source has no examples.")
 
 
 def _default_read_options(worker_count: int) -> grain.ReadOptions:

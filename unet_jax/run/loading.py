@@ -30,20 +30,17 @@ import jax
 import ml_collections
 
 from unet_jax.config_fields import tupleize
-from unet_jax.errors import InferenceError
 from unet_jax.model.factory import abstract_variables, create_model
 from unet_jax.model.unet import UNet
 from unet_jax.run.checkpoint_choice import (  # noqa: F401 (re-exported)
     CHECKPOINT_CHOICES,
     DEFAULT_CHECKPOINT,
     CheckpointSpecError,
+    WorkdirError,
+    choose_checkpoint,
     parse_checkpoint,
 )
 from unet_jax.run.workdir import Workdir
-
-
-class WorkdirError(InferenceError, FileNotFoundError):
-    """The workdir is missing, not a training run, or holds no (such) checkpoint."""
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -150,38 +147,12 @@ def load_run(
     elif not workdir.is_dir():
         raise WorkdirError(f"workdir {workdir} does not exist")
     layout = Workdir(workdir)
-    latest_steps = _steps(layout.checkpoints)
-    best_steps = _steps(layout.best)
-    if not latest_steps and not best_steps:
-        raise WorkdirError(
-            f"workdir {workdir} holds no checkpoint (checkpoints/ and best/ are empty or "
-            "missing): train first, or check the path"
-        )
-    if spec == "best" and not best_steps:
-        raise WorkdirError(
-            f"workdir {workdir} has no best checkpoint in best/ (validation never ran?); "
-            f"use checkpoint 'latest' (steps {latest_steps})"
-        )
-    if spec == "latest" and not latest_steps:
-        raise WorkdirError(
-            f"workdir {workdir} has no checkpoint in checkpoints/; best/ has steps {best_steps}"
-        )
-    # Always an explicit step: evaluation reads the workdir only. (Without a step, the
-    # Checkpointer would rename a damaged checkpoint and silently fall back to an older
-    # one, which suits resuming training but not judging a chosen checkpoint.)
-    if spec == "best":
-        which, step = "best", best_steps[-1]
-    elif spec == "latest":
-        which, step = "latest", latest_steps[-1]
-    elif spec in latest_steps:
-        which, step = "latest", spec
-    elif spec in best_steps:
-        which, step = "best", spec
-    else:
-        raise WorkdirError(
-            f"workdir {workdir} has no checkpoint of step {spec}; checkpoints/ has "
-            f"{latest_steps}, best/ has {best_steps}"
-        )
+    which, step = choose_checkpoint(
+        spec,
+        workdir=workdir,
+        latest_steps=_steps(layout.checkpoints),
+        best_steps=_steps(layout.best),
+    )
 
     try:
         model = create_model(config)

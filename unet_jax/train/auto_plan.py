@@ -352,6 +352,100 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _budget_to_plan(config: ml_collections.ConfigDict) -> float:
+    """The budget in seconds.
+
+    Raises:
+      ConfigError: no or a bad budget, or several processes.
+    """
+    budget_s = budget.check_budget(config.get(budget.FIELD))
+    if budget_s is None:
+        raise ConfigError(f"config.{budget.FIELD}: configs/auto.py plans for a time budget")
+    if jax.process_count() > 1:
+        raise ConfigError(
+            "configs/auto.py plans on one process; plan there, then start every host with "
+            "--config=unet_jax/configs/auto.py:WORKDIR/plan.json"
+        )
+    return budget_s
+
+
+def _training_fingerprint(
+    config: ml_collections.ConfigDict,
+    *,
+    prepare_fn: data_sources.PrepareFn | None,
+    sources: dict[str, Any] | None,
+    num_classes: int | None,
+) -> tuple[Fingerprint, int]:
+    """The training split's fingerprint and the class count (opened unless ``sources``)."""
+    if sources is None:
+        dataset = data_sources.open_dataset(config, splits=("train",), prepare_fn=prepare_fn)
+        train, num_classes = dataset.sources["train"], dataset.classes.num_classes
+    else:
+        train = sources["train"]
+    group = config.get("folder_group") or config.get("split_group")
+    return fingerprint(train, num_classes=num_classes, group_pattern=group), num_classes
+
+
+def _decide_widths(
+    planned: ml_collections.ConfigDict,
+    *,
+    fixed: tuple[str, ...],
+    budget_s: float,
+    num_classes: int,
+    fp: Fingerprint,
+    step_s_of: Callable[[ml_collections.ConfigDict], float],
+    elapsed_s: Callable[[], float],
+) -> tuple[ml_collections.ConfigDict, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rule 7 on ``planned``: given widths are kept, a short budget takes the narrowest,
+    else the probe decides (`plan_widths`).
+
+    Returns:
+      ``(planned config, table rows, the probe's measurements)``.
+    """
+    probe_limit = PROBE_SHARE * budget_s
+    probe_start = elapsed_s()
+    probed: list[dict[str, Any]] = []
+    if _given("model.features", fixed) or _given("model.bridge_features", fixed):
+        return planned, [], probed
+    if budget_s < PROBE_MIN_BUDGET_S:
+        features, bridge = WIDTHS[0]
+        decision = Decision(
+            {"model.features": features, "model.bridge_features": bridge},
+            f"the narrowest, unprobed: a budget under {PROBE_MIN_BUDGET_S // 60} min",
+        )
+        planned, rows = apply(planned, [decision], fixed=fixed)
+        return planned, rows, probed
+
+    def step_s_of_widths(features: tuple, bridge: int) -> float:
+        if probed and elapsed_s() - probe_start > probe_limit:
+            return math.inf  # out of probe time: no wider candidate
+        candidate = planned.copy_and_resolve_references()
+        with candidate.unlocked():
+            candidate.num_classes = num_classes
+            candidate.model.in_channels = fp.bands
+            candidate.model.input_stats = fp.intensity
+            candidate.model.features = features
+            candidate.model.bridge_features = bridge
+        return step_s_of(candidate)
+
+    height, width = planned.image_size
+    training_s = budget_s * (1 - budget.RESERVE) - elapsed_s()
+    decision, probed = plan_widths(
+        training_s=training_s,
+        step_s_of=step_s_of_widths,
+        pixels_per_step=planned.batch_size * height * width,
+    )
+    planned, rows = apply(planned, [decision], fixed=fixed)
+    return planned, rows, probed
+
+
+def write_plan(workdir: str | pathlib.Path, record: dict[str, Any]) -> None:
+    """Writes ``plan.json`` (``Workdir.plan``), creating the workdir."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    Workdir(workdir).plan.write_text(json.dumps(record, indent=1, default=str) + "\n")
+
+
 def plan_config(
     config: ml_collections.ConfigDict,
     *,
@@ -384,23 +478,12 @@ def plan_config(
     Raises:
       ConfigError: a bad budget, several processes, fewer images than devices.
     """
-    workdir = pathlib.Path(workdir)
-    budget_s = budget.check_budget(config.get(budget.FIELD))
-    if budget_s is None:
-        raise ConfigError(f"config.{budget.FIELD}: configs/auto.py plans for a time budget")
-    if jax.process_count() > 1:
-        raise ConfigError(
-            "configs/auto.py plans on one process; plan there, then start every host with "
-            "--config=unet_jax/configs/auto.py:WORKDIR/plan.json"
-        )
-    if sources is None:
-        dataset = data_sources.open_dataset(config, splits=("train",), prepare_fn=prepare_fn)
-        train, num_classes = dataset.sources["train"], dataset.classes.num_classes
-    else:
-        train = sources["train"]
+    fixed = tuple(fixed)
+    budget_s = _budget_to_plan(config)
     machine = machine or Machine.this_one()
-    group = config.get("folder_group") or config.get("split_group")
-    fp = fingerprint(train, num_classes=num_classes, group_pattern=group)
+    fp, num_classes = _training_fingerprint(
+        config, prepare_fn=prepare_fn, sources=sources, num_classes=num_classes
+    )
     input_decision = plan_input(fp, machine)
     decisions = [
         input_decision,
@@ -413,41 +496,16 @@ def plan_config(
         plan_schedule(),
     ]
     planned, rows = apply(config, decisions, fixed=fixed)
-    probe_limit = PROBE_SHARE * budget_s
-    probe_start = elapsed_s()
-    probed: list[dict[str, Any]] = []
-    widths_given = _given("model.features", fixed) or _given("model.bridge_features", fixed)
-    if not widths_given and budget_s < PROBE_MIN_BUDGET_S:
-        features, bridge = WIDTHS[0]
-        decision = Decision(
-            {"model.features": features, "model.bridge_features": bridge},
-            f"the narrowest, unprobed: a budget under {PROBE_MIN_BUDGET_S // 60} min",
-        )
-        planned, more = apply(planned, [decision], fixed=fixed)
-        rows += more
-    elif not widths_given:
-
-        def step_s_of_widths(features: tuple, bridge: int) -> float:
-            if probed and elapsed_s() - probe_start > probe_limit:
-                return math.inf  # out of probe time: no wider candidate
-            candidate = planned.copy_and_resolve_references()
-            with candidate.unlocked():
-                candidate.num_classes = num_classes
-                candidate.model.in_channels = fp.bands
-                candidate.model.input_stats = fp.intensity
-                candidate.model.features = features
-                candidate.model.bridge_features = bridge
-            return step_s_of(candidate)
-
-        height, width = planned.image_size
-        training_s = budget_s * (1 - budget.RESERVE) - elapsed_s()
-        decision, probed = plan_widths(
-            training_s=training_s,
-            step_s_of=step_s_of_widths,
-            pixels_per_step=planned.batch_size * height * width,
-        )
-        planned, more = apply(planned, [decision], fixed=fixed)
-        rows += more
+    planned, width_rows, probed = _decide_widths(
+        planned,
+        fixed=fixed,
+        budget_s=budget_s,
+        num_classes=num_classes,
+        fp=fp,
+        step_s_of=step_s_of,
+        elapsed_s=elapsed_s,
+    )
+    rows += width_rows
     log("Plan (configs/auto.py; docs/AUTO.md):\n" + format_table(rows))
     record = {
         "fingerprint": fp.to_json(),
@@ -456,6 +514,5 @@ def plan_config(
         "decisions": rows,
         "config": json.loads(planned.to_json_best_effort()),
     }
-    workdir.mkdir(parents=True, exist_ok=True)
-    Workdir(workdir).plan.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    write_plan(workdir, record)
     return planned

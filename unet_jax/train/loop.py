@@ -399,24 +399,10 @@ def _checked_data(
     return config, sources, classes, stats, budget_s, intervals
 
 
-def set_up(
-    config: ml_collections.ConfigDict,
-    workdir: pathlib.Path,
-    *,
-    prepare_fn: data_sources.PrepareFn | None,
-    sources: dict[str, Any] | None,
-    classes: ClassSet | None,
-    started_at: float,
-) -> Session:
-    """Checks, opens the data, builds the model and restores or initialises the state.
-
-    Args and raises: as `train_and_evaluate`.
-    """
-    is_main = jax.process_index() == 0
-    log = print if is_main else (lambda *_: None)
-    config, sources, classes, stats, budget_s, intervals = _checked_data(
-        config, workdir, prepare_fn=prepare_fn, sources=sources, classes=classes, is_main=is_main
-    )
+def _driver_and_evaluator(
+    config: ml_collections.ConfigDict, sources: dict[str, Any], classes: ClassSet, stats: Any
+) -> tuple[parallel.Driver, Evaluator]:
+    """The configured loss, model and step functions, and the validation of the run."""
     loss_fn = make_loss_fn(
         config,
         pixel_counts=None if stats is None else np.asarray(stats["pixel_counts"]),
@@ -437,6 +423,28 @@ def set_up(
         process_count=jax.process_count(),
         num_local_devices=jax.local_device_count(),
     )
+    return driver, evaluator
+
+
+def set_up(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    *,
+    prepare_fn: data_sources.PrepareFn | None,
+    sources: dict[str, Any] | None,
+    classes: ClassSet | None,
+    started_at: float,
+) -> Session:
+    """Checks, opens the data, builds the model and restores or initialises the state.
+
+    Args and raises: as `train_and_evaluate`.
+    """
+    is_main = jax.process_index() == 0
+    log = print if is_main else (lambda *_: None)
+    config, sources, classes, stats, budget_s, intervals = _checked_data(
+        config, workdir, prepare_fn=prepare_fn, sources=sources, classes=classes, is_main=is_main
+    )
+    driver, evaluator = _driver_and_evaluator(config, sources, classes, stats)
     state = create_train_state(
         config, rng=jax.random.key(config.seed), total_steps=intervals.total_steps
     )
