@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +85,7 @@ class BudgetRun:
         warmup_steps: int,
         eval_every: int | None,
         validation_steps: float,
-        workdir: Any,
+        workdir: str | pathlib.Path | None,
         log: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
