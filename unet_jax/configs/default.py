@@ -12,6 +12,25 @@ import ml_collections
 from unet_jax.data.augment_defaults import DEFAULT_FOREGROUND_SHARE, JITTER, default_settings
 
 
+def _augment_config() -> ml_collections.ConfigDict:
+    """Augmentation: off in the reference recipe; the defaults of data/augment_defaults.py."""
+    augment = ml_collections.ConfigDict()
+    augment.enabled = False  # the reference recipe trains on plain resized frames
+    # Flips, scale, colour and per-band jitter: the defaults of data/augment_defaults.py;
+    # saturation None: RGB_SATURATION on 8-bit RGB data, off on other images (no meaning there).
+    augment.update({**JITTER, "saturation": ml_collections.config_dict.placeholder(float)})
+    # Class-aware crops (nnU-Net's foreground oversampling): this share of the crops is
+    # centred on a pixel of a chosen class present in the example, the rest random (0: off).
+    # Applies wherever crops are taken (input_mode "crop", or scales above 1), augmentation
+    # on or off. Classes: a tuple of ids, None: every class but 0. docs/INPUT_PIPELINE.md.
+    augment.foreground_share = DEFAULT_FOREGROUND_SHARE
+    augment.foreground_classes = ml_collections.FieldReference(None, field_type=object)
+    # Condition augmentation (docs/AUGMENTATION.md), applied with augmentation enabled:
+    # each condition with probability p (0: off) and a strength in [0, 1].
+    augment.conditions = ml_collections.ConfigDict(default_settings())
+    return augment
+
+
 def _model_config() -> ml_collections.ConfigDict:
     """The classic U-Net of the article, and the ResNet encoders' fields."""
     model = ml_collections.ConfigDict()
@@ -81,20 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
     # held in memory (0: always read from disk); batches are the same either way.
     config.in_memory_mb = 2048
 
-    config.augment = ml_collections.ConfigDict()
-    config.augment.enabled = False  # the reference recipe trains on plain resized frames
-    # Flips, scale, colour and per-band jitter: the defaults of data/augment_defaults.py;
-    # saturation None: RGB_SATURATION on 8-bit RGB data, off on other images (no meaning there).
-    config.augment.update({**JITTER, "saturation": ml_collections.config_dict.placeholder(float)})
-    # Class-aware crops (nnU-Net's foreground oversampling): this share of the crops is
-    # centred on a pixel of a chosen class present in the example, the rest random (0: off).
-    # Applies wherever crops are taken (input_mode "crop", or scales above 1), augmentation
-    # on or off. Classes: a tuple of ids, None: every class but 0. docs/INPUT_PIPELINE.md.
-    config.augment.foreground_share = DEFAULT_FOREGROUND_SHARE
-    config.augment.foreground_classes = ml_collections.FieldReference(None, field_type=object)
-    # Condition augmentation (docs/AUGMENTATION.md), applied with augmentation enabled:
-    # each condition with probability p (0: off) and a strength in [0, 1].
-    config.augment.conditions = ml_collections.ConfigDict(default_settings())
+    config.augment = _augment_config()
 
     config.model = _model_config()
     # The three bands (0-based) that pictures show of a multi-band image; unset: the
