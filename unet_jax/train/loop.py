@@ -426,6 +426,30 @@ def _driver_and_evaluator(
     return driver, evaluator
 
 
+def _train_loader(
+    config: ml_collections.ConfigDict, train: Any, driver: parallel.Driver, start_step: int
+) -> Any:
+    """The training batches from ``start_step`` on: batch k depends only on the seed, the
+    data and k (resume needs only k)."""
+    return input_pipeline.create_train_loader(
+        train,
+        global_batch_size=config.batch_size,
+        image_size=tuple(config.image_size),
+        seed=config.seed,
+        augment={
+            **config.augment.to_dict(),
+            "input_mode": config.input_mode,
+            "band_stats": normalisation.augment_stats(config.model),
+        },
+        worker_count=config.worker_count,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        num_local_devices=jax.local_device_count(),
+        layout=driver.layout,
+        start_step=start_step,
+    )
+
+
 def set_up(
     config: ml_collections.ConfigDict,
     workdir: pathlib.Path,
@@ -464,26 +488,7 @@ def set_up(
         workdir=workdir if is_main else None,
         log=log,
     )
-    # Batch k depends only on the seed, the data and k (resume needs only k).
-    data_iterator = iter(
-        input_pipeline.create_train_loader(
-            sources["train"],
-            global_batch_size=config.batch_size,
-            image_size=tuple(config.image_size),
-            seed=config.seed,
-            augment={
-                **config.augment.to_dict(),
-                "input_mode": config.input_mode,
-                "band_stats": normalisation.augment_stats(config.model),
-            },
-            worker_count=config.worker_count,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            num_local_devices=jax.local_device_count(),
-            layout=driver.layout,
-            start_step=start_step,
-        )
-    )
+    data_iterator = iter(_train_loader(config, sources["train"], driver, start_step))
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=start_step)
     if is_main:
         # The checkpoints' meta carries init_from, so a resumed run still names its source.
