@@ -21,10 +21,10 @@ from datasets.folder import folder_dataset_builder as fdb
 from tests import encoder_helpers
 from tests.image_kinds import make_folder
 from unet_jax.configs import folder as folder_config
-from unet_jax.data import augment, display, image_bytes, image_files, image_ops, normalisation
+from unet_jax.data import augment, display, image_bytes, image_files, image_ops
 from unet_jax.data.run_data import DataConfigError, with_data_images
 from unet_jax.errors import ConfigError
-from unet_jax.model import encoder_weights
+from unet_jax.model import encoder_weights, input_norm
 from unet_jax.model.resnet import ENCODER_MODULE, ResNetUNet
 from unet_jax.model.unet import UNet
 
@@ -163,7 +163,7 @@ def test_the_config_takes_the_datas_kind_and_refuses_what_does_not_fit():
 
 def test_the_model_normalises_by_the_stored_rule():
     stats = {"low": [10.0, -5.0], "high": [900.0, 40.0], "mean": [300.0, 2.0], "std": [90.0, 7.0]}
-    fields = normalisation.model_fields(
+    fields = input_norm.model_fields(
         ml_collections.ConfigDict({"in_channels": 2, "input_norm": "zscore", "input_stats": stats})
     )
     model = UNet(num_classes=2, features=(4,), bridge_features=4, **fields)
@@ -171,7 +171,7 @@ def test_the_model_normalises_by_the_stored_rule():
     expected = (np.clip(x, stats["low"], stats["high"]) - stats["mean"]) / stats["std"]
     np.testing.assert_allclose(np.asarray(model.normalise(x)), expected, rtol=1e-6)
     # 8-bit RGB keeps ImageNet's normalisation: the model of before, field for field.
-    assert normalisation.model_fields(ml_collections.ConfigDict({"input_norm": "imagenet"})) == {}
+    assert input_norm.model_fields(ml_collections.ConfigDict({"input_norm": "imagenet"})) == {}
 
 
 @pytest.mark.parametrize("bands", [1, 4, 7])
@@ -261,5 +261,5 @@ def test_json_of_the_stats_round_trips_through_the_run_config(tmp_path):
     from unet_jax.run.loading import load_config
 
     loaded = load_config(tmp_path)
-    assert normalisation.model_fields(loaded.model) == normalisation.model_fields(config.model)
+    assert input_norm.model_fields(loaded.model) == input_norm.model_fields(config.model)
     assert json.loads((tmp_path / "config.json").read_text())["model"]["input_stats"] == STATS

@@ -1,6 +1,6 @@
 """How a model normalises its input, chosen from the data and stored in the run.
 
-Two rules (``config.model.input_norm``):
+Two rules (``config.model.input_norm``, `unet_jax.model.input_norm.RULES`):
 
 - ``"imagenet"``: 8-bit RGB, ``(x / 255 - mean) / std`` with ImageNet's mean and std
   (what every run did before other images were read; pretrained encoders expect it).
@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 
 from unet_jax.data.image_files import is_rgb8
-from unet_jax.errors import ConfigError
 
-RULES = ("imagenet", "zscore")
 CLIP_PERCENTILES = (0.5, 99.5)
 # Pixels per image that the statistics read (evenly strided), so a large split costs little.
 SAMPLE_PER_IMAGE = 1 << 16
@@ -62,41 +60,6 @@ def band_stats(pixels: np.ndarray) -> dict[str, list[float]]:
         "high": high.tolist(),
         "mean": mean.tolist(),
         "std": std.tolist(),
-    }
-
-
-def model_fields(model_config: Any) -> dict[str, Any]:
-    """The model's normalisation fields (``mean``, ``std``, ``input_scale``, ``clip_low``,
-    ``clip_high``, ``in_channels``) for ``config.model``; empty for ImageNet's rule
-    (the model's defaults), so 8-bit RGB runs build exactly the model they built before.
-
-    Raises:
-      ConfigError: an unknown rule, or ``"zscore"`` without statistics.
-    """
-    rule = model_config.get("input_norm") or "imagenet"
-    bands = int(model_config.get("in_channels") or 3)
-    if rule not in RULES:
-        raise ConfigError(f"config.model.input_norm={rule!r}: use one of {RULES}")
-    if rule == "imagenet":
-        if bands != 3:
-            raise ConfigError(
-                f"config.model.input_norm='imagenet' needs 3 bands (RGB); the data has {bands}"
-            )
-        return {}
-    stats = model_config.get("input_stats")
-    if not stats:
-        raise ConfigError(
-            "config.model.input_norm='zscore' needs config.model.input_stats (computed when "
-            "the data set is prepared)"
-        )
-    stats = dict(stats)
-    return {
-        "in_channels": bands,
-        "mean": tuple(float(v) for v in stats["mean"]),
-        "std": tuple(float(v) for v in stats["std"]),
-        "input_scale": 1.0,
-        "clip_low": tuple(float(v) for v in stats["low"]),
-        "clip_high": tuple(float(v) for v in stats["high"]),
     }
 
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from unet_jax.data import normalisation
+from unet_jax.model import input_norm
 from unet_jax.model.conv_fast import resolve_conv_impl
 from unet_jax.model.outputs import num_outputs
 from unet_jax.model.resnet import ARCHITECTURES, ENCODERS, ResNetUNet
@@ -40,7 +40,7 @@ def create_model(
         conv_impl=resolve_conv_impl(m.conv_impl),
         dtype=DTYPES[m.dtype],
         # The input's bands and normalisation, from the data (none: ImageNet's, RGB).
-        **normalisation.model_fields(m),
+        **input_norm.model_fields(m),
     )
     if m.encoder not in ENCODERS:
         raise ValueError(f"config.model.encoder must be one of {ENCODERS}, got {m.encoder!r}")
