@@ -14,46 +14,45 @@ docs/EVALUATION.md.
 import os
 import pathlib
 import sys
-
-from absl import app, flags, logging
+from collections.abc import Sequence
 
 from unet_jax import launch
-from unet_jax.deploy import options as option_flags
+from unet_jax.deploy import command_line
 from unet_jax.evaluation.options import EvalOptions
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training run directory.", required=True)
-flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/eval/SPLIT[_onnx]).")
-# --split, --checkpoint, --onnx, --tta_flip, --batch_size, ...: one flag per EvalOptions field.
-option_flags.define_absl_flags(
-    EvalOptions, module_name=sys.argv[0] if __name__ == "__main__" else __name__
-)
+
+def _parser():
+    return command_line.command_parser(
+        EvalOptions,
+        prog="python eval.py",
+        description=__doc__,
+        out_help="Output directory (default: WORKDIR/eval/SPLIT, or SPLIT_onnx with --onnx).",
+        out_required=False,
+    )
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (the table in ``unet_jax.cli``)."""
+    return command_line.run_command(_parser(), argv, _evaluate)
+
+
+def _evaluate(args) -> int:
     if launch.leave_to_process_zero("eval.py", os.environ):
         return 0
-    logging.set_verbosity(logging.WARNING)
     # Imported here so that --help stays fast.
     sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed (it would shadow HF datasets)
     import datasets  # the TFDS builders of this project
     from unet_jax.evaluation import evaluate, reports
 
-    options = option_flags.from_flags(EvalOptions, FLAGS)
-    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
+    options = command_line.from_flags(EvalOptions, args)
     report = evaluate.run_evaluation(
-        FLAGS.workdir, options, prepare_fn=datasets.prepare_dataset, out_dir=FLAGS.out
+        args.workdir, options, prepare_fn=datasets.prepare_dataset, out_dir=args.out
     )
     print(reports.summary_text(report, report["files"]))
     return 0
 
 
 if __name__ == "__main__":
-    from unet_jax import cli
-
-    app.run(cli.absl_main(main), flags_parser=cli.parse_absl_flags)
+    sys.exit(main())

@@ -32,6 +32,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 
 from datasets.lyft_udacity import decode  # noqa: E402
+from unet_jax.deploy import command_line  # noqa: E402
 from unet_jax.deploy import options as option_flags  # noqa: E402
 from unet_jax.deploy.options import ModelSource  # noqa: E402
 from unet_jax.deploy.predict import predict_files  # noqa: E402
@@ -67,10 +68,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--frames", required=True, help="folder with CameraRGB/ and CameraSeg/")
-    option_flags.add_arguments(parser, ModelSource)  # --checkpoint, --onnx, --onnx_threads
+    command_line.add_arguments(parser, ModelSource)  # --checkpoint, --onnx, --onnx_threads
     parser.add_argument("--out", help="report folder (default: WORKDIR/eval)")
     args = parser.parse_args()
-    source = option_flags.from_flags(ModelSource, args)
+    source = command_line.from_flags(ModelSource, args)
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "eval"
     for hood in ("keep", "ignore"):
         frames = load_frames(pathlib.Path(args.frames), hood=hood)

@@ -47,7 +47,7 @@ if [[ $WHAT == carla || $WHAT == all ]]; then
   done
   # The README's CARLA row: predict's label PNGs at the frames' size, the challenge's score.
   step predict_carla_finetuned "$PY" -m unet_jax.predict --workdir "$OUT/carla_finetuned" \
-    "$FRAMES/CameraRGB" --out "$OUT/carla_finetuned/predictions" --noprogress
+    "$FRAMES/CameraRGB" --out "$OUT/carla_finetuned/predictions" --progress=false
   step lyft_score "$PY" benchmarks/lyft_score.py --predictions "$OUT/carla_finetuned/predictions" \
     --frames "$FRAMES"
 fi

@@ -284,7 +284,7 @@ def test_predict_cli_onnx_backend_matches_jax_backend(tiny, tiny_onnx, tmp_path)
     rng = np.random.default_rng(4)
     for i, (h, w) in enumerate([(30, 45), (32, 32), (70, 50)]):
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    common = [str(tmp_path / "*.png"), "--noprogress", "--scale=native", "--probabilities"]
+    common = [str(tmp_path / "*.png"), "--progress=false", "--scale=native", "--probabilities"]
     assert (
         predict.main(common + ["--workdir", str(tiny.workdir), "--out", str(tmp_path / "j")]) == 0
     )
@@ -341,7 +341,7 @@ def test_eval_cli_onnx_end_to_end(tiny, tiny_onnx, tmp_path):
     (workdir / "config.json").write_text(json.dumps(config))
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "eval.py"), f"--workdir={workdir}"]
-        + [f"--onnx={tiny_onnx[0]}", "--onnx_threads=1", "--noprogress", "--nopictures"],
+        + [f"--onnx={tiny_onnx[0]}", "--onnx_threads=1", "--progress=false", "--pictures=false"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -356,7 +356,7 @@ def test_eval_cli_onnx_end_to_end(tiny, tiny_onnx, tmp_path):
 def test_cli_errors_name_the_file(tiny, tiny_onnx, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
-    args = [str(image), "--out", str(tmp_path / "o"), "--noprogress"]
+    args = [str(image), "--out", str(tmp_path / "o"), "--progress=false"]
     assert predict.main(args + ["--onnx", str(tmp_path / "gone.onnx")]) == 2
     assert f"ONNX model {tmp_path / 'gone.onnx'} does not exist" in capsys.readouterr().err
     assert predict.main(args + ["--onnx", str(image)]) == 2

@@ -6,9 +6,9 @@ import dataclasses
 import pathlib
 
 import pytest
-from absl import flags
 
 from tests.conftest import REPO_ROOT
+from unet_jax.deploy import command_line
 from unet_jax.deploy import options as option_flags
 from unet_jax.deploy.options import (
     ExportOptions,
@@ -23,26 +23,17 @@ ALL = (PredictOptions, ExportOptions, EvalOptions)
 
 def _argparse(cls, argv):
     parser = argparse.ArgumentParser()
-    option_flags.add_arguments(parser, cls)
-    return option_flags.from_flags(cls, parser.parse_args(argv))
-
-
-def _absl(cls, argv):
-    values = flags.FlagValues()
-    option_flags.define_absl_flags(cls, values)
-    values(["prog", *argv])
-    return option_flags.from_flags(cls, values)
+    command_line.add_arguments(parser, cls)
+    return command_line.from_flags(cls, parser.parse_args(argv))
 
 
 @pytest.mark.parametrize("cls", ALL)
-@pytest.mark.parametrize("parse", [_argparse, _absl])
-def test_no_flags_give_the_dataclass_defaults(cls, parse):
-    assert parse(cls, []) == cls()
+def test_no_flags_give_the_dataclass_defaults(cls):
+    assert _argparse(cls, []) == cls()
 
 
-@pytest.mark.parametrize("parse", [_argparse, _absl])
-def test_flags_set_nested_and_inherited_fields(parse):
-    argv = ["--tta_flip", "--noprogress", "--checkpoint=latest", "--batch_size=3"]
+def test_flags_set_nested_and_inherited_fields():
+    argv = ["--tta_flip", "--progress=false", "--checkpoint=latest", "--batch_size=3"]
     argv += ["--onnx=m.onnx", "--onnx_threads=1"]
     expected = PredictOptions(
         checkpoint="latest",
@@ -51,15 +42,14 @@ def test_flags_set_nested_and_inherited_fields(parse):
         progress=False,
         segment=SegmenterOptions(tta_flip=True, batch_size=3),
     )
-    assert parse(PredictOptions, argv) == expected
-    evaluated = parse(EvalOptions, argv + ["--split=validation"])
+    assert _argparse(PredictOptions, argv) == expected
+    evaluated = _argparse(EvalOptions, argv + ["--split=validation"])
     assert evaluated.segment == expected.segment and evaluated.split == "validation"
     assert (evaluated.checkpoint, evaluated.onnx, evaluated.onnx_threads) == ("latest", "m.onnx", 1)
 
 
-@pytest.mark.parametrize("parse", [_argparse, _absl])
-def test_list_flags(parse):
-    assert parse(ExportOptions, ["--platforms=cpu, tpu"]).platforms == ("cpu", "tpu")
+def test_list_flags():
+    assert _argparse(ExportOptions, ["--platforms=cpu, tpu"]).platforms == ("cpu", "tpu")
 
 
 def test_the_model_and_segmenting_flags_have_one_name_in_every_command():
@@ -117,12 +107,11 @@ def test_eval_options_do_not_restate_the_model_defaults():
     assert "checkpoint" not in own and "onnx_threads" not in own
 
 
-@pytest.mark.parametrize("parse", [_argparse, _absl])
-def test_recipe_flags_left_out_stay_unset_for_the_run_to_fill(parse):
-    assert parse(PredictOptions, []).segment.tta_flip is None
-    argv = ["--notta_flip", "--tta_scales=1,0.5", "--adapt_bn=set", "--adapt_momentum=0.5"]
+def test_recipe_flags_left_out_stay_unset_for_the_run_to_fill():
+    assert _argparse(PredictOptions, []).segment.tta_flip is None
+    argv = ["--tta_flip=false", "--tta_scales=1,0.5", "--adapt_bn=set", "--adapt_momentum=0.5"]
     argv += ["--scale=native"]
-    options = parse(PredictOptions, argv)
+    options = _argparse(PredictOptions, argv)
     assert options.scale == "native"
     assert options.segment == SegmenterOptions(
         tta_flip=False, tta_scales=(1.0, 0.5), adapt_bn="set", adapt_momentum=0.5
@@ -132,3 +121,19 @@ def test_recipe_flags_left_out_stay_unset_for_the_run_to_fill(parse):
     assert filled.tta_scales == (1.0,) and filled.batch_size == SegmenterOptions.FALLBACK_BATCH_SIZE
     kept = options.segment.for_config({"inference": {"tta_flip": True, "adapt_bn": "stream"}})
     assert kept.tta_flip is False and kept.adapt_bn == "set"  # given options win
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], True),
+        (["--progress"], True),
+        (["--progress=false"], False),
+        (["--progress=False"], False),
+        (["--progress=0"], False),
+        (["--progress=false", "--progress=true"], True),  # the last one wins
+    ],
+)
+def test_boolean_flags_are_NAME_and_NAME_equals_a_truth_value(argv, expected):
+    assert _argparse(EvalOptions, argv).progress is expected
+    assert _argparse(PredictOptions, ["--tta_flip=1"]).segment.tta_flip is True

@@ -222,7 +222,7 @@ def test_cli_skips_bad_images_and_exits_non_zero(tiny, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(_png_bytes(Image.fromarray(good))[:50])
     code = predict.main(
         [str(tmp_path / "*.png"), "--workdir", str(tiny.workdir), "--out", str(tmp_path / "o")]
-        + ["--noprogress"]
+        + ["--progress=false"]
     )
     captured = capsys.readouterr()
     assert code == 2
@@ -233,7 +233,7 @@ def test_cli_skips_bad_images_and_exits_non_zero(tiny, tmp_path, capsys):
 
 def test_cli_bad_workdir_and_checkpoint(tiny, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
-    args = [str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--noprogress"]
+    args = [str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--progress=false"]
     assert predict.main(args + ["--workdir", str(tmp_path / "gone")]) == 2
     assert f"workdir {tmp_path / 'gone'} does not exist" in capsys.readouterr().err
     assert predict.main(args + ["--workdir", str(tiny.workdir), "--checkpoint", "12x"]) == 2

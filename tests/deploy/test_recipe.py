@@ -63,7 +63,7 @@ def test_predict_with_a_stored_recipe_equals_predict_with_its_flags(
     tiny, with_recipe, frames, tmp_path
 ):
     before = _digest(tiny.workdir)
-    common = [str(frames), "--noprogress", "--probabilities"]
+    common = [str(frames), "--progress=false", "--probabilities"]
     assert predict.main(common + ["--workdir", str(with_recipe), "--out", str(tmp_path / "r")]) == 0
     flags = common + RECIPE_FLAGS + ["--workdir", str(tiny.workdir), "--out", str(tmp_path / "f")]
     assert predict.main(flags) == 0
@@ -83,7 +83,13 @@ def test_predict_with_a_stored_recipe_equals_predict_with_its_flags(
 
 
 def test_flags_override_the_stored_recipe(tiny, with_recipe, frames, tmp_path):
-    off = ["--scale=resize", "--notta_flip", "--tta_scales=1", "--adapt_bn=off", "--noprogress"]
+    off = [
+        "--scale=resize",
+        "--tta_flip=false",
+        "--tta_scales=1",
+        "--adapt_bn=off",
+        "--progress=false",
+    ]
     assert (
         predict.main(
             [str(frames), "--workdir", str(with_recipe), "--out", str(tmp_path / "o")] + off
@@ -98,7 +104,7 @@ def test_flags_override_the_stored_recipe(tiny, with_recipe, frames, tmp_path):
                 str(tiny.workdir),
                 "--out",
                 str(tmp_path / "d"),
-                "--noprogress",
+                "--progress=false",
             ]
         )
         == 0

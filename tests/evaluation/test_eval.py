@@ -429,7 +429,7 @@ def test_eval_cli_end_to_end_on_a_prepared_tfds_data_set(tiny, tmp_path):
     (workdir / "config.json").write_text(json.dumps(config))
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "eval.py"), f"--workdir={workdir}"]
-        + ["--full_resolution", "--tta_flip", "--checkpoint=latest", "--noprogress"],
+        + ["--full_resolution", "--tta_flip", "--checkpoint=latest", "--progress=false"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +38,8 @@ import jax.numpy as jnp
 
 from unet_jax import launch
 from unet_jax.data import sources as data_sources
-from unet_jax.deploy.options import ExportOptions, OptionError, add_arguments, from_flags
+from unet_jax.deploy import command_line
+from unet_jax.deploy.options import ExportOptions, OptionError
 from unet_jax.deploy.sidecar import run_sidecar
 from unet_jax.errors import InferenceError
 from unet_jax.model.unet import UNet
@@ -166,27 +166,20 @@ def main(
       prepare_fn: the data set builders, for ``--int8`` calibration (the command passes
         the repository's ``datasets.prepare_dataset``).
     """
-    parser = argparse.ArgumentParser(
+    parser = command_line.command_parser(
+        ExportOptions,
         prog="python -m unet_jax.export",
         description="Serialise a trained model with jax.export or as ONNX (docs/EVALUATION.md, "
         "docs/ONNX.md).",
+        out_help="Output file, e.g. model.jaxexport or model.onnx.",
     )
-    parser.add_argument("--workdir", required=True, help="training run directory")
-    parser.add_argument(
-        "--out", required=True, help="output file, e.g. model.jaxexport or model.onnx"
-    )
-    add_arguments(parser, ExportOptions)
-    args = parser.parse_args(argv)
-    from unet_jax import cli
-
-    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
-    return cli.run(lambda: _export_command(args, prepare_fn))
+    return command_line.run_command(parser, argv, lambda args: _export_command(args, prepare_fn))
 
 
 def _export_command(args: argparse.Namespace, prepare_fn: data_sources.PrepareFn | None) -> int:
     if launch.leave_to_process_zero("export", os.environ):
         return 0
-    options = from_flags(ExportOptions, args)
+    options = command_line.from_flags(ExportOptions, args)
     if options.int8:
         if options.format != "onnx":
             raise OptionError(f"--int8 needs --format onnx (got --format {options.format})")
@@ -211,7 +204,3 @@ def _export_command(args: argparse.Namespace, prepare_fn: data_sources.PrepareFn
     size = artifact.stat().st_size
     print(f"Exported {args.workdir} to {artifact} ({size / 1e6:.1f} MB) and {side}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

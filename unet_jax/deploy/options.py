@@ -1,18 +1,16 @@
-"""The inference options and their defaults, in one place; the command lines' flags too.
+"""The inference options and their defaults, in one place.
 
 Every option of eval.py, ``python -m unet_jax.predict`` and ``python -m unet_jax.export``
 is a field of a frozen dataclass here (or of ``unet_jax.evaluation.options.EvalOptions``),
 with its default and its help text. The commands' flags are generated from these fields
-(:func:`add_arguments` for argparse, :func:`define_absl_flags` for absl), so an option has
-one name and one default in every command: ``--checkpoint``, ``--onnx``,
-``--onnx_threads``, ``--tta_flip``, ``--progress``/``--noprogress``...
+(``unet_jax.deploy.command_line``), so an option has one name and one default in every
+command: ``--checkpoint``, ``--onnx``, ``--onnx_threads``, ``--tta_flip``, ``--progress``...
 
 Light (no JAX import), so the command lines build their flags quickly.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -102,7 +100,23 @@ def recipe_of(config: Any) -> dict[str, Any]:
         )
     recipe = {k: v for k, v in stored.items() if v is not None}
     if "tta_scales" in recipe:
-        recipe["tta_scales"] = tuple(float(v) for v in recipe["tta_scales"])
+        scales = recipe["tta_scales"]
+        try:
+            recipe["tta_scales"] = tuple(float(v) for v in scales)
+        except (TypeError, ValueError):
+            raise OptionError(
+                f"config.inference.tta_scales must be a list of numbers, got {scales!r}"
+            ) from None
+    if not isinstance(recipe.get("tta_flip", False), bool):
+        raise OptionError(
+            f"config.inference.tta_flip must be True or False, got {recipe['tta_flip']!r}"
+        )
+    if isinstance(recipe.get("adapt_momentum", 0.0), bool) or not isinstance(
+        recipe.get("adapt_momentum", 0.0), int | float
+    ):
+        raise OptionError(
+            f"config.inference.adapt_momentum must be a number, got {recipe['adapt_momentum']!r}"
+        )
     if "scale" in recipe and recipe["scale"] not in SCALES:
         raise OptionError(
             f"config.inference.scale must be one of {SCALES}, got {recipe['scale']!r}"
@@ -113,6 +127,21 @@ def recipe_of(config: Any) -> dict[str, Any]:
         except OptionError as e:
             raise OptionError(f"config.inference.{e}") from None
     return recipe
+
+
+def check_recipe(config: Any) -> None:
+    """Checks a run's stored inference recipe as predict, eval.py and export will use it.
+
+    Train start-up calls it, so that a run is never trained with a recipe its own
+    commands then refuse.
+
+    Args:
+      config: the run's config.
+
+    Raises:
+      OptionError: a bad field of ``config.inference`` (named).
+    """
+    SegmenterOptions().for_config(config)
 
 
 def scale_for(scale: str | None, config: Any) -> str:
@@ -159,6 +188,9 @@ class ModelSource(CheckpointChoice):
 
 
 ADAPT_MODES = ("off", "set", "stream")
+# The largest multi-scale TTA factor: a factor k multiplies a forward pass's memory by k*k,
+# so 4 (16x) is the most that fits where the model fits at 1 with room to spare.
+MAX_TTA_SCALE = 4.0
 _RUN_DEFAULT = "Default: the run's inference recipe (config.inference), else"
 
 
@@ -221,8 +253,15 @@ class SegmenterOptions:
     tile_overlap: int = option(128, "Overlap (blending ramp) between tiles.")
 
     def __post_init__(self) -> None:
-        if self.tta_scales is not None and (not self.tta_scales or min(self.tta_scales) <= 0):
-            raise OptionError(f"tta_scales must be positive factors, got {self.tta_scales}")
+        scales = self.tta_scales
+        if scales is not None and (
+            not scales or not 0 < min(scales) <= max(scales) <= MAX_TTA_SCALE
+        ):
+            given = ",".join(f"{v:g}" for v in scales)
+            raise OptionError(
+                f"tta_scales must be factors in (0, {MAX_TTA_SCALE:g}], got {given} "
+                "(a factor k multiplies a forward pass's memory by k*k)"
+            )
         if self.adapt_bn is not None and self.adapt_bn not in ADAPT_MODES:
             raise OptionError(f"adapt_bn must be one of {ADAPT_MODES}, got {self.adapt_bn!r}")
         if self.adapt_momentum is not None and not 0 <= self.adapt_momentum < 1:
@@ -326,7 +365,7 @@ class ExportOptions(CheckpointChoice):
 
 
 # ----------------------------------------------------------------------------
-# Building options from flat names, and flags from options.
+# Building options from flat names.
 # ----------------------------------------------------------------------------
 
 
@@ -378,116 +417,3 @@ def override(options: Any, **flat: Any) -> Any:
 def build(cls: type, **flat: Any) -> Any:
     """``cls()`` with options given by flat name (see :func:`override`)."""
     return override(cls(), **flat)
-
-
-def _kind(field: dataclasses.Field) -> str:
-    text = str(field.type).replace(" ", "")
-    for prefix, kind in (("bool", "bool"), ("int", "int"), ("float", "float")):
-        if text.startswith(prefix):
-            return kind
-    if text.startswith("tuple[float"):
-        return "floats"
-    if text.startswith("tuple[str"):
-        return "strs"
-    return "str"
-
-
-def _parse(kind: str, value: Any) -> Any:
-    """A flag's text (or absl's list) as the option's value."""
-    if value is None or kind in ("bool", "int", "float", "str"):
-        return value
-    items = value.split(",") if isinstance(value, str) else list(value)
-    items = [str(v).strip() for v in items if str(v).strip()]
-    return tuple(float(v) for v in items) if kind == "floats" else tuple(items)
-
-
-def _help(field: dataclasses.Field) -> str:
-    default = field.default
-    if isinstance(default, tuple):
-        default = ",".join(str(v) for v in default)
-    if _kind(field) == "bool":
-        return field.metadata["help"] + (f" (--no{field.name} to turn off)" if default else "")
-    shown = "" if default is None else f" (default: {default})"
-    return field.metadata["help"] + shown
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = ()) -> None:
-    """Adds the options of ``cls`` as argparse flags, spelt as absl spells them.
-
-    Booleans are ``--NAME`` and ``--noNAME``; tuples are comma-separated lists.
-
-    Args:
-      parser: the command's parser.
-      cls: an options dataclass (nested ones are flattened).
-      skip: field names to leave out.
-    """
-    for field in flat_fields(cls):
-        name, kind = field.name, _kind(field)
-        if name in skip:
-            continue
-        if kind == "bool":
-            group = parser.add_mutually_exclusive_group()
-            group.add_argument(
-                f"--{name}",
-                dest=name,
-                action="store_true",
-                default=field.default,
-                help=_help(field),
-            )
-            group.add_argument(
-                f"--no{name}", dest=name, action="store_false", default=field.default,
-                help=argparse.SUPPRESS,
-            )  # fmt: skip
-            continue
-        parse = {"int": int, "float": float}.get(kind, str)
-        parser.add_argument(
-            f"--{name}",
-            type=parse,
-            default=field.default,
-            choices=field.metadata["choices"],
-            help=_help(field),
-        )
-
-
-def define_absl_flags(
-    cls: type, flag_values: Any = None, *, module_name: str | None = None, skip: tuple = ()
-) -> None:
-    """Defines the options of ``cls`` as absl flags (eval.py).
-
-    Args:
-      cls: an options dataclass (nested ones are flattened).
-      flag_values: an ``absl.flags.FlagValues``; None: ``absl.flags.FLAGS``.
-      module_name: the module the flags belong to (``--help`` lists the main module's).
-      skip: field names to leave out.
-    """
-    from absl import flags
-
-    flag_values = flags.FLAGS if flag_values is None else flag_values
-    for field in flat_fields(cls):
-        name, kind = field.name, _kind(field)
-        if name in skip:
-            continue
-        # absl shows the default itself.
-        common = dict(help=field.metadata["help"], flag_values=flag_values, module_name=module_name)
-        if field.metadata["choices"]:
-            flags.DEFINE_enum(name, field.default, list(field.metadata["choices"]), **common)
-        elif kind in ("floats", "strs"):
-            default = None if field.default is None else list(field.default)
-            flags.DEFINE_list(name, default, **common)
-        else:
-            define = {
-                "bool": flags.DEFINE_bool,
-                "int": flags.DEFINE_integer,
-                "float": flags.DEFINE_float,
-            }.get(kind, flags.DEFINE_string)
-            define(name, field.default, **common)
-
-
-def from_flags(cls: type, values: Any, *, skip: tuple = ()) -> Any:
-    """The options of ``cls`` that parsed flags (argparse namespace or absl FLAGS) ask for."""
-    flat = {
-        field.name: _parse(_kind(field), getattr(values, field.name))
-        for field in flat_fields(cls)
-        if field.name not in skip
-    }
-    return build(cls, **flat)

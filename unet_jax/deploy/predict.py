@@ -43,7 +43,7 @@ import json
 import os
 import pathlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
 from unet_jax.data.image_files import decode_image as decode_image  # public, as before
 from unet_jax.data.image_files import read_image
-from unet_jax.deploy import banded
+from unet_jax.deploy import banded, command_line
 from unet_jax.deploy import options as option_flags
 from unet_jax.deploy.options import OptionError, PredictOptions
 from unet_jax.errors import InferenceError
@@ -227,34 +227,16 @@ def predict_files(
         (out / folder).mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     errors: list[str] = []
-
     read = functools.partial(read_model_input, config=config)
-
-    def load(item: InputImage) -> tuple[InputImage, np.ndarray | None, np.ndarray | None]:
-        try:
-            image = read(item.path)
-        except ImageError as e:
-            if not skip_bad:
-                raise
-            errors.append(str(e))
-            return item, None, None
-        model_input = image if native else image_ops.resize_image(image, train_h, train_w)
-        return item, image, model_input
-
+    model_size = None if native else (train_h, train_w)
     if segmenter.options.adapt_bn == "set":
         segmenter = _adapted_to_inputs(
             segmenter, images, native, (train_h, train_w), options, read=read
         )
     bar = tqdm.tqdm(total=len(images), unit="img", disable=not options.progress, desc="predict")
-
-    def readable():
-        for item in image_ops.prefetch_map(load, images):
-            if item[1] is None:
-                bar.update(1)  # skipped; its error is in `errors`
-            else:
-                yield item
-
-    loaded = readable()
+    loaded = _readable(
+        images, read=read, model_size=model_size, skip_bad=skip_bad, errors=errors, bar=bar
+    )
     for group in image_ops.same_size_batches(
         loaded, batch_size=segmenter.batch_size, shape_of=lambda x: x[2].shape
     ):
@@ -267,37 +249,22 @@ def predict_files(
         for k, (item, image, _) in enumerate(group):
             h, w = image.shape[:2]
             label = image_ops.resize_nearest(labels[k], h, w)
+            image_probs = image_ops.resize_nearest(probs[k], h, w) if probabilities else None
             if bands:
                 label = banded.paste(label, bands[k], part=1)
-            paths = {
-                "label": out / "labels" / f"{item.name}.png",
-                "overlay": out / "overlays" / f"{item.name}.png",
-            }
-            for path in paths.values():
-                path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(classes.label_image(label)).save(paths["label"], compress_level=1)
-            picture = display.to_rgb(image, bands=config.get("display_bands"))
-            Image.fromarray(overlay(picture, label, classes)).save(
-                paths["overlay"], compress_level=1
-            )
-            if probabilities:
-                paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
-                paths["probabilities"].parent.mkdir(parents=True, exist_ok=True)
-                image_probs = image_ops.resize_nearest(probs[k], h, w)
-                if bands:
+                if image_probs is not None:
                     image_probs = banded.paste(image_probs, bands[k], part=2)
-                np.save(paths["probabilities"], image_probs.astype(np.float16))
-            records.append(
-                {
-                    "input": str(item.path),
-                    "height": h,
-                    "width": w,
-                    "scale": scale,
-                    "tiled": tiled,
-                    "band_rows": list(bands[k][0]) if bands else None,
-                    **{k2: str(v) for k2, v in paths.items()},
-                }
+            written = _write_outputs(
+                out,
+                item,
+                picture=display.to_rgb(image, bands=config.get("display_bands")),
+                label=label,
+                probabilities=image_probs,
+                classes=classes,
             )
+            record = {"input": str(item.path), "height": h, "width": w, "scale": scale}
+            band_rows = list(bands[k][0]) if bands else None
+            records.append({**record, "tiled": tiled, "band_rows": band_rows, **written})
         bar.update(len(group))
     bar.close()
     result = {
@@ -319,6 +286,85 @@ def predict_files(
     }
     (out / "predictions.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _readable(
+    images: Sequence[InputImage],
+    *,
+    read: Callable[[pathlib.Path], np.ndarray],
+    model_size: tuple[int, int] | None,
+    skip_bad: bool,
+    errors: list[str],
+    bar: Any,
+) -> Iterator[tuple[InputImage, np.ndarray, np.ndarray]]:
+    """The images read (in a background thread), each with the model's input.
+
+    Args:
+      images: the inputs.
+      read: a path -> the image as the model takes it (``read_model_input``).
+      model_size: (H, W) the model sees the images resized to; None: native scale.
+      skip_bad: report an unreadable image in ``errors`` (and count it on ``bar``) and go
+        on, instead of raising its ImageError.
+      errors: the skipped images' messages (appended to).
+      bar: the progress bar.
+
+    Yields:
+      ``(item, image, model_input)``.
+    """
+
+    def load(item: InputImage) -> tuple[InputImage, np.ndarray | None, np.ndarray | None]:
+        try:
+            image = read(item.path)
+        except ImageError as e:
+            if not skip_bad:
+                raise
+            errors.append(str(e))
+            return item, None, None
+        model_input = image if model_size is None else image_ops.resize_image(image, *model_size)
+        return item, image, model_input
+
+    for item in image_ops.prefetch_map(load, images):
+        if item[1] is None:
+            bar.update(1)  # skipped; its error is in `errors`
+        else:
+            yield item
+
+
+def _write_outputs(
+    out: pathlib.Path,
+    item: InputImage,
+    *,
+    picture: np.ndarray,
+    label: np.ndarray,
+    probabilities: np.ndarray | None,
+    classes: ClassSet,
+) -> dict[str, str]:
+    """Writes one image's label, overlay and (when given) probabilities under ``out``.
+
+    Args:
+      out: the output directory.
+      item: the input (its relative name names the outputs).
+      picture: uint8 [H, W, 3], the image as shown (``display.to_rgb``), for the overlay.
+      label: [H, W] class ids at the image's size.
+      probabilities: [H, W, C] at the image's size (written as float16 .npy), or None.
+      classes: the run's classes (label format, colours).
+
+    Returns:
+      {"label": path, "overlay": path[, "probabilities": path]}.
+    """
+    paths = {
+        "label": out / "labels" / f"{item.name}.png",
+        "overlay": out / "overlays" / f"{item.name}.png",
+    }
+    if probabilities is not None:
+        paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(classes.label_image(label)).save(paths["label"], compress_level=1)
+    Image.fromarray(overlay(picture, label, classes)).save(paths["overlay"], compress_level=1)
+    if probabilities is not None:
+        np.save(paths["probabilities"], probabilities.astype(np.float16))
+    return {k: str(v) for k, v in paths.items()}
 
 
 def _adapted_to_inputs(
@@ -361,30 +407,26 @@ def _adapted_to_inputs(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = command_line.command_parser(
+        PredictOptions,
         prog="python -m unet_jax.predict",
         description="Segment images with a trained run (see docs/EVALUATION.md).",
+        out_help="Output directory.",
+        workdir_required=False,  # not with --onnx
     )
     parser.add_argument("inputs", nargs="+", help="image files, glob patterns or folders")
-    parser.add_argument("--workdir", help="training run directory")
-    parser.add_argument("--out", required=True, help="output directory")
-    option_flags.add_arguments(parser, PredictOptions)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 2 bad input, 4 bad checkpoint)."""
-    args = _parser().parse_args(argv)
-    from unet_jax import cli
-
-    # Exceptions become the documented exit codes in unet_jax.cli (the table in README).
-    return cli.run(lambda: _predict_command(args))
+    return command_line.run_command(_parser(), argv, _predict_command)
 
 
 def _predict_command(args: argparse.Namespace) -> int:
     if launch.leave_to_process_zero("predict", os.environ):
         return 0
-    options = option_flags.from_flags(PredictOptions, args)
+    options = command_line.from_flags(PredictOptions, args)
     if not args.workdir and not options.onnx:
         raise OptionError("--workdir is required (or --onnx FILE.onnx)")
     result = predict_files(args.workdir, args.inputs, args.out, options, skip_bad=True)
@@ -402,7 +444,3 @@ def _predict_command(args: argparse.Namespace) -> int:
             print(f"  {message}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

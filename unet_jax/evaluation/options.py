@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from unet_jax.data.splits import SPLITS
 from unet_jax.deploy.options import SCALES, ModelSource, SegmenterOptions, option
 
 
@@ -16,7 +17,7 @@ class EvalOptions(ModelSource):
     """What to evaluate and how (the checkpoint or ONNX model: :class:`ModelSource`).
 
     Attributes:
-      split: "train", "validation" or "test".
+      split: one of ``unet_jax.data.splits.SPLITS``.
       full_resolution: also evaluate at the examples' stored resolution.
       scale: the scale the model sees a full-size example at: "native" (its stored size,
         padded or tiled) or "resize" (resized to the training size, the prediction resized
@@ -29,7 +30,7 @@ class EvalOptions(ModelSource):
       progress: show a progress bar.
     """
 
-    split: str = option("test", "Split to evaluate: train, validation or test.")
+    split: str = option("test", "Split to evaluate.", choices=SPLITS)
     full_resolution: bool = option(
         False, "Also evaluate at the examples' original (full-size) resolution."
     )
