@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import pathlib
 import time
@@ -291,111 +292,56 @@ def run_evaluation(
     options = options or EvalOptions()
     start = time.perf_counter()
     workdir = pathlib.Path(workdir)
-    backend = open_backend(
-        workdir=workdir,
-        source=options,
-        options=options.segment,
-    )
+    backend = open_backend(workdir=workdir, source=options, options=options.segment)
     config, segmenter, classes = backend.config, backend.segmenter, backend.classes
-    checkpoint = backend.checkpoint
     seconds = {"load": time.perf_counter() - start}
-    if options.split not in SPLITS and sources is None:
-        raise SplitError(f"unknown split {options.split!r}; choose from {', '.join(SPLITS)}")
-    if sources is not None:
-        source = _pick_split(sources, options.split, "the given sources")
-    else:
-        source = _open_split(
-            config,
-            options.split,
-            dataset=config.dataset,
-            data_dir=options.data_dir,
-            prepare_fn=prepare_fn,
-        )
+    source = _split_source(config, options, sources=sources, prepare_fn=prepare_fn)
     full_scale = scale_for(options.scale, config)
-    if len(source) == 0:
-        raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
-    image_size = tuple(int(v) for v in config.image_size)
+    html_rows: list[report_html.ImageRows] = []
+    score = functools.partial(
+        _score_split,
+        segmenter=segmenter,
+        classes=classes,
+        options=options,
+        html_rows=html_rows,
+        display_bands=config.get("display_bands"),
+    )
     # The geometry of the training loop's validation, so that the metric that chose best/
     # is the one reported: resized examples, or for crop-trained runs training-size tiles
     # at native scale (whole native images: full_resolution).
-    evaluator = Evaluator(
-        source,
-        geometry=Geometry.of_run(config),
-        class_names=classes.names,
-        batch_size=segmenter.batch_size,
+    geometry = Geometry.of_run(config)
+    results, samples, seconds["training_resolution"] = score(
+        source, geometry=geometry, input_size=None, description=geometry.describe()
     )
-    resolution = evaluator.geometry.describe()
-    tick = time.perf_counter()
-    html_rows = [report_html.ImageRows(classes)] if options.pictures else []
-    results, samples = _score(
-        evaluator,
-        segmenter_predictor(adapted_to(segmenter, evaluator)),
-        num_samples=options.num_gallery,
-        description=f"{options.split} at {resolution}",
-        progress=options.progress,
-        on_example=html_rows[0].add if html_rows else None,
-        display_bands=config.get("display_bands"),
-    )
-    seconds["training_resolution"] = time.perf_counter() - tick
     report: dict[str, Any] = {
         "workdir": str(workdir),
         "split": options.split,
-        "dataset": config.dataset if sources is None else "(in-memory sources)",
-        "checkpoint": checkpoint,
-        "options": {
-            **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
-            **dataclasses.asdict(segmenter.options),
-        },
+        "dataset": config.dataset if sources is None else IN_MEMORY,
+        "checkpoint": backend.checkpoint,
+        "options": _options_record(options, segmenter, scale=full_scale),
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         # Classes of the data that this run ignores: the scores leave their pixels out.
         "void_classes": list(classes.void),
-        **_json_results(results, resolution, config.dataset),
+        **_json_results(results, geometry.describe(), config.dataset),
     }
-    report["options"]["batch_size"] = segmenter.batch_size
-    report["options"]["scale"] = full_scale
     full_samples: list[dict[str, Any]] = []
     if options.full_resolution:
-        # The builders know which data set holds the same images at full size.
-        full_dataset = prepare_fn.full_resolution(config.dataset) if prepare_fn else config.dataset
-        if full_sources is not None:
-            full_source = _pick_split(full_sources, options.split, "the given full-size sources")
-            full_dataset = "(in-memory sources)"
-        elif sources is not None or full_dataset == config.dataset:
-            full_source = source  # the same examples, at their stored size
-            if sources is not None:
-                full_dataset = "(in-memory sources)"
-        else:
-            full_source = _open_split(
-                config,
-                options.split,
-                dataset=full_dataset,
-                data_dir=options.data_dir,
-                prepare_fn=prepare_fn,
-            )
-        tick = time.perf_counter()
-        if options.pictures:
-            html_rows.append(report_html.ImageRows(classes))
-        full_evaluator = Evaluator(
+        full_source, full_dataset = _full_size_source(
+            config,
+            options,
+            source=source,
+            sources=sources,
+            full_sources=full_sources,
+            prepare_fn=prepare_fn,
+        )
+        image_size = tuple(int(v) for v in config.image_size)
+        full_results, full_samples, seconds["full_resolution"] = score(
             full_source,
             geometry=Geometry("native"),  # whole examples, padded or tiled
-            class_names=classes.names,
-            batch_size=segmenter.batch_size,
+            input_size=image_size if full_scale == "resize" else None,
+            description="full resolution",
         )
-        input_size = image_size if full_scale == "resize" else None
-        full_results, full_samples = _score(
-            full_evaluator,
-            segmenter_predictor(
-                adapted_to(segmenter, full_evaluator, input_size=input_size),
-                input_size=input_size,
-            ),
-            num_samples=options.num_gallery,
-            description=f"{options.split} at full resolution",
-            progress=options.progress,
-            on_example=html_rows[-1].add if html_rows else None,
-            display_bands=config.get("display_bands"),
-        )
-        seconds["full_resolution"] = time.perf_counter() - tick
         sizes = full_results["sizes"]
         full_resolution = next(iter(sizes)) if len(sizes) == 1 else "mixed sizes"
         report["full_resolution"] = _json_results(full_results, full_resolution, full_dataset)
@@ -415,6 +361,127 @@ def run_evaluation(
     )
     report["files"] = [str(f) for f in files]
     return report
+
+
+IN_MEMORY = "(in-memory sources)"  # the data set named in reports of given sources
+
+
+def _options_record(options: EvalOptions, segmenter: Any, *, scale: str) -> dict[str, Any]:
+    """The report's ``options``: the evaluation's, with the segmenter's resolved ones."""
+    return {
+        **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
+        **dataclasses.asdict(segmenter.options),
+        "batch_size": segmenter.batch_size,
+        "scale": scale,
+    }
+
+
+def _split_source(
+    config: ml_collections.ConfigDict,
+    options: EvalOptions,
+    *,
+    sources: dict[str, Any] | None,
+    prepare_fn: data_sources.PrepareFn | None,
+) -> Any:
+    """The examples of the split to evaluate: from ``sources``, else the run's data set.
+
+    Raises:
+      SplitError: the split does not exist or is empty.
+    """
+    if sources is not None:
+        source = _pick_split(sources, options.split, "the given sources")
+    elif options.split not in SPLITS:
+        raise SplitError(f"unknown split {options.split!r}; choose from {', '.join(SPLITS)}")
+    else:
+        source = _open_split(
+            config,
+            options.split,
+            dataset=config.dataset,
+            data_dir=options.data_dir,
+            prepare_fn=prepare_fn,
+        )
+    if len(source) == 0:
+        raise SplitError(f"split {options.split!r} of {config.dataset} is empty")
+    return source
+
+
+def _full_size_source(
+    config: ml_collections.ConfigDict,
+    options: EvalOptions,
+    *,
+    source: Any,
+    sources: dict[str, Any] | None,
+    full_sources: dict[str, Any] | None,
+    prepare_fn: data_sources.PrepareFn | None,
+) -> tuple[Any, str]:
+    """The split's examples at their stored (full) size, and the data set they come from.
+
+    The builders know which data set holds the same images at full size; any other data
+    set (and given ``sources``) is used as it is.
+    """
+    if full_sources is not None:
+        return _pick_split(full_sources, options.split, "the given full-size sources"), IN_MEMORY
+    if sources is not None:
+        return source, IN_MEMORY
+    full_dataset = prepare_fn.full_resolution(config.dataset) if prepare_fn else config.dataset
+    if full_dataset == config.dataset:
+        return source, full_dataset  # the same examples, at their stored size
+    full_source = _open_split(
+        config,
+        options.split,
+        dataset=full_dataset,
+        data_dir=options.data_dir,
+        prepare_fn=prepare_fn,
+    )
+    return full_source, full_dataset
+
+
+def _score_split(
+    source: Any,
+    *,
+    geometry: Geometry,
+    input_size: tuple[int, int] | None,
+    description: str,
+    segmenter: Any,
+    classes: ClassSet,
+    options: EvalOptions,
+    html_rows: list[report_html.ImageRows],
+    display_bands: Sequence[int] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """Scores one resolution of the split (:func:`_score`), adding its page's rows.
+
+    Args:
+      source: the examples.
+      geometry: how the examples reach the model.
+      input_size: (H, W) the model sees the examples resized to; None: native scale.
+      description: the resolution, for the progress bar.
+      segmenter: the run's segmenter (its BatchNorm adaptation restarted for this pass).
+      classes: the run's classes.
+      options: the evaluation's options (gallery size, pictures, progress).
+      html_rows: the report pages' rows, one ``ImageRows`` per resolution (appended to).
+      display_bands: the run's ``config.display_bands`` (how pictures show its images).
+
+    Returns:
+      ``(results, samples, seconds)``.
+    """
+    tick = time.perf_counter()
+    evaluator = Evaluator(
+        source, geometry=geometry, class_names=classes.names, batch_size=segmenter.batch_size
+    )
+    rows = report_html.ImageRows(classes) if options.pictures else None
+    if rows is not None:
+        html_rows.append(rows)
+    adapted = adapted_to(segmenter, evaluator, input_size=input_size)
+    results, samples = _score(
+        evaluator,
+        segmenter_predictor(adapted, input_size=input_size),
+        num_samples=options.num_gallery,
+        description=f"{options.split} at {description}",
+        progress=options.progress,
+        on_example=rows.add if rows is not None else None,
+        display_bands=display_bands,
+    )
+    return results, samples, time.perf_counter() - tick
 
 
 def write_report(
