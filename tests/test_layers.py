@@ -33,7 +33,8 @@ ALLOWED = {
     "run": LEAVES | {"model", "data"},
     "deploy": BASE | {"model", "data", "run"},
     "evaluation": LEAVES | {"model", "data", "run", "deploy"},
-    "train": LEAVES | {"launch", "model", "data", "run", "evaluation"},
+    # deploy: the start-up check of the stored inference recipe
+    "train": LEAVES | {"launch", "model", "data", "run", "deploy", "evaluation"},
 }
 TOP = {"__init__", "inference", "predict", "export"}  # may import every layer
 DATASETS_ALLOWED = LEAVES | {"data"}

@@ -142,7 +142,9 @@ def test_multi_scale_tta_averages_the_rescaled_probabilities():
         q = jax.nn.softmax(MODEL.apply(variables, x[:, :, ::-1], train=False), -1)[:, :, ::-1]
         return 0.5 * (p + q)
 
+    # The model sees the resized image as it sees every image: uint8 RGB, rounded.
     small = jax.image.resize(images.astype(np.float32), (2, 16, 24, 3), "bilinear")
+    small = np.clip(np.round(np.asarray(small)), 0, 255).astype(np.uint8)
     back = jax.image.resize(flip_averaged(small), (2, 32, 48, 5), "bilinear")
     want = 0.5 * (flip_averaged(images) + back)
     np.testing.assert_allclose(probs, np.asarray(want), atol=1e-5)

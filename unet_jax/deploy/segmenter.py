@@ -62,10 +62,18 @@ class _Compiled:
 
 
 def _resized(images: jax.Array, scale: float, multiple: int) -> jax.Array:
-    """Images resized (bilinear) by ``scale``, each side rounded up to ``multiple``."""
+    """Images resized (bilinear) by ``scale``, each side rounded up to ``multiple``.
+
+    The result has the input's dtype (uint8 RGB, rounded): a model takes uint8 images,
+    and an exported one (ONNX) takes nothing else.
+    """
     n, h, w, c = images.shape
     size = [round_up(max(1, round(side * scale)), multiple) for side in (h, w)]
-    return jax.image.resize(images.astype(jnp.float32), (n, *size, c), "bilinear")
+    resized = jax.image.resize(images.astype(jnp.float32), (n, *size, c), "bilinear")
+    if jnp.issubdtype(images.dtype, jnp.integer):
+        info = jnp.iinfo(images.dtype)
+        resized = jnp.clip(jnp.round(resized), info.min, info.max)
+    return resized.astype(images.dtype)
 
 
 def _probabilities(

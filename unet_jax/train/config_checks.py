@@ -13,6 +13,7 @@ from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import INPUT_MODES, build_train_transforms
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.run_data import parse_mixture
+from unet_jax.deploy.options import OptionError, check_recipe
 from unet_jax.errors import ConfigError
 from unet_jax.evaluation import metrics
 from unet_jax.model.conv_fast import CONV_IMPLS
@@ -148,6 +149,19 @@ def validate_config(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ConfigError(f"config.seed={seed!r}: must be an integer in [0, 2**32)")
     _check_augment(config)
+    _check_inference(config)
+
+
+def _check_inference(config: ml_collections.ConfigDict) -> None:
+    """Checks the stored inference recipe now, not when predict or eval.py first use it.
+
+    Raises:
+      ConfigError: naming the field of ``config.inference`` and what is allowed.
+    """
+    try:
+        check_recipe(config)
+    except OptionError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_augment(config: ml_collections.ConfigDict) -> None:
