@@ -353,6 +353,32 @@ def test_eval_cli_onnx_end_to_end(tiny, tiny_onnx, tmp_path):
     assert np.sum(report["confusion_matrix"]) == 6 * 32 * 32
 
 
+def test_multi_scale_tta_with_onnx_runs_as_the_jax_backend_does(tiny, tiny_onnx, tmp_path):
+    """Multi-scale TTA resizes the images: the ONNX session takes uint8 only, so the
+    resized images must stay uint8 (they were float32 and the command failed)."""
+    rng = np.random.default_rng(7)
+    for i, (h, w) in enumerate([(30, 45), (32, 32)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    common = [str(tmp_path / "*.png"), "--progress=false", "--probabilities", "--tta_flip"]
+    common += ["--tta_scales=1,0.5"]
+    jax_out, onnx_out = tmp_path / "j", tmp_path / "o"
+    assert predict.main(common + ["--workdir", str(tiny.workdir), "--out", str(jax_out)]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "unet_jax.predict", *common, f"--onnx={tiny_onnx[0]}"]
+        + ["--onnx_threads=1", f"--out={onnx_out}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout.startswith("Segmented 2 image(s) with ")
+    for i in range(2):
+        probs_j = np.load(jax_out / "probabilities" / f"{i}.npy").astype(np.float32)
+        probs_o = np.load(onnx_out / "probabilities" / f"{i}.npy").astype(np.float32)
+        np.testing.assert_allclose(probs_o, probs_j, atol=1e-3)
+
+
 def test_cli_errors_name_the_file(tiny, tiny_onnx, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
