@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from datasets.lyft_udacity import sources
 from datasets.lyft_udacity.lyft_udacity_dataset_builder import CONFIG_NAMES, Builder
+from unet_jax.errors import ConfigError
 
 FILE_FORMAT = "array_record"
 
@@ -66,8 +67,11 @@ def open_builder(
     A config prepared from other frames (another manual directory, changed files) or with
     another ``split_group`` is prepared again; one whose frames are gone is reused.
     """
-    if config_name not in CONFIG_NAMES:
-        raise ValueError(f"unknown config {config_name!r}; choose from {', '.join(CONFIG_NAMES)}")
+    if config_name not in CONFIG_NAMES:  # bad input (a config field): exit 2, one line
+        raise ConfigError(
+            f"lyft_udacity/{config_name}: unknown data set; lyft_udacity has "
+            f"{', '.join(CONFIG_NAMES)}"
+        )
     builder = Builder(
         config=config_name, data_dir=data_dir, file_format=FILE_FORMAT, split_group=split_group
     )

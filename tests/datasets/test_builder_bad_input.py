@@ -38,6 +38,7 @@ from tests.datasets.builder_helpers import (
     small_tree,
     zip_of_dummy,
 )
+from unet_jax.errors import ConfigError
 
 # ----------------------------------------------------------------------------- bad input
 
@@ -183,7 +184,7 @@ def test_config_rejects_unknown_rules():
         LyftUdacityConfig(name="x", hood="drop")
     with pytest.raises(ValueError, match="high_ids"):
         LyftUdacityConfig(name="x", high_ids="clip")
-    with pytest.raises(ValueError, match="unknown config"):
+    with pytest.raises(ConfigError, match="lyft_udacity/resized_512: unknown data set"):
         lyft.prepare("resized_512")
 
 

@@ -1,0 +1,84 @@
+"""The defects a new user hit (issue 33), run as the user ran them: the real command in a
+subprocess, its exit code, the one line it prints, no traceback.
+
+Fast: every command here stops before any data is read or any step is trained.
+"""
+
+import pathlib
+
+import pytest
+
+from tests.test_failures import TINY, run
+
+
+def assert_one_line(result, code: int, line: str) -> None:
+    """Exit ``code``; the output is one ``error: ...`` line holding ``line``; no traceback."""
+    returncode, output = result
+    printed = [text for text in output.splitlines() if text.strip()]
+    assert returncode == code, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    assert len(printed) == 1 and printed[0].startswith("error: "), output[-4000:]
+    assert line in printed[0], printed[0]
+
+
+def _config_file(folder: pathlib.Path, *lines: str) -> str:
+    """A config file: the tiny config with ``lines`` of Python applied to ``config``."""
+    path = folder / "my_config.py"
+    body = "\n".join(f"    {line}" for line in lines)
+    path.write_text(
+        "import ml_collections\n"
+        "from unet_jax.configs import tiny\n\n\n"
+        "def get_config():\n"
+        "    config = tiny.get_config()\n"
+        f"{body}\n"
+        "    return config\n"
+    )
+    return str(path)
+
+
+# Defect 2: a stored inference recipe that predict, eval.py and export would refuse.
+@pytest.mark.parametrize(
+    ("recipe", "line"),
+    [
+        ("{'adapt_bn': 'foo'}", "config.inference: adapt_bn must be one of"),
+        ("{'scale': 'full'}", "config.inference.scale must be one of ('resize', 'native')"),
+    ],
+)
+def test_a_bad_inference_recipe_is_refused_before_training(tmp_path, recipe, line):
+    config = _config_file(tmp_path, f"config.inference = ml_collections.ConfigDict({recipe})")
+    workdir = tmp_path / "run"
+    assert_one_line(run("train.py", "--config", config, f"--workdir={workdir}"), 2, line)
+    assert not (workdir / "checkpoints").exists()
+
+
+# Defect 3: tracebacks for bad values.
+def test_an_unknown_lyft_udacity_data_set_is_one_line(tmp_path):
+    line = "lyft_udacity/bogus: unknown data set; lyft_udacity has full, full_nohood"
+    result = run(*TINY, f"--workdir={tmp_path / 'a'}", "--config.dataset=lyft_udacity/bogus")
+    assert_one_line(result, 2, line)
+    mixture = "config.mixture = (('lyft_udacity/synthetic', 1.0), ('lyft_udacity/bogus', 1.0))"
+    config = _config_file(tmp_path, mixture)
+    assert_one_line(run("train.py", "--config", config, f"--workdir={tmp_path / 'b'}"), 2, line)
+
+
+@pytest.mark.parametrize(
+    ("scales", "line"),
+    [
+        ("abc", "argument --tta_scales: 'abc' is not a comma-separated list of numbers"),
+        ("1,100", "tta_scales must be factors in (0, 4], got 1,100"),
+        ("0", "tta_scales must be factors in (0, 4], got 0"),
+    ],
+)
+def test_tta_scales_that_cannot_work_are_one_line(tmp_path, scales, line):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # never read: the flags are refused first
+    result = run(
+        "-m",
+        "unet_jax.predict",
+        f"--workdir={tmp_path}",
+        str(image),
+        f"--out={tmp_path / 'o'}",
+        f"--tta_scales={scales}",
+    )
+    assert_one_line(result, 2, line)
+    assert not (tmp_path / "o").exists()
