@@ -82,3 +82,9 @@ def test_tta_scales_that_cannot_work_are_one_line(tmp_path, scales, line):
     )
     assert_one_line(result, 2, line)
     assert not (tmp_path / "o").exists()
+
+
+# Defect 7: eval.py --scale without --full_resolution was ignored but recorded.
+def test_eval_scale_without_full_resolution_is_one_line(tmp_path):
+    line = "scale='resize' applies to the full-resolution pass only: add full_resolution"
+    assert_one_line(run("eval.py", f"--workdir={tmp_path}", "--scale=resize"), 2, line)

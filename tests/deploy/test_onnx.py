@@ -348,6 +348,7 @@ def test_eval_cli_onnx_end_to_end(tiny, tiny_onnx, tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"\nEvaluated {tiny_onnx[0]} (exported from {workdir} checkpoint" in result.stdout
     report = json.loads((workdir / "eval" / "test_onnx" / "metrics.json").read_text())
     assert report["options"]["onnx"] == str(tiny_onnx[0])
     assert np.sum(report["confusion_matrix"]) == 6 * 32 * 32

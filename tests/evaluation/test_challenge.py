@@ -50,3 +50,19 @@ def test_recall_weighs_more_for_vehicles():
 
 def test_other_class_sets_have_no_score():
     assert challenge.challenge_score(np.eye(2, dtype=np.int64), ("bg", "fg")) is None
+
+
+def test_the_score_is_titled_by_whether_the_data_set_leaves_the_hood_out():
+    from unet_jax.evaluation import reports
+
+    assert challenge.hood_state("lyft_udacity/full_nohood") == "left out"
+    assert challenge.hood_state("lyft_udacity/synthetic") == "included"
+    assert challenge.hood_state("lyft_udacity/full_hood_as_none") == "included"
+    assert challenge.hood_state("(in-memory sources)") == "unknown"
+    titles = {
+        hood: [t for t, k in reports.scores_of({"challenge_average": 0.5, "challenge_hood": hood})]
+        for hood in challenge.HOOD_STATES
+    }
+    assert titles["left out"][-3:] == ["Lyft challenge score", "Vehicles F2", "Road F0.5"]
+    assert titles["included"][-3] == "Lyft challenge score (hood included)"
+    assert titles["unknown"][-1] == "Road F0.5 (hood unknown)"

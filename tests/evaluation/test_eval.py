@@ -6,6 +6,7 @@ resolution and TTA; a point-wise fake model for tiling; formulas for the metrics
 """
 
 import dataclasses
+import html
 import json
 import pathlib
 import shutil
@@ -446,7 +447,19 @@ def test_eval_cli_end_to_end_on_a_prepared_tfds_data_set(tiny, tmp_path):
     for name in ("confusion_matrix_full", "gallery_full", "class_panels_full", "training_curves"):
         assert (workdir / "eval" / "test" / f"{name}.png").is_file()
     assert "confusion_matrix_full.png" in result.stdout  # the summary lists the files
-    assert "Lyft challenge score" in result.stdout and "Vehicles F2" in result.stdout
+    # The dummy frames keep the hood: the challenge's score is labelled so, and defined.
+    assert "Lyft challenge score (hood included)" in result.stdout
+    assert "Vehicles F2 (hood included)" in result.stdout
+    assert report["challenge_hood"] == report["full_resolution"]["challenge_hood"] == "included"
+    definition = "Lyft challenge score: the mean of Vehicles F2 and Road (Roads + RoadLines) F0.5"
+    assert definition in result.stdout
+    assert definition in (workdir / "eval" / "test" / "metrics.md").read_text()
+    assert html.escape(definition) in (workdir / "eval" / "test" / "report.html").read_text()
+    # The recipe the images were segmented with, on the console and in metrics.md.
+    recipe = "scale resize, flip TTA on, BatchNorm adaptation off"  # trained on resized images
+    assert f"Inference: {recipe}" in result.stdout
+    assert f"- inference: {recipe}" in (workdir / "eval" / "test" / "metrics.md").read_text()
+    assert "Traceback" not in result.stderr
 
 
 # ----------------------------------------------------------------------------

@@ -13,10 +13,34 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The one-line definition every report prints beside the score.
+DEFINITION = (
+    "Lyft challenge score: the mean of Vehicles F2 and Road (Roads + RoadLines) F0.5, "
+    "pixels pooled over the split; the 2018 challenge left the ego car's hood out"
+)
+# The data sets whose labels leave the hood out (ignored): the ``*_nohood`` ones.
+NO_HOOD_SUFFIX = "_nohood"
+HOOD_STATES = ("left out", "included", "unknown")
+
 VEHICLE_CLASSES = ("Vehicles",)
 ROAD_CLASSES = ("Roads", "RoadLines")
 VEHICLE_BETA = 2.0
 ROAD_BETA = 0.5
+
+
+def hood_state(dataset: str) -> str:
+    """Whether a data set's labels leave the ego car's hood out, as the challenge did.
+
+    Args:
+      dataset: the data set's name, e.g. ``lyft_udacity/full_nohood``.
+
+    Returns:
+      "left out" (``*_nohood``), "included" (any other ``lyft_udacity`` data set: the
+      hood is labelled, as Vehicles or as None) or "unknown" (given sources, other data).
+    """
+    if dataset.endswith(NO_HOOD_SUFFIX):
+        return HOOD_STATES[0]
+    return HOOD_STATES[1] if dataset.startswith("lyft_udacity/") else HOOD_STATES[2]
 
 
 def f_beta(*, tp: int, fp: int, fn: int, beta: float) -> float:

@@ -254,6 +254,7 @@ def _json_results(results: dict[str, Any], resolution: str, dataset: str) -> dic
     lyft = challenge.challenge_score(results["confusion"], list(results["per_class"]))
     if lyft is not None:  # Lyft-Udacity classes: the challenge's score beside mIoU
         out.update({f"challenge_{key}": value for key, value in lyft.items()})
+        out["challenge_hood"] = challenge.hood_state(dataset)
     return metrics.to_jsonable(out)
 
 
@@ -318,7 +319,9 @@ def run_evaluation(
         "split": options.split,
         "dataset": config.dataset if sources is None else IN_MEMORY,
         "checkpoint": backend.checkpoint,
-        "options": _options_record(options, segmenter, scale=full_scale),
+        "options": _options_record(
+            options, segmenter, scale=full_scale if options.full_resolution else None
+        ),
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         # Classes of the data that this run ignores: the scores leave their pixels out.
@@ -366,7 +369,7 @@ def run_evaluation(
 IN_MEMORY = "(in-memory sources)"  # the data set named in reports of given sources
 
 
-def _options_record(options: EvalOptions, segmenter: Any, *, scale: str) -> dict[str, Any]:
+def _options_record(options: EvalOptions, segmenter: Any, *, scale: str | None) -> dict[str, Any]:
     """The report's ``options``: the evaluation's, with the segmenter's resolved ones."""
     return {
         **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},

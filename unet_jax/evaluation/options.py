@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from unet_jax.data.splits import SPLITS
-from unet_jax.deploy.options import SCALES, ModelSource, SegmenterOptions, option
+from unet_jax.deploy.options import SCALES, ModelSource, OptionError, SegmenterOptions, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,3 +46,11 @@ class EvalOptions(ModelSource):
     data_dir: str | None = option(None, "TFDS data directory (default: the run's data_dir).")
     pictures: bool = option(True, "Draw the PNG pictures.")
     progress: bool = option(True, "Show a progress bar.")
+
+    def __post_init__(self) -> None:
+        # The training-resolution pass always sees the examples as validation did.
+        if self.scale is not None and not self.full_resolution:
+            raise OptionError(
+                f"scale={self.scale!r} applies to the full-resolution pass only: "
+                "add full_resolution (--full_resolution)"
+            )

@@ -219,6 +219,8 @@ def _scores_section(results: dict[str, Any], rows: Sequence[ImageRow]) -> str:
         if per_image
         else "Scores pool the pixels of all images (ignored pixels excluded)."
     )
+    if challenge := reports.challenge_note(results):
+        note += f" {html.escape(challenge)}."
     return f'<h2 id="scores">Scores</h2><div class="cards">{body}</div><p class="note">{note}</p>'
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
+from unet_jax.evaluation import challenge
 from unet_jax.evaluation.metrics import format_score
 
 # error_map / class_comparison colours (RGB).
@@ -461,9 +462,22 @@ CHALLENGE_SCORES = (
 
 
 def scores_of(report: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """(title, key) of the headline scores, with the foreground's or the challenge's."""
+    """(title, key) of the headline scores, with the foreground's or the challenge's.
+
+    The challenge's scores are titled "(hood included)" (or "(hood unknown)") unless the
+    data set leaves the hood out, as the challenge did.
+    """
     scores = BINARY_SCORES + SCORES if "foreground_iou" in report else SCORES
-    return scores + CHALLENGE_SCORES if "challenge_average" in report else scores
+    if "challenge_average" not in report:
+        return scores
+    hood = report.get("challenge_hood", challenge.HOOD_STATES[0])
+    suffix = "" if hood == challenge.HOOD_STATES[0] else f" (hood {hood})"
+    return scores + tuple((title + suffix, key) for title, key in CHALLENGE_SCORES)
+
+
+def challenge_note(report: dict[str, Any]) -> str | None:
+    """The challenge score's one-line definition, when the report has the score."""
+    return challenge.DEFINITION if "challenge_average" in report else None
 
 
 def results_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -497,8 +511,10 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
         "",
         f"- checkpoint: {checkpoint['requested']} (step {checkpoint['step']})",
         f"- data set: `{report['dataset']}`, {counted(report)}",
-        f"- test-time flip augmentation: {'on' if options['tta_flip'] else 'off'}",
+        f"- inference: {inference_text(options)}",
     ]
+    if options.get("onnx"):
+        lines.append(f"- model: `{options['onnx']}` (ONNX Runtime)")
     if report.get("full_resolution"):
         full = report["full_resolution"]
         lines.append(
@@ -513,12 +529,35 @@ def metrics_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> st
         lines.append(
             f"| {title} | " + " | ".join(format_score(r.get(key)) for _, r in columns) + " |"
         )
+    if note := challenge_note(report):
+        lines += ["", note + "."]
     for title, results in columns:
         lines += ["", f"## Per class, {title}", "", format_table(results)]
     if pictures:
         lines += ["", "## Pictures", ""]
         lines += [f"![{pathlib.Path(p).stem}]({p})" for p in pictures]
     return "\n".join(lines) + "\n"
+
+
+def inference_text(options: dict[str, Any]) -> str:
+    """How the images were segmented: scale, TTA and BatchNorm adaptation, in one line.
+
+    Args:
+      options: a report's ``options`` (the resolved segmenter options among them).
+
+    Returns:
+      e.g. ``scale resize, flip TTA on, scales 1,0.5, BatchNorm adaptation set``.
+    """
+    scales = ",".join(f"{v:g}" for v in options.get("tta_scales") or (1.0,))
+    parts = [
+        f"scale {options['scale']}" if options.get("full_resolution") else None,
+        f"flip TTA {'on' if options.get('tta_flip') else 'off'}",
+        f"scales {scales}" if scales != "1" else None,
+        f"BatchNorm adaptation {options.get('adapt_bn') or 'off'}",
+    ]
+    if options.get("adapt_bn") == "stream":
+        parts.append(f"momentum {options['adapt_momentum']:g}")
+    return ", ".join(p for p in parts if p)
 
 
 def counted(report: dict[str, Any]) -> str:
@@ -531,16 +570,21 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
     """A one-screen console summary of an evaluation report."""
     columns = results_columns(report)
     checkpoint = report["checkpoint"]
+    options = report["options"]
+    model = f"{options['onnx']} (exported from " if options.get("onnx") else ""
     head = [
-        f"Evaluated {report['workdir']} checkpoint {checkpoint['requested']} "
-        f"(step {checkpoint['step']}) on {report['dataset']} {report['split']}: "
-        f"{counted(report)}" + (", flip TTA" if report["options"]["tta_flip"] else ""),
+        f"Evaluated {model}{report['workdir']} checkpoint {checkpoint['requested']} "
+        f"(step {checkpoint['step']}){')' if model else ''} on {report['dataset']} "
+        f"{report['split']}: {counted(report)}" + (", flip TTA" if options["tta_flip"] else ""),
+        f"Inference: {inference_text(options)}",
         "",
         f"{'':22}" + "".join(f"{r['resolution']:>14}" for _, r in columns),
         f"{'':22}" + "".join(f"{t.split(' ')[0]:>14}" for t, _ in columns),
     ]
     for title, key in scores_of(report):
         head.append(f"{title:22}" + "".join(f"{format_score(r.get(key)):>14}" for _, r in columns))
+    if note := challenge_note(report):
+        head.append(note + ".")
     head.append("IoU per class:")
     for name in report["per_class"]:
         head.append(
