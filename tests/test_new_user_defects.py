@@ -4,6 +4,7 @@ subprocess, its exit code, the one line it prints, no traceback.
 Fast: every command here stops before any data is read or any step is trained.
 """
 
+import json
 import pathlib
 
 import pytest
@@ -88,3 +89,17 @@ def test_tta_scales_that_cannot_work_are_one_line(tmp_path, scales, line):
 def test_eval_scale_without_full_resolution_is_one_line(tmp_path):
     line = "scale='resize' applies to the full-resolution pass only: add full_resolution"
     assert_one_line(run("eval.py", f"--workdir={tmp_path}", "--scale=resize"), 2, line)
+
+
+# Defect 5: a new time budget for a run planned for another was silently ignored.
+def test_another_time_budget_for_a_planned_run_is_one_line(tmp_path):
+    from unet_jax.configs import tiny
+
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "6").mkdir(parents=True)  # a finished run's last checkpoint
+    planned = {**tiny.get_config().to_dict(), "time_budget_minutes": 1}
+    (workdir / "config.json").write_text(json.dumps(planned, default=str))
+    result = run(*TINY, f"--workdir={workdir}", "--config.time_budget_minutes=2")
+    line = f"workdir {workdir} was planned for time_budget_minutes=1; the config has "
+    assert_one_line(result, 2, line + "time_budget_minutes=2, and a plan is not extended")
+    assert (workdir / "checkpoints" / "6").is_dir()

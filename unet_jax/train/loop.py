@@ -388,6 +388,7 @@ def _checked_data(
     if is_main:
         create_writable(workdir)
     resume_checks.check_same_data(config, workdir)
+    resume_checks.check_same_budget(config, workdir)
     config, sources, classes, stats = open_training_data(
         config, prepare_fn=prepare_fn, sources=sources, classes=classes
     )

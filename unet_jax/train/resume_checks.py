@@ -18,6 +18,7 @@ from unet_jax.config_fields import get_field
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import UserError
 from unet_jax.run.workdir import Workdir
+from unet_jax.train.budget import FIELD as BUDGET_FIELD
 
 # The fields that decide the shapes of what a checkpoint holds (parameters, optimizer);
 # the widths of the encoder the run does not use do not count.
@@ -102,6 +103,33 @@ def check_same_data(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
                 f"{field}={now!r}: {_advice(workdir)}, or pass "
                 f"--config.{ALLOW_NEW_DATA}=True to continue this run on the new data"
             )
+
+
+def check_same_budget(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> None:
+    """Refuses another time budget for a workdir whose run was planned for one.
+
+    A budgeted run resumes its stored plan (steps, schedule, time spent), which a new
+    budget would silently leave unchanged; a finished run would say "0:00 left" and stop.
+
+    Args:
+      config: the run config (``time_budget_minutes``).
+      workdir: the run directory.
+
+    Raises:
+      ResumeMismatchError: the workdir's run was planned for another budget.
+    """
+    workdir = pathlib.Path(workdir)
+    if newest_step_dir(workdir) is None:
+        return
+    previous = _previous_config(workdir)
+    before = None if previous is None else previous.get(BUDGET_FIELD)
+    now = config.get(BUDGET_FIELD)
+    if before is None or now is None or float(before) == float(now):
+        return
+    raise ResumeMismatchError(
+        f"workdir {workdir} was planned for {BUDGET_FIELD}={before:g}; the config has "
+        f"{BUDGET_FIELD}={now:g}, and a plan is not extended: {_advice(workdir)}"
+    )
 
 
 def check_same_model(
