@@ -5,10 +5,16 @@ Fast: every command here stops before any data is read or any step is trained.
 """
 
 import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.test_failures import TINY, run
 
 
@@ -103,3 +109,60 @@ def test_another_time_budget_for_a_planned_run_is_one_line(tmp_path):
     line = f"workdir {workdir} was planned for time_budget_minutes=1; the config has "
     assert_one_line(result, 2, line + "time_budget_minutes=2, and a plan is not extended")
     assert (workdir / "checkpoints" / "6").is_dir()
+
+
+# Defect 6: a mixture share the sampler cannot serve hung step 0; SIGTERM went unanswered.
+def test_a_mixture_share_the_sampler_cannot_serve_is_one_line(tmp_path):
+    weights = "(('lyft_udacity/synthetic', 1e-9), ('lyft_udacity/synthetic_nohood', 1.0))"
+    config = _config_file(tmp_path, f"config.mixture = {weights}")
+    line = "config.mixture: a share of 1e-09 is below the smallest the sampler serves, 0.001"
+    assert_one_line(run("train.py", "--config", config, f"--workdir={tmp_path / 'r'}"), 2, line)
+
+
+HANG_AFTER_SIGTERM = """
+from unet_jax import cli
+from unet_jax.train import loop
+
+loop.PREEMPTION_GRACE_S = 1
+
+
+def main():
+    with loop.PreemptionGuard():
+        print("ready", flush=True)
+        while True:  # a phase that reaches no step boundary (the old mixture hang)
+            pass
+
+
+raise SystemExit(cli.run(main))
+"""
+
+
+def test_sigterm_where_no_step_ends_stops_the_run_after_the_grace():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANG_AFTER_SIGTERM],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    line = "SIGTERM: no training step ended within 1 s, so nothing was saved; run again"
+    assert_one_line((proc.returncode, output), 143, line)
+
+
+def test_sigterm_answered_at_a_step_boundary_is_not_cut_short(monkeypatch):
+    from unet_jax.train import loop
+
+    monkeypatch.setattr(loop, "PREEMPTION_GRACE_S", 1)
+    alarm_handler = signal.getsignal(signal.SIGALRM)
+    with loop.PreemptionGuard() as guard:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)  # the handler runs
+        assert guard.should_stop(1, collective=False)
+        time.sleep(1.5)  # the save after it may outlast the grace
+    assert signal.getsignal(signal.SIGALRM) == alarm_handler

@@ -29,6 +29,7 @@ from unet_jax.errors import (
     EXIT_PREEMPTED,
     EXIT_UNEXPECTED,
     VERBOSE_ENV_VAR,
+    PreemptedError,
     UserError,
 )
 
@@ -75,14 +76,17 @@ def exit_code(error: BaseException) -> int:
 
     Returns:
       3 for a non-finite loss, 4 for a checkpoint that cannot be read, written or used, 2
-      for bad input (a `UserError`, or a path that cannot be opened), 130 for Ctrl-C, 1 for
-      anything else (a bug: its traceback is printed).
+      for bad input (a `UserError`, or a path that cannot be opened), 130 for Ctrl-C, 143
+      for a SIGTERM that could not wait for a save, 1 for anything else (a bug: its
+      traceback is printed).
     """
     # Imported here: orbax is heavy, and --help must stay fast.
     from unet_jax.run.checkpointing import CheckpointError, IncompatibleCheckpointError
 
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
+    if isinstance(error, PreemptedError):
+        return EXIT_PREEMPTED
     if isinstance(error, FloatingPointError):
         return EXIT_NON_FINITE
     if isinstance(error, CheckpointError | IncompatibleCheckpointError):

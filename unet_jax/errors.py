@@ -29,6 +29,10 @@ class UserError(Exception):
     """Bad input: the message names the offending file, field or value (exit code 2)."""
 
 
+class PreemptedError(Exception):
+    """SIGTERM stopped the run where it could not save (exit code 143, as a saved stop)."""
+
+
 class InferenceError(UserError):
     """A workdir, checkpoint, split or input that cannot be used; the message says which."""
 

@@ -70,6 +70,30 @@ class RandomAccessSource(Protocol):
     def __getitem__(self, index: int) -> Mapping[str, Any]: ...
 
 
+# The smallest share of a mixture's stream a source may have. Counting a source's examples
+# up to a position scans about 1 / (its share) positions (``examples_before``): 1e-3 keeps
+# that under a tenth of a second; a smaller share hung the first step for hours.
+MIN_MIXTURE_SHARE = 1e-3
+
+
+def smallest_share_problem(weights: Sequence[float]) -> str | None:
+    """What is wrong with a mixture's weights for the sampler, or None.
+
+    Args:
+      weights: one weight per source, each finite and > 0.
+
+    Returns:
+      e.g. ``"a share of 1e-09 is below the smallest the sampler serves, 0.001"``.
+    """
+    share = min(weights) / sum(weights)
+    if share < MIN_MIXTURE_SHARE:
+        return (
+            f"a share of {share:.3g} is below the smallest the sampler serves, "
+            f"{MIN_MIXTURE_SHARE:g} (weights {', '.join(f'{w:g}' for w in weights)})"
+        )
+    return None
+
+
 class MixtureSource:
     """Several training sources drawn into one stream with weights; the first is the target.
 
@@ -106,6 +130,8 @@ class MixtureSource:
         bad = [w for w in self.weights if not (math.isfinite(w) and w > 0)]
         if bad:
             raise ValueError(f"Mixture weights must be finite and > 0, got {self.weights}.")
+        if problem := smallest_share_problem(self.weights):
+            raise ValueError(f"Mixture weights: {problem}.")
         empty = [n for n, s in zip(self.names, self.sources, strict=True) if len(s) == 0]
         if empty:
             raise ValueError(f"The training source {empty[0]!r} of the mixture has no examples.")

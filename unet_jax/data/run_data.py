@@ -22,7 +22,7 @@ from unet_jax.data.augment import check_for_images
 from unet_jax.data.augment_defaults import RGB_SATURATION
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import is_rgb8
-from unet_jax.data.pipeline import MixtureSource
+from unet_jax.data.pipeline import MixtureSource, smallest_share_problem
 from unet_jax.errors import ConfigError, UserError
 
 
@@ -141,6 +141,8 @@ def parse_mixture(value: Any) -> tuple[tuple[str, float], ...] | None:
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise ConfigError(f"config.mixture names a data set twice: {names}")
+    if problem := smallest_share_problem([w for _, w in pairs]):
+        raise ConfigError(f"config.mixture: {problem}")
     return tuple(pairs)
 
 

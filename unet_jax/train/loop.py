@@ -27,6 +27,7 @@ from unet_jax.data.run_data import (
     check_resumed_classes,
     open_training_data,
 )
+from unet_jax.errors import PreemptedError
 from unet_jax.evaluation.evaluator import Evaluator, Geometry, device_predictor, flat_scalars
 from unet_jax.model import encoder_weights
 from unet_jax.model.factory import create_model
@@ -48,11 +49,18 @@ from unet_jax.train.init_state import create_train_state
 from unet_jax.train.intervals import Intervals
 from unet_jax.train.schedule import RunSchedule, create_schedule
 
+# A SIGTERM is answered at the next step boundary (save, exit 143); a phase that reaches
+# none within this many seconds (a long validation, a compilation, a stalled input) is
+# stopped without saving, still within a cluster's usual 30 s before SIGKILL.
+PREEMPTION_GRACE_S = 20
+
 
 class PreemptionGuard:
     """Decides when to save and stop because of SIGTERM (preemption).
 
-    One process: a SIGTERM handler sets a flag that the loop polls at every step. Several
+    One process: a SIGTERM handler sets a flag that the loop polls at every step, and arms
+    an alarm: no step boundary within ``PREEMPTION_GRACE_S`` raises `PreemptedError`
+    (exit 143, nothing saved) wherever the loop is. Several
     processes: JAX's preemption service (started by ``jax.distributed.initialize``) catches
     SIGTERM on any host and ``multihost_utils.reached_preemption_sync_point`` returns True
     on every host at the same step, so all save that step together however short the grace
@@ -62,6 +70,7 @@ class PreemptionGuard:
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._previous_alarm = None
         self._sync_point = jax.process_count() > 1
 
     def __enter__(self) -> "PreemptionGuard":
@@ -76,8 +85,25 @@ class PreemptionGuard:
     def _handle(self, signum, frame) -> None:
         del signum, frame
         self.requested = True
+        if jax.process_count() == 1 and self._previous_alarm is None:
+            self._previous_alarm = signal.signal(signal.SIGALRM, self._too_late)
+            signal.alarm(PREEMPTION_GRACE_S)
+
+    def _too_late(self, signum, frame) -> None:
+        del signum, frame
+        raise PreemptedError(
+            f"SIGTERM: no training step ended within {PREEMPTION_GRACE_S} s, so nothing was "
+            "saved; run again to resume from the last checkpoint"
+        )
+
+    def _disarm(self) -> None:
+        if self._previous_alarm is not None:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, self._previous_alarm)
+            self._previous_alarm = None
 
     def __exit__(self, *exc) -> None:
+        self._disarm()
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
@@ -89,6 +115,8 @@ class PreemptionGuard:
           collective: a logging step, where all processes may exchange flags (fallback).
         """
         if jax.process_count() == 1:
+            if self.requested:
+                self._disarm()  # the loop answers: the save may take its time
             return self.requested
         if self._sync_point:
             try:
