@@ -13,6 +13,7 @@ from unet_jax.deploy import options as option_flags
 from unet_jax.deploy.options import (
     ExportOptions,
     ModelSource,
+    OptionError,
     PredictOptions,
     SegmenterOptions,
 )
@@ -109,18 +110,22 @@ def test_eval_options_do_not_restate_the_model_defaults():
 
 def test_recipe_flags_left_out_stay_unset_for_the_run_to_fill():
     assert _argparse(PredictOptions, []).segment.tta_flip is None
-    argv = ["--tta_flip=false", "--tta_scales=1,0.5", "--adapt_bn=set", "--adapt_momentum=0.5"]
+    argv = ["--tta_flip=false", "--tta_scales=1,0.5", "--adapt_bn=stream", "--adapt_momentum=0.5"]
     argv += ["--scale=native"]
     options = _argparse(PredictOptions, argv)
     assert options.scale == "native"
     assert options.segment == SegmenterOptions(
-        tta_flip=False, tta_scales=(1.0, 0.5), adapt_bn="set", adapt_momentum=0.5
+        tta_flip=False, tta_scales=(1.0, 0.5), adapt_bn="stream", adapt_momentum=0.5
     )
     filled = SegmenterOptions().for_config({"inference": {"tta_flip": True}})
     assert filled.tta_flip is True and filled.adapt_bn == "off"
     assert filled.tta_scales == (1.0,) and filled.batch_size == SegmenterOptions.FALLBACK_BATCH_SIZE
-    kept = options.segment.for_config({"inference": {"tta_flip": True, "adapt_bn": "stream"}})
-    assert kept.tta_flip is False and kept.adapt_bn == "set"  # given options win
+    kept = options.segment.for_config({"inference": {"tta_flip": True, "adapt_bn": "set"}})
+    assert kept.tta_flip is False and kept.adapt_bn == "stream"  # given options win
+    # A momentum is for a running average: with no stream adaptation it is a mistake.
+    lone = SegmenterOptions(adapt_momentum=0.5)
+    with pytest.raises(OptionError, match="adapt_momentum=0.5 applies with adapt_bn=stream only"):
+        lone.for_config({"inference": {"adapt_bn": "set"}})
 
 
 @pytest.mark.parametrize(

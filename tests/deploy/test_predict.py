@@ -248,3 +248,23 @@ def test_cli_bad_workdir_and_checkpoint(tiny, tmp_path, capsys):
     )
     assert result.returncode == 2
     assert "has no config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_non_images_leave_no_empty_folders_and_a_lone_momentum_is_refused(
+    tiny, tmp_path, capsys
+):
+    (tmp_path / "notes.txt").write_text("not an image")
+    out = tmp_path / "o"
+    args = ["--workdir", str(tiny.workdir), "--out", str(out), "--progress=false"]
+    assert predict.main([str(tmp_path / "notes.txt"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.json"]  # no empty folders
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    lone = [str(tmp_path / "x.png"), "--workdir", str(tiny.workdir), "--adapt_momentum=0.5"]
+    assert predict.main([*lone, "--out", str(tmp_path / "o2"), "--progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: adapt_momentum=0.5 applies with adapt_bn=stream only (adapt_bn is 'off')"
+    )
+    assert not (tmp_path / "o2").exists()

@@ -141,7 +141,8 @@ def _help(field: dataclasses.Field) -> str:
     if isinstance(default, tuple):
         default = ",".join(str(v) for v in default)
     if _kind(field) == "bool":
-        return field.metadata["help"] + (f" (--{field.name}=false to turn off)" if default else "")
+        off = f" (--{field.name}=false to turn off)" if default is not False else ""
+        return field.metadata["help"] + off
     shown = "" if default is None else f" (default: {default})"
     return field.metadata["help"] + shown
 

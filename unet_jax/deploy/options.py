@@ -291,9 +291,15 @@ class SegmenterOptions:
         if self.batch_size is None:
             changes["batch_size"] = int(config.get("eval_batch_size", self.FALLBACK_BATCH_SIZE))
         try:
-            return dataclasses.replace(self, **changes).resolved()
+            resolved = dataclasses.replace(self, **changes).resolved()
         except OptionError as e:
             raise OptionError(f"config.inference: {e}") from e
+        if resolved.adapt_bn != "stream" and self.adapt_momentum is not None:
+            raise OptionError(
+                f"adapt_momentum={self.adapt_momentum:g} applies with adapt_bn=stream only "
+                f"(adapt_bn is {resolved.adapt_bn!r})"
+            )
+        return resolved
 
     def resolved(self) -> SegmenterOptions:
         """These options with their None recipe fields set to :attr:`FALLBACKS`."""

@@ -222,9 +222,7 @@ def predict_files(
     native = scale == "native"
     band = None if native else option_flags.recipe_of(config).get("band")
     out = pathlib.Path(out)
-    folders = ["labels", "overlays"] + (["probabilities"] if probabilities else [])
-    for folder in folders:
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # its folders come with their first file
     records: list[dict[str, Any]] = []
     errors: list[str] = []
     read = functools.partial(read_model_input, config=config)
