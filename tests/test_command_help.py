@@ -53,6 +53,24 @@ def test_help_lists_every_flag_of_today_and_exits_0(command, asked):
     )
 
 
+@pytest.mark.parametrize("asked", ["--help", "-h"])
+def test_train_help_exits_0_with_its_flags_and_the_config_fields(asked):
+    done = subprocess.run(
+        [sys.executable, "train.py", asked, "--config", "unet_jax/configs/tiny.py"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for flag in ("--workdir", "--config", "--coordinator_address", "--num_processes"):
+        assert f"  {flag}:" in done.stdout
+    # The fields of the config named (tiny.py), as --config.FIELD=VALUE with its values.
+    assert "\n  --config.image_size=(32, 32)\n" in done.stdout
+    assert "\n  --config.model.features=(4, 8)\n" in done.stdout
+    assert "\n  --config.augment.conditions.fog.p=0.0\n" in done.stdout
+
+
 def test_eval_help_names_the_splits_and_the_default_output():
     text = _run("eval", "--help").stdout
     assert "{train,validation,test}" in text  # from data/splits.py, as argparse shows choices

@@ -229,6 +229,9 @@ def parse_absl_flags(argv: Sequence[str]) -> list[str]:
     Returns:
       The arguments left after the flags.
     """
+    if _asks_for_help(argv):
+        _print_help(argv)
+        sys.exit(EXIT_OK)
     config_files = _config_file_arguments(argv)
     for name, path in config_files:
         if not pathlib.Path(path).is_file():
@@ -243,6 +246,48 @@ def parse_absl_flags(argv: Sequence[str]) -> list[str]:
         if isinstance(e, _CONFIG_OVERRIDE_ERRORS) and _raised_by(e, "ml_collections"):
             _bad_input(config_override_message(e, argv))
         raise
+
+
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "-?")
+
+
+def _asks_for_help(argv: Sequence[str]) -> bool:
+    args = list(argv[1:])
+    args = args[: args.index("--")] if "--" in args else args
+    return any(arg in HELP_FLAGS for arg in args)
+
+
+def _print_help(argv: Sequence[str]) -> None:
+    """The command's docstring, its flags, and every field of the config it would load.
+
+    absl prints its help and exits with 1 and knows no ``-h``; this exits with 0, and lists
+    the config fields (``--config.FIELD=VALUE``) with their defaults, from the config file
+    on the command line (the command's default one otherwise).
+    """
+    rest = [arg for arg in argv if arg not in HELP_FLAGS]
+    try:
+        flags.FLAGS(rest)
+    except Exception:  # noqa: BLE001 - help is still printed; the run reports the error
+        flags.FLAGS.mark_as_parsed()
+    main = sys.modules["__main__"]
+    print((main.__doc__ or "").strip() + "\n")
+    print(flags.FLAGS.main_module_help())
+    for name in flags.FLAGS:
+        value = flags.FLAGS[name].value
+        if isinstance(flags.FLAGS[name].parser, config_flags.ConfigFileFlagParser) and value:
+            print(f"\nConfig fields (--{name}.FIELD=VALUE; docs/CONFIG.md), this config's values:")
+            for field, default in _flat_fields(value.to_dict()):
+                print(f"  --{name}.{field}={default!r}")
+
+
+def _flat_fields(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
+    found = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found += _flat_fields(value, f"{prefix}{key}.")
+        else:
+            found.append((f"{prefix}{key}", value))
+    return found
 
 
 def _bad_input(message: str) -> NoReturn:
