@@ -166,14 +166,17 @@ def main(
       prepare_fn: the data set builders, for ``--int8`` calibration (the command passes
         the repository's ``datasets.prepare_dataset``).
     """
-    parser = command_line.command_parser(
+    return command_line.run_command(_parser(), argv, lambda args: _export_command(args, prepare_fn))
+
+
+def _parser() -> argparse.ArgumentParser:
+    return command_line.command_parser(
         ExportOptions,
         prog="python -m unet_jax.export",
         description="Serialise a trained model with jax.export or as ONNX (docs/EVALUATION.md, "
         "docs/ONNX.md).",
         out_help="Output file, e.g. model.jaxexport or model.onnx.",
     )
-    return command_line.run_command(parser, argv, lambda args: _export_command(args, prepare_fn))
 
 
 def _export_command(args: argparse.Namespace, prepare_fn: data_sources.PrepareFn | None) -> int:
