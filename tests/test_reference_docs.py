@@ -112,3 +112,10 @@ def test_the_fields_other_configs_add_are_theirs(name):
         if f"`{name}.py`" in row:
             for field in re.findall(r"`([a-z_]+)`", row.split("|")[1]):
                 assert field in config, f"{field} is not set by {name}.py"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Tests\n", 1)[1].split("\n## ", 1)[0]
+    (command,) = re.findall(r"```bash\n(.+?)\n```", section)
+    assert command in (REPO_ROOT / ".ci" / "run").read_text()
