@@ -166,3 +166,11 @@ def test_sigterm_answered_at_a_step_boundary_is_not_cut_short(monkeypatch):
         assert guard.should_stop(1, collective=False)
         time.sleep(1.5)  # the save after it may outlast the grace
     assert signal.getsignal(signal.SIGALRM) == alarm_handler
+
+
+# Defect 7: a config file's misspelt field printed ml_collections' escaped KeyError.
+def test_a_misspelt_field_in_a_config_file_is_one_plain_line(tmp_path):
+    config = _config_file(tmp_path, "config.modle.features = (8, 16)")
+    line = f"--config {config}: line 7: no field 'modle'; Did you mean \"model\" instead of"
+    assert_one_line(run("train.py", "--config", config, f"--workdir={tmp_path / 'r'}"), 2, line)
+    assert not (tmp_path / "r").exists()

@@ -200,6 +200,19 @@ def config_override_message(error: BaseException, argv: Sequence[str]) -> str:
     Returns:
       ``error: --config.model.featurs=(8,16): no field 'featurs'; Did you mean ...?``
     """
+    field, detail = _missing_field(error)
+    overrides = [a for a in argv if a.startswith("--config.")]
+    named = [a for a in overrides if field and field in a.partition("=")[0].split(".")]
+    where = (named or overrides or ["--config"])[0]
+    return f"error: {where}: {detail}"
+
+
+def _missing_field(error: BaseException) -> tuple[str, str]:
+    """``(field, detail)`` of what ml_collections raised, its KeyError repr unquoted.
+
+    Returns:
+      e.g. ``("featurs", 'no field \'featurs\'; Did you mean "features" ...?')``.
+    """
     text = str(error)
     try:  # AttributeError(KeyError(...)) carries the KeyError's repr: unquote it
         unquoted = ast.literal_eval(text)
@@ -211,10 +224,7 @@ def config_override_message(error: BaseException, argv: Sequence[str]) -> str:
     detail = "; ".join(lines)
     if isinstance(error, AttributeError | KeyError) and field:
         detail = "; ".join([f"no field {field!r}", *lines[1:]])
-    overrides = [a for a in argv if a.startswith("--config.")]
-    named = [a for a in overrides if field and field in a.partition("=")[0].split(".")]
-    where = (named or overrides or ["--config"])[0]
-    return f"error: {where}: {detail}"
+    return field, detail
 
 
 def parse_absl_flags(argv: Sequence[str]) -> list[str]:
@@ -338,6 +348,8 @@ def config_file_message(
         text = str(error).strip()
         if isinstance(error, SyntaxError) and is_config(error.filename):
             detail = f"line {error.lineno}: SyntaxError: {error.msg}"
+        elif frames and _raised_by(error, "ml_collections"):
+            detail = f"line {frames[-1].lineno}: {_missing_field(error)[1]}"  # a field's typo
         elif frames:
             detail = f"line {frames[-1].lineno}: {type(error).__name__}: {text}"
         elif "Error whilst parsing config file" in text and str(resolved) in text:
