@@ -174,3 +174,13 @@ def test_a_misspelt_field_in_a_config_file_is_one_plain_line(tmp_path):
     line = f"--config {config}: line 7: no field 'modle'; Did you mean \"model\" instead of"
     assert_one_line(run("train.py", "--config", config, f"--workdir={tmp_path / 'r'}"), 2, line)
     assert not (tmp_path / "r").exists()
+
+
+# Defect 7: python -m datasets.folder on images without masks.
+def test_folder_command_without_masks_is_one_line_in_its_own_flags(tmp_path):
+    (tmp_path / "scenes" / "images").mkdir(parents=True)
+    (tmp_path / "scenes" / "images" / "a.png").write_bytes(b"")  # never read
+    result = run("-m", "datasets.folder", str(tmp_path / "scenes"))
+    line = f"{tmp_path / 'scenes'}: images/ but no masks folder beside it (one of masks/"
+    assert_one_line(result, 2, line)
+    assert "--masks=NAME" in result[1] and "--config." not in result[1]

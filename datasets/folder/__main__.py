@@ -8,10 +8,26 @@ Run from the repository root (``datasets`` is not installed).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from datasets.common.errors import DataError
 from datasets.folder import FileNames, open_builder
+
+# The builder's messages name train.py's config fields; this command's flags are these.
+OWN_FLAGS = {
+    "--config.folder_images": "--images",
+    "--config.folder_masks": "--masks",
+    "--config.folder_mask_suffix": "--mask_suffix",
+    "--config.folder_group": "--group",
+    "--config.folder": "the folder argument",
+}
+
+
+def _in_own_flags(message: str) -> str:
+    for field, flag in OWN_FLAGS.items():  # longest names first: folder_* before folder
+        message = message.replace(field, flag)
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         "three; grey and 16-bit images get a percentile stretch)",
     )
     args = parser.parse_args(argv)
+    # TFDS's "Using custom data configuration" warnings are about its internals.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         builder = open_builder(
             args.folder,
@@ -52,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
         )
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_in_own_flags(str(e))}", file=sys.stderr)
         return 2
     if args.preview:
         from datasets.folder.preview import write_preview

@@ -168,6 +168,12 @@ def find_files(base: pathlib.Path, names: FileNames) -> Found:
     suffix = names.mask_suffix
     if suffix is None:
         suffix = _recognise_suffix(images, masks)
+    if masks == images and not suffix and names.masks is None and images != base:
+        raise DataError(
+            f"{base}: {images.name}/ but no masks folder beside it (one of "
+            f"{', '.join(n + '/' for n in MASK_FOLDERS)}), nor masks in it (suffix "
+            f"{', '.join(MASK_SUFFIXES_KNOWN)}); {_options_hint()}"
+        )
     if masks == images and not suffix:
         raise DataError(
             f"{images}: masks beside the images need a suffix that tells them apart (found "
