@@ -319,9 +319,7 @@ def run_evaluation(
         "split": options.split,
         "dataset": config.dataset if sources is None else IN_MEMORY,
         "checkpoint": backend.checkpoint,
-        "options": _options_record(
-            options, segmenter, scale=full_scale if options.full_resolution else None
-        ),
+        "options": _options_record(options, segmenter, scale=full_scale),
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         # Classes of the data that this run ignores: the scores leave their pixels out.
@@ -369,13 +367,14 @@ def run_evaluation(
 IN_MEMORY = "(in-memory sources)"  # the data set named in reports of given sources
 
 
-def _options_record(options: EvalOptions, segmenter: Any, *, scale: str | None) -> dict[str, Any]:
-    """The report's ``options``: the evaluation's, with the segmenter's resolved ones."""
+def _options_record(options: EvalOptions, segmenter: Any, *, scale: str) -> dict[str, Any]:
+    """The report's ``options``: the evaluation's, with the segmenter's resolved ones, and
+    the full-resolution pass's scale (None without one)."""
     return {
         **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
         **dataclasses.asdict(segmenter.options),
         "batch_size": segmenter.batch_size,
-        "scale": scale,
+        "scale": scale if options.full_resolution else None,
     }
 
 
