@@ -314,7 +314,7 @@ def test_unlabeled_void_run_has_five_classes_and_reports_the_void(tmp_path):
     assert "iou/Water" in validation[-1] and "iou/Unlabeled" not in validation[-1]
     evaluated = subprocess.run(
         [sys.executable, "eval.py", f"--workdir={run}", f"--out={tmp_path / 'eval'}"]
-        + ["--split=validation", "--noprogress"],
+        + ["--split=validation", "--progress=false"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
