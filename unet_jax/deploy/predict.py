@@ -244,25 +244,17 @@ def predict_files(
         bands = band and banded.segment_bands(
             segmenter, [x[1] for x in group], band=band, with_probabilities=probabilities
         )
-        for k, (item, image, _) in enumerate(group):
-            h, w = image.shape[:2]
-            label = image_ops.resize_nearest(labels[k], h, w)
-            image_probs = image_ops.resize_nearest(probs[k], h, w) if probabilities else None
-            if bands:
-                label = banded.paste(label, bands[k], part=1)
-                if image_probs is not None:
-                    image_probs = banded.paste(image_probs, bands[k], part=2)
-            written = _write_outputs(
-                out,
-                item,
-                picture=display.to_rgb(image, bands=config.get("display_bands")),
-                label=label,
-                probabilities=image_probs,
-                classes=classes,
-            )
-            record = {"input": str(item.path), "height": h, "width": w, "scale": scale}
-            band_rows = list(bands[k][0]) if bands else None
-            records.append({**record, "tiled": tiled, "band_rows": band_rows, **written})
+        records += _write_group(
+            out,
+            group,
+            labels=labels,
+            probs=probs if probabilities else None,
+            bands=bands,
+            classes=classes,
+            display_bands=config.get("display_bands"),
+            scale=scale,
+            tiled=tiled,
+        )
         bar.update(len(group))
     bar.close()
     result = {
@@ -284,6 +276,57 @@ def predict_files(
     }
     (out / "predictions.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _write_group(
+    out: pathlib.Path,
+    group: Sequence[tuple[InputImage, np.ndarray, np.ndarray]],
+    *,
+    labels: np.ndarray,
+    probs: np.ndarray | None,
+    bands: Sequence[Any] | None,
+    classes: ClassSet,
+    display_bands: Sequence[int] | None,
+    scale: str,
+    tiled: bool,
+) -> list[dict[str, Any]]:
+    """Writes the outputs of one batch at each image's size; returns their records.
+
+    Args:
+      out: the output directory.
+      group: ``(item, image, model_input)`` of each image of the batch.
+      labels: [B, h, w] class ids at the model's size.
+      probs: [B, h, w, C] probabilities at the model's size, or None.
+      bands: each image's band segmentation (``banded.segment_bands``), or None.
+      classes: the run's classes.
+      display_bands: ``config.display_bands`` (how overlays show the images).
+      scale: "resize" or "native", for the records.
+      tiled: whether the batch was tiled, for the records.
+
+    Returns:
+      One ``predictions.json`` record per image.
+    """
+    records = []
+    for k, (item, image, _) in enumerate(group):
+        h, w = image.shape[:2]
+        label = image_ops.resize_nearest(labels[k], h, w)
+        image_probs = None if probs is None else image_ops.resize_nearest(probs[k], h, w)
+        if bands:
+            label = banded.paste(label, bands[k], part=1)
+            if image_probs is not None:
+                image_probs = banded.paste(image_probs, bands[k], part=2)
+        written = _write_outputs(
+            out,
+            item,
+            picture=display.to_rgb(image, bands=display_bands),
+            label=label,
+            probabilities=image_probs,
+            classes=classes,
+        )
+        record = {"input": str(item.path), "height": h, "width": w, "scale": scale}
+        band_rows = list(bands[k][0]) if bands else None
+        records.append({**record, "tiled": tiled, "band_rows": band_rows, **written})
+    return records
 
 
 def _readable(

@@ -328,24 +328,16 @@ def run_evaluation(
     }
     full_samples: list[dict[str, Any]] = []
     if options.full_resolution:
-        full_source, full_dataset = _full_size_source(
+        report["full_resolution"], full_samples, seconds["full_resolution"] = _score_full_size(
+            score,
             config,
             options,
             source=source,
             sources=sources,
             full_sources=full_sources,
             prepare_fn=prepare_fn,
+            scale=full_scale,
         )
-        image_size = tuple(int(v) for v in config.image_size)
-        full_results, full_samples, seconds["full_resolution"] = score(
-            full_source,
-            geometry=Geometry("native"),  # whole examples, padded or tiled
-            input_size=image_size if full_scale == "resize" else None,
-            description="full resolution",
-        )
-        sizes = full_results["sizes"]
-        full_resolution = next(iter(sizes)) if len(sizes) == 1 else "mixed sizes"
-        report["full_resolution"] = _json_results(full_results, full_resolution, full_dataset)
     report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     report["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
@@ -436,6 +428,50 @@ def _full_size_source(
         prepare_fn=prepare_fn,
     )
     return full_source, full_dataset
+
+
+def _score_full_size(
+    score: Callable[..., tuple[dict[str, Any], list[dict[str, Any]], float]],
+    config: ml_collections.ConfigDict,
+    options: EvalOptions,
+    *,
+    source: Any,
+    sources: dict[str, Any] | None,
+    full_sources: dict[str, Any] | None,
+    prepare_fn: data_sources.PrepareFn | None,
+    scale: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
+    """The full-resolution pass: the split's examples at their stored size, whole.
+
+    Args:
+      score: :func:`_score_split` with the run's segmenter, classes and options.
+      config: the run's config.
+      options: the evaluation's options.
+      source: the split's examples (used as they are where no full-size data set exists).
+      sources, full_sources, prepare_fn: as for :func:`run_evaluation`.
+      scale: "resize" (the model sees them at the training size) or "native".
+
+    Returns:
+      ``(results for metrics.json, samples, seconds)``.
+    """
+    full_source, full_dataset = _full_size_source(
+        config,
+        options,
+        source=source,
+        sources=sources,
+        full_sources=full_sources,
+        prepare_fn=prepare_fn,
+    )
+    image_size = tuple(int(v) for v in config.image_size)
+    results, samples, seconds = score(
+        full_source,
+        geometry=Geometry("native"),  # whole examples, padded or tiled
+        input_size=image_size if scale == "resize" else None,
+        description="full resolution",
+    )
+    sizes = results["sizes"]
+    resolution = next(iter(sizes)) if len(sizes) == 1 else "mixed sizes"
+    return _json_results(results, resolution, full_dataset), samples, seconds
 
 
 def _score_split(
