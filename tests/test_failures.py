@@ -344,31 +344,33 @@ def test_eval_reports_whole_images_by_file_name(trained, tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# The layouts users have: each trains 2 steps (slow).
+# The layouts users have: each is recognised and prepared (the folder command, a few
+# seconds); the one named by options also trains 2 steps through train.py (slow).
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
-    ("images", "masks", "suffix", "options", "found"),
+    ("images", "masks", "suffix", "found"),
     [
-        ("images", "labels", "", (), "images in images/, masks in labels/ (same names)"),
-        ("img", "ann", "", (), "images in img/, masks in ann/ (same names)"),
-        (".", ".", "_mask", (), "masks beside the images in ./ (a mask's name adds '_mask')"),
-        (
-            "photos",
-            "truth",
-            "_m",
-            ("--config.folder_images=photos", "--config.folder_masks=truth",
-             "--config.folder_mask_suffix=_m"),
-            "images in photos/, masks in truth/ (a mask's name adds '_m')",
-        ),
+        ("images", "labels", "", "images in images/, masks in labels/ (same names)"),
+        ("img", "ann", "", "images in img/, masks in ann/ (same names)"),
+        (".", ".", "_mask", "masks beside the images in ./ (a mask's name adds '_mask')"),
     ],
-    ids=["labels", "img_ann", "beside_suffix", "options"],
-)  # fmt: skip
-def test_layout_trains(tmp_path, images, masks, suffix, options, found):
+    ids=["labels", "img_ann", "beside_suffix"],
+)
+def test_layout_is_recognised_and_prepared(tmp_path, images, masks, suffix, found):
     folder = tmp_path / "data"
     make_folder(folder, images=images, masks=masks, suffix=suffix)
+    returncode, output = run("-m", "datasets.folder", str(folder), f"--data_dir={tmp_path}")
+    assert returncode == 0, output[-4000:]
+    assert found in output
+    assert "train 6, validation 2, test 2" in output
+
+
+@pytest.mark.slow
+def test_layout_named_by_options_trains(tmp_path):
+    folder = tmp_path / "data"
+    make_folder(folder, images="photos", masks="truth", suffix="_m")
     args = folder_args(
         folder,
         tmp_path / "tfds",
@@ -376,11 +378,13 @@ def test_layout_trains(tmp_path, images, masks, suffix, options, found):
         "--config.model.features=(4,8)",
         "--config.num_train_steps=2",
         "--config.eval_every_steps=2",
-        *options,
+        "--config.folder_images=photos",
+        "--config.folder_masks=truth",
+        "--config.folder_mask_suffix=_m",
     )
     returncode, output = run(*args)
     assert returncode == 0, output[-4000:]
-    assert found in output
+    assert "images in photos/, masks in truth/ (a mask's name adds '_m')" in output
     assert "train 6, validation 2, test 2" in output
 
 
