@@ -15,14 +15,16 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 # What each part of unet_jax may import (besides itself and the leaf modules below).
-# The exceptions with an exit code, and dotted config fields: import nothing of this project.
-LEAVES = {"errors", "config_fields"}
+# The exceptions with an exit code, and dotted config fields: import nothing of this project;
+# the parser of paths and cloud storage URLs imports only errors.
+LEAVES = {"errors", "config_fields", "storage"}
 # The exit-code table of the commands, and which launcher started a process (both import
 # only errors).
 BASE = LEAVES | {"cli", "launch"}
 ALLOWED = {
     "errors": set(),
     "config_fields": set(),
+    "storage": {"errors"},
     "launch": LEAVES,
     "cli": LEAVES | {"run"},  # maps the checkpoint errors to exit code 4
     # The config files take their defaults from their owners in data (light modules only:

@@ -20,6 +20,7 @@ from typing import NoReturn
 from absl import flags
 from ml_collections.config_flags import config_flags
 
+from unet_jax import storage
 from unet_jax.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECKPOINT,
@@ -91,6 +92,8 @@ def exit_code(error: BaseException) -> int:
         return EXIT_NON_FINITE
     if isinstance(error, CheckpointError | IncompatibleCheckpointError):
         return EXIT_CHECKPOINT
+    if storage.unreachable(error):  # what was saved before is intact: run again
+        return EXIT_CHECKPOINT
     if isinstance(error, (UserError, *_PATH_ERRORS)):
         return EXIT_BAD_INPUT
     return EXIT_UNEXPECTED
@@ -110,6 +113,11 @@ def error_message(error: BaseException) -> str:
         return "interrupted"
     own = type(error).__module__.split(".")[0] in ("unet_jax", "datasets")
     text = str(error) or type(error).__name__
+    if storage.unreachable(error):
+        return (
+            f"error: cloud storage could not be reached ({text}); the checkpoints saved before "
+            "are intact: run the same command again when it is back to resume"
+        )
     if own or isinstance(error, FloatingPointError):
         return f"error: {text}"
     return f"error: {type(error).__name__}: {text}"
@@ -153,6 +161,9 @@ def quiet_background_noise() -> None:
     # The libraries' warnings (TFDS's "Using custom data configuration", orbax's missing
     # metadata of older checkpoints, ...) are about their internals, not the run's input.
     logging.getLogger("absl").addFilter(lambda record: record.levelno >= logging.ERROR)
+    # gcsfs logs each retry of an unreachable bucket with its traceback; the command ends
+    # with one line saying so instead (unet_jax.storage.unreachable).
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     default_hook = sys.unraisablehook
 
     def unraisable(info) -> None:

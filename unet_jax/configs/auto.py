@@ -18,10 +18,10 @@ Reproduce a plan without planning again (the config alone):
 """
 
 import json
-import pathlib
 
 import ml_collections
 
+from unet_jax import storage
 from unet_jax.config_fields import flatten, tupleize
 from unet_jax.configs import folder
 
@@ -35,7 +35,7 @@ def get_config(plan_file: str | None = None) -> ml_collections.ConfigDict:
     config.eval_every_steps = -1  # the budget decides: a few validations over the run
     config.checkpoint_every_steps = -1
     if plan_file:
-        planned = json.loads(pathlib.Path(plan_file).read_text())["config"]
+        planned = json.loads(storage.path(plan_file, what="plan file").read_text())["config"]
         config.update_from_flattened_dict(
             {k: tupleize(v) for k, v in flatten(planned).items() if k in flatten(config)}
         )

@@ -24,6 +24,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from unet_jax import storage
 from unet_jax.errors import UserError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -190,7 +191,7 @@ def read_image(path: str | pathlib.Path, *, exif_transpose: bool = True) -> np.n
     Raises:
       ImageFileError: the file cannot be read or is not an acceptable image.
     """
-    path = pathlib.Path(path)
+    path = storage.path(path)
     try:
         data = path.read_bytes()
     except OSError as e:

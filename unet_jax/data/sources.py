@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from unet_jax.data import cloud_data
 from unet_jax.data.class_stats import ClassStats, label_counts
 from unet_jax.data.classes import ClassSet, ClassSetError, apply_void
 from unet_jax.data.splits import SPLITS
@@ -116,11 +117,13 @@ def open_dataset(
       FileNotFoundError: the data set is not prepared and cannot be (see the message).
       ValueError: a split that the data set does not have.
     """
-    if jax.process_index() == 0:
+    # Data in a bucket is copied to each process' own cache, where each one prepares it.
+    config, per_process = cloud_data.localize(config)
+    if jax.process_index() == 0 or per_process:
         builder = prepare_fn(config, prepare=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("unet_jax:data_prepared")
-    if jax.process_index() != 0:
+    if jax.process_index() != 0 and not per_process:
         builder = prepare_fn(config, prepare=False)
     if not builder.is_prepared():
         raise NotPreparedError(f"{builder.info.full_name} is not prepared in {builder.data_dir}")

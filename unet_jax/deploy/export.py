@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from unet_jax import launch
+from unet_jax import launch, storage
 from unet_jax.data import sources as data_sources
 from unet_jax.deploy import command_line
 from unet_jax.deploy.options import ExportOptions, OptionError
@@ -148,7 +148,7 @@ def export_run(
         input_dtype=run.config.model.get("input_dtype") or "uint8",
     )
     blob = serialize(exported)
-    out = pathlib.Path(out)
+    out = storage.path(out, what="--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(blob)
     side = out.with_name(out.name + ".json")
@@ -204,6 +204,6 @@ def _export_command(args: argparse.Namespace, prepare_fn: data_sources.PrepareFn
         artifact, side = export_run(
             args.workdir, args.out, checkpoint=options.checkpoint, platforms=options.platforms
         )
-    size = artifact.stat().st_size
+    size = storage.file_size(artifact)
     print(f"Exported {args.workdir} to {artifact} ({size / 1e6:.1f} MB) and {side}")
     return 0

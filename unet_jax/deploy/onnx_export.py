@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from unet_jax import storage
 from unet_jax.deploy import onnx_resnet
 from unet_jax.deploy.onnx_graph import (
     UPCONV_OPS,
@@ -213,7 +214,7 @@ def export_onnx_run(
     proto = build_model(
         run.model, run.variables, input_dtype=run.config.model.get("input_dtype") or "uint8"
     )
-    out = pathlib.Path(out)
+    out = storage.path(out, what="--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(proto.SerializeToString())
     side = out.with_name(out.name + ".json")

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unet_jax import storage
 from unet_jax.data.classes import ClassSet, ClassSetError
 from unet_jax.deploy.options import ModelSource, OptionError
 from unet_jax.deploy.segmenter import Segmenter
@@ -260,7 +261,7 @@ def load_onnx_model(path: str | pathlib.Path, *, threads: int = DEFAULT_THREADS)
         not installed.
       OptionError: ``threads`` < 1.
     """
-    path = pathlib.Path(path)
+    path = storage.path(path, what="ONNX model")
     options = session_options(threads=threads)
     if not path.exists():
         raise OnnxModelError(f"ONNX model {path} does not exist")
@@ -268,7 +269,9 @@ def load_onnx_model(path: str | pathlib.Path, *, threads: int = DEFAULT_THREADS)
         raise OnnxModelError(f"ONNX model {path} is not a file")
     ort = require_onnxruntime()
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # ONNX Runtime opens local files only: a model in a bucket is handed in as bytes.
+        model = path.read_bytes() if storage.is_url(path) else str(path)
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OnnxModelError(f"{path} is not a loadable ONNX model ({first_line})") from e

@@ -26,6 +26,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from unet_jax import storage
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data import sources as data_sources
 from unet_jax.deploy.onnx_export import (
@@ -304,9 +305,15 @@ def export_int8_run(
         upconv=UPCONV,
         input_dtype=run.config.model.get("input_dtype") or "uint8",
     )
-    out = pathlib.Path(out)
+    out = storage.path(out, what="--out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    count = quantize_model(proto, out, calibration_images(source, run.config, count=calibration))
+    images = calibration_images(source, run.config, count=calibration)
+    with tempfile.TemporaryDirectory() as tmp:
+        # ONNX Runtime writes local files only: a bucket's model is copied there after.
+        written = pathlib.Path(tmp) / out.name if storage.is_url(out) else out
+        count = quantize_model(proto, written, images)
+        if written is not out:
+            storage.upload(written, out)
     side = onnx_sidecar(run, proto)
     side["onnx"]["weights_dtype"] = "int8"
     side["onnx"]["up_convolution"] = "1x1 Conv + DepthToSpace"

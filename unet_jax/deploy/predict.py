@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unet_jax import launch
+from unet_jax import launch, storage
 from unet_jax.data import display, image_files, image_ops
 from unet_jax.data.classes import ClassSet
 from unet_jax.data.image_files import ImageFileError as ImageError
@@ -86,6 +86,32 @@ def _is_image(path: pathlib.Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _files_below(folder: storage.AnyPath) -> list[storage.AnyPath]:
+    """Every file below ``folder`` (epath has no recursive glob on Cloud Storage)."""
+    if not storage.is_url(folder):
+        return list(folder.rglob("*"))
+    return [f for p in folder.iterdir() for f in (_files_below(p) if p.is_dir() else [p])]
+
+
+def _bucket_matches(pattern: str) -> list[InputImage]:
+    """The images a pattern in a bucket matches (``gs://b/images/*.png``; no ``**``)."""
+    if "**" in pattern:
+        raise InputError(f"pattern {pattern!r}: ** is not supported in a bucket; pass the folder")
+    first_glob = min(pattern.index(c) for c in _GLOB_CHARS if c in pattern)
+    base = pattern[: pattern.rindex("/", 0, first_glob)]
+    matches = storage.path(base, what="input").glob(pattern[len(base) + 1 :])
+    images = sorted(p for p in matches if _is_image(p))
+    if not images:
+        raise InputError(f"pattern {pattern!r} matches no image file")
+    return [InputImage(p, pathlib.PurePath(p.stem)) for p in images]
+
+
+def _save_png(array: np.ndarray, path: storage.AnyPath) -> None:
+    """Writes a PNG through a file object, so that a bucket path is written in the bucket."""
+    with path.open("wb") as f:
+        Image.fromarray(array).save(f, format="PNG", compress_level=1)
+
+
 def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
     """Expands files, glob patterns and folders into a sorted list of images.
 
@@ -104,9 +130,11 @@ def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
     found: list[InputImage] = []
     for item in inputs:
         text = str(item)
-        path = pathlib.Path(text)
-        if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if _is_image(p))
+        path = storage.path(text, what="input")
+        if storage.is_url(path) and any(c in text for c in _GLOB_CHARS):
+            found += _bucket_matches(text)
+        elif path.is_dir():
+            images = sorted(p for p in _files_below(path) if _is_image(p))
             if not images:
                 raise InputError(f"folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
             found += [InputImage(p, p.relative_to(path).with_suffix("")) for p in images]
@@ -123,7 +151,7 @@ def expand_inputs(inputs: Sequence[str | pathlib.Path]) -> list[InputImage]:
     unique: dict[pathlib.Path, InputImage] = {}
     names: dict[pathlib.PurePath, pathlib.Path] = {}
     for image in found:
-        key = image.path.resolve()
+        key = image.path if storage.is_url(image.path) else image.path.resolve()
         if key in unique:
             continue
         if image.name in names:
@@ -221,7 +249,7 @@ def predict_files(
     scale = option_flags.scale_for(options.scale, config)
     native = scale == "native"
     band = None if native else option_flags.recipe_of(config).get("band")
-    out = pathlib.Path(out)
+    out = storage.path(out, what="--out")
     out.mkdir(parents=True, exist_ok=True)  # its folders come with their first file
     records: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -401,10 +429,11 @@ def _write_outputs(
         paths["probabilities"] = out / "probabilities" / f"{item.name}.npy"
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(classes.label_image(label)).save(paths["label"], compress_level=1)
-    Image.fromarray(overlay(picture, label, classes)).save(paths["overlay"], compress_level=1)
+    _save_png(classes.label_image(label), paths["label"])
+    _save_png(overlay(picture, label, classes), paths["overlay"])
     if probabilities is not None:
-        np.save(paths["probabilities"], probabilities.astype(np.float16))
+        with paths["probabilities"].open("wb") as f:  # a file object: also in a bucket
+            np.save(f, probabilities.astype(np.float16))
     return {k: str(v) for k, v in paths.items()}
 
 

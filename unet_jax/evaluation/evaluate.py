@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from unet_jax import storage
 from unet_jax.data import display
 from unet_jax.data import sources as data_sources
 from unet_jax.data.augment import check_example
@@ -292,7 +293,7 @@ def run_evaluation(
         raise InferenceError("evaluation runs in one process; start eval.py on one host")
     options = options or EvalOptions()
     start = time.perf_counter()
-    workdir = pathlib.Path(workdir)
+    workdir = Workdir.of(workdir).root
     backend = open_backend(workdir=workdir, source=options, options=options.segment)
     config, segmenter, classes = backend.config, backend.segmenter, backend.classes
     seconds = {"load": time.perf_counter() - start}
@@ -342,7 +343,7 @@ def run_evaluation(
     report["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
 
     default_out = Workdir(workdir).eval_dir(options.split, onnx=options.onnx is not None)
-    out = pathlib.Path(out_dir) if out_dir is not None else default_out
+    out = storage.path(out_dir, what="--out") if out_dir is not None else default_out
     files = write_report(
         out,
         report,

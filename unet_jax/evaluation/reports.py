@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from unet_jax import storage
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.evaluation import challenge
 from unet_jax.evaluation.metrics import format_score
@@ -425,11 +426,11 @@ def plot_training_curves(
 
 def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
     plt = _pyplot()
-    path = pathlib.Path(path)
+    path = storage.path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), path.open("wb") as f:  # a file object: also in a bucket
         warnings.simplefilter("ignore", UserWarning)  # tight_layout's "not compatible" notes
-        fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+        fig.savefig(f, format=path.suffix.lstrip("."), bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return path
 
@@ -592,6 +593,6 @@ def summary_text(report: dict[str, Any], files: Sequence[str | pathlib.Path] = (
             + "".join(f"{format_score(r['per_class'][name]['iou']):>14}" for _, r in columns)
         )
     if files:
-        folder = pathlib.Path(files[0]).parent
-        head.append(f"Written to {folder}/: " + ", ".join(pathlib.Path(f).name for f in files))
+        folder = storage.path(files[0]).parent
+        head.append(f"Written to {folder}/: " + ", ".join(storage.path(f).name for f in files))
     return "\n".join(head)

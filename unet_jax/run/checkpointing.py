@@ -32,7 +32,6 @@ import logging
 import os
 import pathlib
 import re
-import shutil
 import threading
 import warnings
 from collections.abc import Iterator
@@ -44,9 +43,10 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from jax.experimental import multihost_utils
 
+from unet_jax import storage
 from unet_jax.errors import VERBOSE_ENV_VAR
 from unet_jax.run.state import TrainState
-from unet_jax.run.workdir import Workdir
+from unet_jax.run.workdir import Workdir, is_finished_step
 
 ITEMS = ("state", "meta")
 DIGEST_KEY = "state_sha256"
@@ -107,7 +107,7 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str | pathlib.Path, *, keep: int, log=print):
-        layout = Workdir.of(pathlib.Path(workdir).absolute())
+        layout = Workdir.of(_absolute(workdir))
         self._log = log if jax.process_index() == 0 else (lambda *_: None)
         for folder in (layout.checkpoints, layout.best):
             for removed in remove_interrupted_saves(folder):
@@ -225,11 +225,12 @@ class Checkpointer:
                 self._restore_step(self.best, template, step)
             except CheckpointError:
                 continue
-            source = pathlib.Path(self.best.directory) / str(step)
-            target = pathlib.Path(self.latest.directory) / str(step)
+            source = self.best.directory / str(step)
+            target = self.latest.directory / str(step)
+            copy = "gcloud storage cp -r" if storage.is_url(source) else "cp -r"
             return (
                 f"; best/{step} is intact: copy it back to resume from it "
-                f"(cp -r {source} {target}) and run the same command again"
+                f"({copy} {source} {target}) and run the same command again"
             )
         return "; best/ holds no intact checkpoint either: train in a new --workdir"
 
@@ -276,7 +277,7 @@ class Checkpointer:
         first barrier (no process renames before all have looked), process 0 renames, and
         no process goes on before the rename is done (second barrier).
         """
-        source = pathlib.Path(manager.directory) / str(step)
+        source = manager.directory / str(step)
         n = 0
         while (target := source.with_name(f"{step}.damaged-{n}")).exists():
             n += 1
@@ -316,7 +317,7 @@ def read_variables(step_dir: str | pathlib.Path, template: dict[str, Any]) -> di
       IncompatibleCheckpointError: the checkpoint holds a model of another configuration.
       CheckpointError: the checkpoint is damaged (its files or its digest).
     """
-    step_dir = pathlib.Path(step_dir).absolute()  # orbax misreads relative paths
+    step_dir = _absolute(step_dir)
     where = f"checkpoint {step_dir}"
     wanted = _variables_of(template)
     try:
@@ -353,6 +354,12 @@ def read_variables(step_dir: str | pathlib.Path, template: dict[str, Any]) -> di
             f"{where} is damaged (its contents do not match the SHA-256 recorded when it was saved)"
         )
     return {**_variables_of(restored), "step": int(step_dir.name)}
+
+
+def _absolute(path: str | pathlib.Path) -> storage.AnyPath:
+    """A local path made absolute (orbax misreads relative ones), or a URL's path."""
+    path = storage.path(path)
+    return path if storage.is_url(path) else path.absolute()
 
 
 def _barrier(name: str) -> None:
@@ -458,26 +465,39 @@ def background_errors_collected() -> Iterator[list[str]]:
             logger.removeFilter(collect)
 
 
-def remove_interrupted_saves(folder: pathlib.Path) -> list[str]:
+def _is_interrupted_save(path: storage.AnyPath) -> bool:
+    """A folder of a save that never finished (see `remove_interrupted_saves`)."""
+    if INTERRUPTED_SAVE.match(path.name):
+        return path.is_dir()
+    return path.name.isdigit() and path.is_dir() and not is_finished_step(path)
+
+
+def _size(path: storage.AnyPath) -> int:
+    """Bytes of the files below ``path`` (epath has no recursive glob on Cloud Storage)."""
+    return sum(_size(p) if p.is_dir() else storage.file_size(p) for p in path.iterdir())
+
+
+def remove_interrupted_saves(folder: storage.AnyPath) -> list[str]:
     """Removes what saves that never finished left in ``folder`` (process 0; all call it).
 
-    Orbax writes ``<step>.orbax-checkpoint-tmp...`` and renames it to ``<step>`` when it is
-    complete, so such a folder was never finalised: nothing resumes from it.
+    On a local disk orbax writes ``<step>.orbax-checkpoint-tmp...`` and renames it to
+    ``<step>`` when it is complete; on Cloud Storage it writes ``<step>/`` and
+    ``commit_success.txt`` last. Such a folder was never finalised: nothing resumes from it.
 
     Returns:
       ``"best/22.orbax-checkpoint-tmp (21.0 MB)"`` for each folder removed.
     """
     if not folder.is_dir():
         return []
-    stale = sorted(p for p in folder.iterdir() if INTERRUPTED_SAVE.match(p.name) and p.is_dir())
+    stale = sorted(p for p in folder.iterdir() if _is_interrupted_save(p))
     if not stale:
         return []
     _barrier(f"remove interrupted saves in {folder}: before")
     removed = []
     for path in stale:
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        size = _size(path)
         if jax.process_index() == 0:
-            shutil.rmtree(path, ignore_errors=True)
+            storage.rmtree(path)
         removed.append(f"{folder.name}/{path.name} ({size / 1e6:.1f} MB)")
     _barrier(f"remove interrupted saves in {folder}: after")
     return removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from unet_jax import storage
 from unet_jax.data.classes import ClassSet, ClassSetError
 from unet_jax.run.workdir import Workdir
 
@@ -12,9 +13,7 @@ from unet_jax.run.workdir import Workdir
 def write_run_classes(workdir: str | pathlib.Path, class_set: ClassSet) -> pathlib.Path:
     """Writes ``<workdir>/classes.json`` (atomically)."""
     path = Workdir.of(workdir).classes
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(class_set.to_json(), indent=2) + "\n")
-    tmp.replace(path)
+    storage.write_atomically(path, json.dumps(class_set.to_json(), indent=2) + "\n")
     return path
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from unet_jax import storage
 from unet_jax.run.workdir import Workdir
 
 PACKAGES = (
@@ -83,5 +84,10 @@ def write(
     layout.config.write_text(config.to_json_best_effort(indent=2) + "\n")
     info = {**collect(), **(extra or {})}
     layout.run_info.write_text(json.dumps(info, indent=2) + "\n")
-    with layout.run_history.open("a") as f:
-        f.write(json.dumps(info) + "\n")
+    line = json.dumps(info) + "\n"
+    if storage.is_url(layout.root):  # a bucket has no append: the object is replaced whole
+        before = layout.run_history.read_text() if layout.run_history.exists() else ""
+        layout.run_history.write_text(before + line)
+    else:
+        with layout.run_history.open("a") as f:
+            f.write(line)

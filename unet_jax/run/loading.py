@@ -40,7 +40,7 @@ from unet_jax.run.checkpoint_choice import (  # noqa: F401 (re-exported)
     choose_checkpoint,
     parse_checkpoint,
 )
-from unet_jax.run.workdir import Workdir
+from unet_jax.run.workdir import Workdir, finished_steps
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -55,7 +55,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     Raises:
       WorkdirError: the workdir or its config.json is missing or unreadable.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = Workdir.of(workdir).root
     if not workdir.exists():
         raise WorkdirError(f"workdir {workdir} does not exist")
     if not workdir.is_dir():
@@ -73,12 +73,6 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     if not isinstance(raw, dict):
         raise WorkdirError(f"{path} does not hold a configuration (a JSON object)")
     return ml_collections.ConfigDict(tupleize(raw))
-
-
-def _steps(directory: pathlib.Path) -> list[int]:
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 @dataclasses.dataclass
@@ -140,7 +134,7 @@ def load_run(
     # Imported here: orbax is only needed to restore.
     from unet_jax.run import checkpointing
 
-    workdir = pathlib.Path(workdir)
+    workdir = Workdir.of(workdir).root
     spec = parse_checkpoint(checkpoint)
     if config is None:
         config = load_config(workdir)
@@ -150,8 +144,8 @@ def load_run(
     which, step = choose_checkpoint(
         spec,
         workdir=workdir,
-        latest_steps=_steps(layout.checkpoints),
-        best_steps=_steps(layout.best),
+        latest_steps=finished_steps(layout.checkpoints),
+        best_steps=finished_steps(layout.best),
     )
 
     try:

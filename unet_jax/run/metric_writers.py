@@ -1,19 +1,28 @@
-"""Training metrics as JSON lines and TensorBoard events (tensorboardX: no TensorFlow)."""
+"""Training metrics as JSON lines and TensorBoard events (tensorboardX: no TensorFlow).
+
+In a cloud storage workdir (``gs://...``) both are written to a local folder first and
+copied to the bucket at most every `SYNC_EVERY_S` seconds and when the writer closes: a
+bucket has no append, and tensorboardX's own GCS writer is broken.
+"""
 
 import json
 import math
-import os
 import pathlib
+import shutil
 import tempfile
+import time
 import warnings
 from typing import Any
 
 import numpy as np
 
+from unet_jax import storage
 from unet_jax.errors import UserError
 from unet_jax.run.workdir import Workdir
 
 METRICS_FILE = Workdir(pathlib.Path()).metrics.name  # the name, for messages and tests
+# How often a cloud workdir's metrics and events are copied to the bucket (and at close).
+SYNC_EVERY_S = 30.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -43,7 +52,7 @@ def _parse_records(path: pathlib.Path) -> list[dict[str, Any]]:
     Raises:
       MetricsFileError: a line before the last one is not a JSON object.
     """
-    lines = path.read_text(errors="replace").splitlines()
+    lines = path.read_bytes().decode(errors="replace").splitlines()
     numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     records = []
     for position, (number, line) in enumerate(numbered):
@@ -64,24 +73,6 @@ def _parse_records(path: pathlib.Path) -> list[dict[str, Any]]:
     return records
 
 
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    """Replaces ``path`` with ``text`` so that a crash leaves either the old or the new file.
-
-    The text goes to a temporary file in the same directory (same filesystem), is flushed
-    to disk, then renamed over ``path`` with ``os.replace`` (atomic on POSIX).
-    """
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class MetricWriter:
     """Appends ``{"step": s, "split": ..., name: value}`` lines to ``metrics.jsonl``.
 
@@ -98,17 +89,27 @@ class MetricWriter:
 
     def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, resume_step: int = 0):
         self.enabled = enabled
-        self.path = Workdir.of(workdir).metrics
+        layout = Workdir.of(workdir)
+        self.path = layout.metrics
         self._tb = None
+        self._staging = None  # the local folder of a cloud workdir's files
         if not enabled:
             return
+        self._tensorboard = layout.tensorboard
+        self._local = self.path
+        local_tensorboard = self._tensorboard
+        if storage.is_url(layout.root):
+            self._staging = pathlib.Path(tempfile.mkdtemp(prefix="unet_jax_metrics_"))
+            self._local = self._staging / self.path.name
+            local_tensorboard = self._staging / self._tensorboard.name
+            self._synced_at = time.monotonic()
         if self.path.exists():
             kept = [r for r in _parse_records(self.path) if r.get("step", 0) <= resume_step]
-            _write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            storage.write_atomically(self._local, "".join(json.dumps(r) + "\n" for r in kept))
         from tensorboardX import SummaryWriter  # heavy import only for the writing process
 
         self._tb = SummaryWriter(
-            str(Workdir.of(workdir).tensorboard),
+            str(local_tensorboard),
             purge_step=resume_step + 1 if resume_step else None,
         )
 
@@ -118,16 +119,30 @@ class MetricWriter:
             return
         record = {"step": int(step), "split": split}
         record.update({k: _jsonable(v) for k, v in scalars.items()})
-        with self.path.open("a") as f:
+        with self._local.open("a") as f:
             f.write(json.dumps(record) + "\n")
         for name, value in record.items():
             if name not in ("step", "split") and isinstance(value, int | float):
                 self._tb.add_scalar(f"{split}/{name}", value, step)
         self._tb.flush()
+        if self._staging is not None and time.monotonic() - self._synced_at >= SYNC_EVERY_S:
+            self._sync()
+
+    def _sync(self) -> None:
+        """Copies the local metrics and event files of a cloud workdir to the bucket."""
+        if self._local.exists():
+            storage.upload(self._local, self.path)
+        for events in sorted(self._staging.joinpath(self._tensorboard.name).glob("*")):
+            storage.upload(events, self._tensorboard / events.name)
+        self._synced_at = time.monotonic()
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._staging is not None:
+            self._sync()
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:

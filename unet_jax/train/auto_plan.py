@@ -441,9 +441,9 @@ def _decide_widths(
 
 def write_plan(workdir: str | pathlib.Path, record: dict[str, Any]) -> None:
     """Writes ``plan.json`` (``Workdir.plan``), creating the workdir."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    Workdir(workdir).plan.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    layout = Workdir.of(workdir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.plan.write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 def plan_config(

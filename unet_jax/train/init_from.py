@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from unet_jax import storage
 from unet_jax.data.classes import ClassSet, ClassSetError
 from unet_jax.errors import UserError
 from unet_jax.run import loading as run_loading
@@ -67,7 +68,13 @@ def parse_spec(spec: str) -> InitSpec:
         workdir, checkpoint = head, run_loading.parse_checkpoint(tail)
     if not workdir.strip():
         raise InitFromError(f"config.init_from={spec!r}: the run directory is missing")
+    if storage.is_url(workdir):
+        return InitSpec(storage.path(workdir, what="config.init_from"), checkpoint)
     return InitSpec(pathlib.Path(workdir).expanduser(), checkpoint)
+
+
+def _absolute(workdir: storage.AnyPath) -> storage.AnyPath:
+    return workdir if storage.is_url(workdir) else workdir.resolve()
 
 
 def _is_head_class_change(key: tuple[str, ...], fresh: tuple, source: tuple) -> bool:
@@ -204,7 +211,7 @@ def initialise(
                 f"{list(source_classes)}, not {list(classes.names)}"
             )
     info = {
-        "workdir": str(parsed.workdir.resolve()),
+        "workdir": str(_absolute(parsed.workdir)),
         "checkpoint": parsed.checkpoint,
         "step": int(run.step),
         "reinitialized": reinitialized,

@@ -35,7 +35,7 @@ from unet_jax.model.outputs import class_logits
 from unet_jax.run import checkpointing, metric_writers
 from unet_jax.run import info as run_info
 from unet_jax.run.classes_file import write_run_classes
-from unet_jax.run.workdir import create_writable
+from unet_jax.run.workdir import Workdir, create_writable
 from unet_jax.train import (
     class_weights,
     config_checks,
@@ -640,7 +640,7 @@ def train_and_evaluate(
     started_at = time.monotonic() if started_at is None else started_at
     session = set_up(
         config,
-        pathlib.Path(workdir),
+        Workdir.of(workdir).root,  # a local path or a URL (gs://...)
         prepare_fn=prepare_fn,
         sources=sources,
         classes=classes,

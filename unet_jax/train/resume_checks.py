@@ -14,10 +14,11 @@ from typing import Any
 
 import ml_collections
 
+from unet_jax import storage
 from unet_jax.config_fields import get_field
 from unet_jax.data.classes import ClassSet
 from unet_jax.errors import UserError
-from unet_jax.run.workdir import Workdir
+from unet_jax.run.workdir import Workdir, finished_steps
 from unet_jax.train.budget import FIELD as BUDGET_FIELD
 
 # The fields that decide the shapes of what a checkpoint holds (parameters, optimizer);
@@ -44,8 +45,8 @@ def newest_step_dir(workdir: str | pathlib.Path) -> pathlib.Path | None:
     folder = Workdir.of(workdir).checkpoints
     if not folder.is_dir():
         return None
-    steps = [p for p in folder.iterdir() if p.name.isdigit() and p.is_dir()]
-    return max(steps, key=lambda p: int(p.name), default=None)
+    steps = finished_steps(folder)
+    return folder / str(steps[-1]) if steps else None
 
 
 def _previous_config(workdir: pathlib.Path) -> dict[str, Any] | None:
@@ -73,6 +74,8 @@ def _same_folder(before: Any, now: Any) -> bool:
         return True
     if not before or not now:
         return False
+    if storage.is_url(before) or storage.is_url(now):
+        return str(before).rstrip("/") == str(now).rstrip("/")
     return pathlib.Path(before).expanduser().resolve() == pathlib.Path(now).expanduser().resolve()
 
 
@@ -88,7 +91,7 @@ def check_same_data(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     Raises:
       ResumeMismatchError: the workdir has checkpoints of another data set or folder.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = Workdir.of(workdir).root
     if config.get(ALLOW_NEW_DATA) or newest_step_dir(workdir) is None:
         return
     previous = _previous_config(workdir)
@@ -145,7 +148,7 @@ def check_same_model(
     Raises:
       ResumeMismatchError: the message says what differs, in the config's terms.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = Workdir.of(workdir).root
     step_dir = newest_step_dir(workdir)
     if step_dir is None:
         return
