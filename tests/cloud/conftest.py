@@ -21,10 +21,7 @@ from tests.conftest import REPO_ROOT
 # gcsfs reads this when imported: its bucket-type probe needs a control-plane API (gRPC)
 # that the emulator does not have, and would retry it for minutes.
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-pytest.importorskip("gcp_storage_emulator", reason="the test extra's Cloud Storage emulator")
-pytest.importorskip("gcsfs", reason="the gcs extra (pip install 'unet-jax[gcs]')")
-
-from tests.cloud.emulator import BUCKET  # noqa: E402
+from tests.cloud.emulator import BUCKET
 
 
 class Emulator:
@@ -86,6 +83,8 @@ class Emulator:
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
+    pytest.importorskip("gcp_storage_emulator", reason="the test extra's Cloud Storage emulator")
+    pytest.importorskip("gcsfs", reason="the gcs extra (pip install 'unet-jax[gcs]')")
     server = Emulator(tmp_path_factory.mktemp("gcs"))
     saved = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)  # for the clients of this process too

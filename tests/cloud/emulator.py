@@ -8,11 +8,7 @@ that Cloud Storage sends, without which TensorStore (orbax's checkpoint writer) 
 
 import sys
 
-from gcp_storage_emulator import server
-from gcp_storage_emulator.handlers import objects
-
 BUCKET = "bucket"
-_download = objects.download
 
 
 def _download_with_generation(request, response, storage, *args, **kwargs):
@@ -26,7 +22,17 @@ def _download_with_generation(request, response, storage, *args, **kwargs):
     return _download(request, response, storage, *args, **kwargs)
 
 
+def _download(*args, **kwargs):
+    """The emulator's own download handler (replaced in `main`)."""
+    raise RuntimeError("main() sets this")
+
+
 def main(port: int, data_dir: str) -> None:
+    global _download
+    from gcp_storage_emulator import server  # the test extra's package
+    from gcp_storage_emulator.handlers import objects
+
+    _download = objects.download
     objects.download = _download_with_generation  # objects.get(alt=media) calls it too
     for _, methods in server.HANDLERS:
         for method, handler in methods.items():
