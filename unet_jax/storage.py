@@ -26,6 +26,7 @@ CLIENTS = {
     "s3": ("s3fs", "pip install s3fs"),
     "az": ("adlfs", "pip install adlfs"),
 }
+_LOST_SLASH = {f"{scheme}:" for scheme in CLIENTS}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # Where a bucket's data is copied on each host (grain reads local files only).
 CACHE_ENV_VAR = "UNET_JAX_CACHE"
@@ -61,11 +62,13 @@ def path(value: str | os.PathLike, *, what: str = "path") -> AnyPath:
     Raises:
       StorageError: an unknown scheme, or its client package is not installed.
     """
-    if isinstance(value, pathlib.Path):
-        return value
     scheme = scheme_of(value)
     if scheme is None:
-        return pathlib.Path(value)
+        local = value if isinstance(value, pathlib.Path) else pathlib.Path(value)
+        if local.parts and local.parts[0] in _LOST_SLASH:
+            # gs:/b/run: a URL passed through pathlib.Path (or typed so): never a local gs: folder
+            raise StorageError(f"{what} {value}: write the URL as {local.parts[0]}//...")
+        return local
     text = os.fspath(value)
     if scheme not in CLIENTS:
         known = ", ".join(f"{s}://" for s in CLIENTS)

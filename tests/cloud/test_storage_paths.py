@@ -67,3 +67,10 @@ def test_train_with_an_unusable_url_exits_2_in_one_line_and_writes_nothing(
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == (["shadow"] if shadow else [])
+
+
+@pytest.mark.parametrize("value", ["gs:/bucket/run", pathlib.Path("gs://bucket/run")])
+def test_a_url_that_lost_a_slash_is_refused_not_made_a_local_folder(value):
+    # pathlib.Path("gs://b") is "gs:/b": a URL that went through pathlib by mistake.
+    with pytest.raises(storage.StorageError, match=r"write the URL as gs://"):
+        Workdir.of(value)

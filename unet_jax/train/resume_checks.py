@@ -121,7 +121,7 @@ def check_same_budget(config: ml_collections.ConfigDict, workdir: str | pathlib.
     Raises:
       ResumeMismatchError: the workdir's run was planned for another budget.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = Workdir.of(workdir).root
     if newest_step_dir(workdir) is None:
         return
     previous = _previous_config(workdir)
