@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import JAX_CACHE_ENV, REPO_ROOT
 
 MAX_FAILURE_LINES = 10
 
@@ -32,7 +32,7 @@ def run(*argv: str, env=None, prefix=(), preexec_fn=None, cwd=REPO_ROOT):
         stderr=subprocess.STDOUT,
         text=True,
         timeout=900,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        env={**os.environ, **JAX_CACHE_ENV, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
         preexec_fn=preexec_fn,
         check=False,
     )
@@ -184,10 +184,11 @@ class Trained:
         shutil.copytree(self.workdir, target)
         return target
 
-    def resume(self, workdir: pathlib.Path, *extra: str, **kwargs):
-        steps = "--config.num_train_steps=4"
+    def resume(self, workdir: pathlib.Path, *extra: str, steps: int = 4, **kwargs):
+        """Resumes a copy to ``steps`` (the trained run has 3: 3 trains nothing)."""
+        length = f"--config.num_train_steps={steps}"
         return run(
-            *self.args("--config.model.features=(4,8)", steps, *extra, workdir=workdir), **kwargs
+            *self.args("--config.model.features=(4,8)", length, *extra, workdir=workdir), **kwargs
         )
 
 
@@ -218,7 +219,9 @@ def test_a_folder_run_is_quiet_and_takes_one_number_as_a_square(trained):
 def test_truncated_latest_checkpoint_resumes_from_the_previous(trained, tmp_path):
     workdir = trained.copy(tmp_path)
     _truncate(workdir / "checkpoints" / "3")
-    assert_told(trained.resume(workdir), 0, "moved it to 3.damaged-0", "Resuming from step 2")
+    # To step 2, the fallback's own: it is restored, and nothing is left to train.
+    result = trained.resume(workdir, steps=2)
+    assert_told(result, 0, "moved it to 3.damaged-0", "Resuming from step 2")
     assert (workdir / "checkpoints" / "3.damaged-0").is_dir()
 
 
@@ -244,7 +247,8 @@ def test_interrupted_save_is_removed_at_the_next_start(trained, tmp_path):
     stale = workdir / "best" / "5.orbax-checkpoint-tmp"
     shutil.copytree(best, stale)
     (stale / "_CHECKPOINT_METADATA").unlink()  # never finalised
-    assert_told(trained.resume(workdir), 0, "Removed best/5.orbax-checkpoint-tmp")
+    # To step 3, the run's own end: the start removes it, and nothing is left to train.
+    assert_told(trained.resume(workdir, steps=3), 0, "Removed best/5.orbax-checkpoint-tmp")
     assert not stale.exists()
 
 
@@ -268,7 +272,9 @@ def test_full_disk_while_saving_is_one_line(trained, tmp_path):
         pytest.skip("no user namespaces to mount a small filesystem")
     workdir = trained.copy(tmp_path)
     prefix = _with_full_disk(workdir / "checkpoints", room=16_384)
-    result = trained.resume(workdir, prefix=prefix)
+    # To step 5: step 4 is saved (checkpoints every step) before its validation would be
+    # due (every 3 steps and at the end), so the failing save is the first thing after one step.
+    result = trained.resume(workdir, steps=5, prefix=prefix)
     assert_told(result, 4, "could not write checkpoint step 4", "(step 3) is intact")
 
 

@@ -3,6 +3,7 @@
 import json
 import sys
 
+import jax
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -125,7 +126,7 @@ def test_the_widest_net_that_sees_enough_pixels_is_chosen():
     assert len(probed) == 1
 
 
-def _plan(tmp_path, fixed=(), **overrides):
+def _plan(tmp_path, fixed=(), step_s_of=None, elapsed_s=lambda: 0.0, **overrides):
     config = auto.get_config()
     for key, value in overrides.items():
         *parents, name = key.split(".")
@@ -141,7 +142,8 @@ def _plan(tmp_path, fixed=(), **overrides):
         sources=sources,
         num_classes=13,
         machine=CPU,
-        step_s_of=lambda c: 0.01 * c.model.bridge_features / 256,
+        step_s_of=step_s_of or (lambda c: 0.01 * c.model.bridge_features / 256),
+        elapsed_s=elapsed_s,
         log=lambda *_: None,
     )
 
@@ -238,3 +240,115 @@ def test_rare_classes_in_crop_mode_get_class_aware_crops():
     assert auto_plan.plan_sampling(rare, crop=False).fields["augment.foreground_share"] == 0
     decisions = auto_plan.plan_input(rare, CPU)
     assert decisions.fields["input_mode"] == "crop"
+
+
+def test_a_given_width_stays_in_the_table(tmp_path):
+    planned = _plan(tmp_path, fixed=("model.features",), **{"model.features": (8, 16, 32, 64)})
+    rows = {r["field"]: r for r in json.loads((tmp_path / "plan.json").read_text())["decisions"]}
+    assert rows["model.features"]["reason"] == "given"
+    assert tuple(rows["model.features"]["value"]) == (8, 16, 32, 64)
+    # The other half of the pair is the config's, not probed, and says so.
+    assert rows["model.bridge_features"]["value"] == planned.model.bridge_features
+    assert rows["model.bridge_features"]["value"] == auto.get_config().model.bridge_features
+    assert "not probed" in rows["model.bridge_features"]["reason"]
+
+
+def test_the_table_states_the_schedule_the_budget_lays_out(tmp_path, monkeypatch):
+    """The plan's schedule rows against a fake-clock run of the planned config (the loop's
+    own schedule): the warm-up is 100 or a tenth of the steps, a validation every fifth of
+    them, and a re-fit changes the count, which the table does not state as fixed."""
+    from tests.train.test_budget import FakeClock, _simulate
+    from unet_jax.train import budget, intervals, schedule
+
+    monkeypatch.setattr(jax, "block_until_ready", lambda x: x)
+    printed = []
+    config = auto.get_config()
+    planned = auto_plan.plan_config(
+        config,
+        workdir=tmp_path,
+        fixed=(),
+        sources={"train": make_examples(40, size=(48, 64), seed=1)},
+        num_classes=13,
+        machine=CPU,
+        step_s_of=lambda c: 0.01,
+        log=printed.append,
+    )
+    (table,) = printed
+    rows = {r["field"]: r for r in json.loads((tmp_path / "plan.json").read_text())["decisions"]}
+    clock = FakeClock()
+    run = schedule.create_schedule(
+        planned,
+        intervals=intervals.Intervals.from_config(planned, num_examples=40),
+        budget_s=budget.check_budget(planned.time_budget_minutes),
+        meta={},
+        start_step=0,
+        started_at=clock.now,
+        validation_source=make_examples(8, size=(48, 64), seed=2),
+        workdir=None,
+        log=lambda *_: None,
+        clock=clock,
+    )
+    # Slow steps (a short run) after a long compiling first one; validations far quicker than
+    # the budget's estimate, so a re-fit adds steps at the same interval.
+    last, _, changes = _simulate(run, clock, step_s=lambda s: 300.0 if s == 1 else 5.0, eval_s=0.1)
+    first = changes[0][1]
+    assert len(changes) >= 2  # re-fitted
+    # Warm-up: what the row says, 100 or a tenth of the steps if fewer (here fewer).
+    assert rows["warmup_steps"]["value"] == planned.warmup_steps == 100
+    assert "100 or 1/10 of the steps if fewer" in rows["warmup_steps"]["reason"]
+    assert run.plan.warmup_steps == first.total_steps // 10 < 100
+    # Validations: every fifth of the first plan's steps; the re-fit changed the count.
+    assert "every 1/5 of the steps" in rows["eval_every_steps"]["reason"]
+    assert intervals.validations_between(0, first.total_steps, first.eval_every) in (5, 6)
+    done = intervals.validations_between(0, last, run.plan.eval_every)
+    assert done > 6
+    assert "5 validations" not in table and "re-fit changes" in table
+    assert "budget.json" in table
+
+
+def test_the_probe_stops_before_a_wider_width_would_exceed_its_share(tmp_path):
+    """A fake probe whose compile-and-run times are chosen: the probe may spend
+    PROBE_SHARE of the budget, and a wider width takes at least as long as the last."""
+    budget_s = 20 * 60.0  # over PROBE_MIN_BUDGET_S: probed
+    share_s = auto_plan.PROBE_SHARE * budget_s  # 180 s
+    step_s = {256: 0.001, 512: 0.001, 1024: 0.001}  # every width sees enough pixels
+
+    def plan_with(probe_s: float):
+        clock = [0.0]
+        probed = []
+
+        def probe(candidate):
+            probed.append(candidate.model.bridge_features)
+            clock[0] += probe_s
+            return step_s[candidate.model.bridge_features]
+
+        planned = _plan(
+            tmp_path, time_budget_minutes=budget_s / 60, elapsed_s=lambda: clock[0], step_s_of=probe
+        )
+        return planned, probed
+
+    # 100 s for the first: a second would end at 200 s > 180 s, so it is not probed.
+    planned, probed = plan_with(100.0)
+    assert share_s < 2 * 100.0
+    assert probed == [256]
+    assert planned.model.bridge_features == 256
+    record = json.loads((tmp_path / "plan.json").read_text())
+    assert [p["bridge"] for p in record["probe"]] == [256]
+    reasons = {r["field"]: r["reason"] for r in record["decisions"]}
+    assert "wider ones unprobed" in reasons["model.features"]
+    # 50 s each: 50 + 50 and 100 + 50 fit in 180 s, so all three are probed.
+    planned, probed = plan_with(50.0)
+    assert share_s >= 3 * 50.0
+    assert probed == [256, 512, 1024]
+    assert planned.model.bridge_features == 1024
+
+
+def test_augment_reasons_close_what_they_open():
+    for images in (40, 500):  # strong and ordinary augmentation
+        for fp in (
+            _fp(images=images, groups=images),
+            _fp(images=images, groups=images, bands=4, dtype="uint16"),
+        ):
+            reason = auto_plan.plan_augment(fp, dataset="folder").reason
+            assert reason.count("(") == reason.count(")"), reason
+            assert ("strong (" in reason) == (images < auto_plan.FEW_IMAGES)

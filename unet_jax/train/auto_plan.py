@@ -200,16 +200,15 @@ def plan_augment(fp: Fingerprint, *, dataset: str) -> Decision:
         "augment.saturation": jitter["saturation"] if fp.rgb8 else 0.0,
         "augment.rot90": dataset.startswith("aerial"),
     }
+    detail = f"scale {jitter['min_scale']}-{jitter['max_scale']}, " + (
+        f"colour {fields['augment.brightness']}"
+        if fp.rgb8
+        else f"brightness/contrast {fields['augment.brightness']} per band on normalised "
+        f"values; no colour jitter: {fp.bands} band(s) of {fp.dtype}, not RGB"
+    )
     why = (
         f"{fp.images} images, {fp.groups} groups: "
-        + ("strong (" if few else "")
-        + f"scale {jitter['min_scale']}-{jitter['max_scale']}, "
-        + (
-            f"colour {fields['augment.brightness']})"
-            if fp.rgb8
-            else f"brightness/contrast {fields['augment.brightness']} per band on normalised "
-            f"values; no colour jitter: {fp.bands} band(s) of {fp.dtype}, not RGB)"
-        )
+        + (f"strong ({detail})" if few else detail)
         + ("; 90-degree turns (overhead)" if fields["augment.rot90"] else "")
     )
     return Decision(fields, why)
@@ -232,23 +231,35 @@ def plan_normalisation(fp: Fingerprint) -> Decision:
     )
 
 
-def plan_schedule() -> Decision:
-    """Rule 6: Adam 3e-3, warm-up 100 steps (at most a tenth) and cosine to the budget's end."""
-    return Decision(
-        {
-            "optimizer": "adam",
-            "learning_rate": 3e-3,
-            "schedule": "warmup_cosine",
-            "warmup_steps": 100,
-            "eval_every_steps": -1,
-            "checkpoint_every_steps": -1,
-        },
-        f"the demo's recipe; steps from the time budget, {budget.VALIDATIONS} validations",
+def plan_schedule() -> list[Decision]:
+    """Rule 6: Adam 3e-3 with a warm-up and a cosine, laid out by the time budget.
+
+    The budget (``unet_jax.train.budget.first_plan``) fixes the steps after its probe
+    steps: the warm-up is the config's or the steps // ``budget.WARMUP_DIVISOR`` if fewer,
+    a validation every ``budget.VALIDATIONS``-th of the steps. A re-fit keeps the interval
+    and changes the steps, and so the number of validations.
+    """
+    warmup = 100
+    recipe = Decision(
+        {"optimizer": "adam", "learning_rate": 3e-3, "schedule": "warmup_cosine"},
+        "the demo's recipe",
     )
+    layout = Decision(
+        {"warmup_steps": warmup, "eval_every_steps": -1, "checkpoint_every_steps": -1},
+        f"laid out by the time budget after its {budget.PROBE_STEPS} probe steps: warm-up "
+        f"{warmup} or 1/{budget.WARMUP_DIVISOR} of the steps if fewer; a validation and "
+        f"checkpoint every 1/{budget.VALIDATIONS} of the steps (a re-fit changes the steps, "
+        "so the count); what the run does: its 'Time budget plan' line and budget.json",
+    )
+    return [recipe, layout]
 
 
 def plan_widths(
-    *, training_s: float, step_s_of: Callable[[tuple, int], float], pixels_per_step: int
+    *,
+    training_s: float,
+    step_s_of: Callable[[tuple, int], float],
+    pixels_per_step: int,
+    may_probe_wider: Callable[[], bool] = lambda: True,
 ) -> tuple[Decision, list[dict[str, Any]]]:
     """Rule 7: the widest U-Net that still trains on ``MIN_TRAINING_PIXELS`` in the budget.
 
@@ -256,12 +267,17 @@ def plan_widths(
       training_s: seconds of the budget left for training.
       step_s_of: ``(features, bridge) -> seconds per step`` (the probe).
       pixels_per_step: batch x crop pixels.
+      may_probe_wider: asked before each candidate after the first; False stops the probe
+        there (its share of the budget is spent).
 
     Returns:
       The decision and the probe's measurements.
     """
-    chosen, probed = WIDTHS[0], []
+    chosen, probed, out_of_time = WIDTHS[0], [], False
     for features, bridge in WIDTHS:
+        if probed and not may_probe_wider():
+            out_of_time = True
+            break
         step_s = step_s_of(features, bridge)
         pixels = training_s / step_s * pixels_per_step
         probed.append({"features": features, "bridge": bridge, "step_s": step_s})
@@ -278,6 +294,8 @@ def plan_widths(
         f"training pixels ({'>=' if enough else '<'} {MIN_TRAINING_PIXELS / 1e6:.0f}M) at "
         f"{step_s:.3f} s/step"
     )
+    if out_of_time:
+        why += f"; wider ones unprobed (the probe's {PROBE_SHARE:.0%} of the budget is spent)"
     return Decision({"model.features": chosen[0], "model.bridge_features": chosen[1]}, why), probed
 
 
@@ -397,16 +415,20 @@ def _decide_widths(
     elapsed_s: Callable[[], float],
 ) -> tuple[ml_collections.ConfigDict, list[dict[str, Any]], list[dict[str, Any]]]:
     """Rule 7 on ``planned``: given widths are kept, a short budget takes the narrowest,
-    else the probe decides (`plan_widths`).
+    else the probe decides (`plan_widths`) within ``PROBE_SHARE`` of the budget.
 
     Returns:
       ``(planned config, table rows, the probe's measurements)``.
     """
-    probe_limit = PROBE_SHARE * budget_s
-    probe_start = elapsed_s()
-    probed: list[dict[str, Any]] = []
     if _given("model.features", fixed) or _given("model.bridge_features", fixed):
-        return planned, [], probed
+        # A width given alone keeps the config's other half: the pair is not probed.
+        current = {
+            "model.features": tuple(planned.model.features),
+            "model.bridge_features": planned.model.bridge_features,
+        }
+        decision = Decision(current, "goes with the given width (not probed)")
+        planned, rows = apply(planned, [decision], fixed=fixed)
+        return planned, rows, []
     if budget_s < PROBE_MIN_BUDGET_S:
         features, bridge = WIDTHS[0]
         decision = Decision(
@@ -414,11 +436,13 @@ def _decide_widths(
             f"the narrowest, unprobed: a budget under {PROBE_MIN_BUDGET_S // 60} min",
         )
         planned, rows = apply(planned, [decision], fixed=fixed)
-        return planned, rows, probed
+        return planned, rows, []
+
+    probe_start = elapsed_s()
+    last_probe_s = 0.0
 
     def step_s_of_widths(features: tuple, bridge: int) -> float:
-        if probed and elapsed_s() - probe_start > probe_limit:
-            return math.inf  # out of probe time: no wider candidate
+        nonlocal last_probe_s
         candidate = planned.copy_and_resolve_references()
         with candidate.unlocked():
             candidate.num_classes = num_classes
@@ -426,7 +450,14 @@ def _decide_widths(
             candidate.model.input_stats = fp.intensity
             candidate.model.features = features
             candidate.model.bridge_features = bridge
-        return step_s_of(candidate)
+        start = elapsed_s()
+        step_s = step_s_of(candidate)
+        last_probe_s = elapsed_s() - start
+        return step_s
+
+    def may_probe_wider() -> bool:
+        # A wider candidate compiles and runs at least as long as the last one did.
+        return elapsed_s() - probe_start + last_probe_s <= PROBE_SHARE * budget_s
 
     height, width = planned.image_size
     training_s = budget_s * (1 - budget.RESERVE) - elapsed_s()
@@ -434,6 +465,7 @@ def _decide_widths(
         training_s=training_s,
         step_s_of=step_s_of_widths,
         pixels_per_step=planned.batch_size * height * width,
+        may_probe_wider=may_probe_wider,
     )
     planned, rows = apply(planned, [decision], fixed=fixed)
     return planned, rows, probed
@@ -493,7 +525,7 @@ def plan_config(
         plan_loss(fp),
         plan_augment(fp, dataset=str(config.dataset)),
         plan_normalisation(fp),
-        plan_schedule(),
+        *plan_schedule(),
     ]
     planned, rows = apply(config, decisions, fixed=fixed)
     planned, width_rows, probed = _decide_widths(

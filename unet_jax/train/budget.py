@@ -25,6 +25,7 @@ PROBE_STEPS = 5  # timed steps after the first (compiling) one
 RESERVE = 0.02  # fraction of the budget kept free for the end (last save, closing files)
 TOLERANCE = 0.03  # re-fit when the predicted end misses the budget's by more than this fraction
 VALIDATIONS = 5  # validations of a budget run whose config leaves eval_every_steps at -1
+WARMUP_DIVISOR = 10  # the warm-up is at most the planned steps // this
 KNOTS = 3
 FAR = 2**30  # a step no run reaches: the provisional schedule's knots and intervals
 FIELD = "time_budget_minutes"
@@ -227,7 +228,7 @@ def first_plan(
     total = steps_that_fit(
         step=step, time_left_s=time_left, step_s=step_s, eval_s=eval_s, eval_every=every
     )
-    warmup = min(warmup_steps, total // 10)
+    warmup = min(warmup_steps, total // WARMUP_DIVISOR)
     return Plan(
         budget_s=budget_s,
         total_steps=total,
