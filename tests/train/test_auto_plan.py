@@ -49,6 +49,29 @@ def test_thin_rare_structures_raise_the_resolution_on_an_accelerator_only():
     assert "not raised on a CPU" in on_cpu.reason
 
 
+def test_one_size_images_whose_classes_all_vanish_when_resized_are_cropped_at_native_scale():
+    # Nuclei-like: 520x696 frames, one foreground class 4.8 px thick. At 128 on the long
+    # side (scale 128/696) it keeps 0.88 px < 1.5: native-scale crops of 128.
+    nuclei = _fp(
+        median_size=(520, 696),
+        min_size=(520, 696),
+        max_size=(520, 696),
+        class_frequency=(0.81, 0.19),
+        class_thickness=(30.0, 4.8),
+        class_region_px=(9e4, 300.0),
+    )
+    planned = auto_plan.plan_input(nuclei, CPU)
+    assert planned.fields == {"input_mode": "crop", "image_size": (128, 128)}
+    assert "native-scale crops of 128" in planned.reason
+    # One class that survives the resize (30 * 128/800 = 4.8 px) keeps whole-image resizing,
+    # even beside a thin one (2 * 128/800 = 0.32 px).
+    thin_fp = _fp(class_frequency=(0.6, 0.39, 0.01), class_thickness=(40.0, 30.0, 2.0))
+    assert auto_plan.plan_input(thin_fp, CPU).fields["input_mode"] == "resize"
+    # On an accelerator the raise keeps the class (4.8 px at scale 1.5/4.8 is 1.5 px).
+    gpu = auto_plan.Machine("gpu", devices=1, cores=16)
+    assert auto_plan.plan_input(nuclei, gpu).fields["input_mode"] == "resize"
+
+
 def test_rare_classes_with_wide_regions_get_larger_crops():
     sizes = dict(min_size=(500, 600), max_size=(900, 1200), median_size=(700, 900))
     small = auto_plan.plan_input(_fp(**sizes), CPU)

@@ -104,7 +104,9 @@ def plan_input(fp: Fingerprint, machine: Machine) -> Decision:
     wider (the crop holds a whole one), never beyond the smallest image. Resize: the base
     size on the long side; on an accelerator raised (up to twice that) until the thinnest
     class stays ``MIN_THICKNESS_PX`` wide. A CPU keeps the base size: in a budget the raise
-    costs more steps than the thin classes return (measured, docs/AUTO.md).
+    costs more steps than the thin classes return (measured, docs/AUTO.md). Where every
+    class but the first would vanish at that size, native-scale crops of the base size
+    (measured on nuclei16, docs/AUTO.md).
     """
     base = 256 if machine.accelerator else 128
     smallest = _round16(min(fp.min_size))
@@ -123,11 +125,27 @@ def plan_input(fp: Fingerprint, machine: Machine) -> Decision:
     if thin and machine.accelerator:
         scale = min(1.0, MIN_THICKNESS_PX / thinnest, 2 * base / max(height, width))
     size = (_round16(height * scale), _round16(width * scale))
+    if _every_class_vanishes(fp, scale):
+        crop = min(base, smallest)
+        return Decision(
+            {"input_mode": "crop", "image_size": (crop, crop)},
+            f"all images {height}x{width}: resized to {size[0]}x{size[1]}, every class but "
+            f"the first would keep < {MIN_THICKNESS_PX} px; native-scale crops of {crop}",
+        )
     why = f"all images {height}x{width}: resized to {size[0]}x{size[1]}"
     if thin:
         why += f" (thinnest class {thinnest:.1f} px wide keeps {thinnest * scale:.1f} px"
         why += ")" if machine.accelerator else "; not raised on a CPU)"
     return Decision({"input_mode": "resize", "image_size": size}, why)
+
+
+def _every_class_vanishes(fp: Fingerprint, scale: float) -> bool:
+    """True when every present class but the first is thinner than ``MIN_THICKNESS_PX``
+    at ``scale``: resizing would erase what is to be segmented (e.g. nuclei of a
+    microscope image), so native-scale crops serve better than any whole-image size.
+    """
+    kept = [fp.class_thickness[c] * scale for c in present(fp) if c > 0]
+    return bool(kept) and max(kept) < MIN_THICKNESS_PX
 
 
 def plan_sampling(fp: Fingerprint, *, crop: bool) -> Decision:
