@@ -144,8 +144,13 @@ def test_eval_started_on_every_worker_runs_on_worker_zero_only(tmp_path):
     start, follow = _command(commands[3]), _command(commands[4])
     assert start.startswith("cd unet-jax && JAX_PLATFORMS=cpu setsid nohup ")
     results = {}
+    # A gcsfs that cannot be imported: worker 0's eval.py stops before any network traffic.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "gcsfs.py").write_text("raise ImportError('not installed')\n")
     for index in (0, 1):
         env = _worker(tmp_path, index)
+        env["PYTHONPATH"] = os.pathsep.join([str(shadow), env.get("PYTHONPATH", "")])
         subprocess.run(["bash", "-c", start], cwd=env["HOME"], env=env, check=True, timeout=60)
         results[index] = subprocess.run(
             ["bash", "-c", follow], cwd=env["HOME"], env=env, capture_output=True, text=True,
@@ -158,11 +163,12 @@ def test_eval_started_on_every_worker_runs_on_worker_zero_only(tmp_path):
         "eval.py: process 1 of a multi-process launch; process 0 writes the outputs, "
         "nothing to do here",
     ]
-    # Worker 0 evaluates: there is no such run (nor a bucket), which eval.py says (exit 2).
+    # Worker 0 evaluates: it opens the bucket's workdir, which needs gcsfs (exit 2).
     zero = results[0]
     assert zero.returncode == 2, zero.stdout + zero.stderr
     assert "nothing to do here" not in zero.stdout
     assert zero.stdout.splitlines()[-1].startswith("error: ")
+    assert "needs gcsfs" in zero.stdout.splitlines()[-1]
 
 
 def test_delete_happens_even_when_a_step_fails(tmp_path):
