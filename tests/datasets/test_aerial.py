@@ -244,22 +244,24 @@ def test_train_without_the_archive_exits_2_saying_where_to_put_it(tmp_path):
     assert aerial.KAGGLE_URL in result.stderr
 
 
+TINY_FLAGS = [
+    f"--config.manual_dir={DUMMY}",
+    "--config.model.features=(4,8)",
+    "--config.model.bridge_features=16",
+    "--config.image_size=(32,32)",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=4",
+    "--config.num_train_steps=2",
+    "--config.eval_every_steps=2",
+    "--config.checkpoint_every_steps=2",
+    "--config.worker_count=0",
+    "--config.progress_bar=False",
+]
+
+
 @pytest.mark.slow
 def test_aerial_config_trains_a_tiny_model_end_to_end(tmp_path):
-    result = _train(
-        tmp_path,
-        f"--config.manual_dir={DUMMY}",
-        "--config.model.features=(4,8)",
-        "--config.model.bridge_features=16",
-        "--config.image_size=(32,32)",
-        "--config.batch_size=4",
-        "--config.eval_batch_size=4",
-        "--config.num_train_steps=2",
-        "--config.eval_every_steps=2",
-        "--config.checkpoint_every_steps=2",
-        "--config.worker_count=0",
-        "--config.progress_bar=False",
-    )
+    result = _train(tmp_path, *TINY_FLAGS)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     assert (run / "checkpoints" / "2").is_dir() and (run / "best" / "2").is_dir()
@@ -274,21 +276,6 @@ def test_aerial_config_trains_a_tiny_model_end_to_end(tmp_path):
         if '"validation"' in line
     ]
     assert validation and "iou/Building" in validation[-1]
-
-
-TINY_FLAGS = [
-    f"--config.manual_dir={DUMMY}",
-    "--config.model.features=(4,8)",
-    "--config.model.bridge_features=16",
-    "--config.image_size=(32,32)",
-    "--config.batch_size=4",
-    "--config.eval_batch_size=4",
-    "--config.num_train_steps=2",
-    "--config.eval_every_steps=2",
-    "--config.checkpoint_every_steps=2",
-    "--config.worker_count=0",
-    "--config.progress_bar=False",
-]
 
 
 @pytest.mark.slow
