@@ -43,7 +43,7 @@ def _shown_default(action: argparse.Action) -> str:
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
 
-RECIPE_DESTS = ("tta_flip", "tta_scales", "adapt_bn", "adapt_momentum", "scale")
+RECIPE_DESTS = ("tta_flip", "tta_scales", "adapt_bn", "adapt_momentum", "scale", "band")
 
 
 def flags_table() -> str:

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from tests.evaluation.test_eval import tiny_run
+from tests.fake_data import make_examples
 from unet_jax.deploy import banded, predict
 from unet_jax.deploy.options import OptionError, recipe_of
+from unet_jax.evaluation import evaluate, metrics
 
 BAND = (0.3, 0.7)
 
@@ -94,3 +96,77 @@ def test_band_rows_cover_at_least_one_row_inside_the_image():
 def test_bad_band_in_a_recipe_names_the_field(band):
     with pytest.raises(OptionError, match="config.inference.band"):
         recipe_of({"inference": {"band": band}})
+
+
+def test_band_flag_overrides_the_recipe_both_ways(tiny, frames, tmp_path):
+    banded_run = tmp_path / "run"
+    shutil.copytree(tiny.workdir, banded_run)
+    config = json.loads((banded_run / "config.json").read_text())
+    config["inference"] = {"band": list(BAND)}
+    (banded_run / "config.json").write_text(json.dumps(config))
+    # --band=off on a banded run: the plain resize-scale prediction.
+    off = predict.predict_files(banded_run, [frames], tmp_path / "off", progress=False, band="off")
+    predict.predict_files(tiny.workdir, [frames], tmp_path / "plain", progress=False)
+    assert off["options"]["band"] is None
+    assert _labels(tmp_path / "off").keys() == _labels(tmp_path / "plain").keys()
+    for name, labels in _labels(tmp_path / "plain").items():
+        np.testing.assert_array_equal(_labels(tmp_path / "off")[name], labels)
+    # --band=TOP,BOTTOM on a run without one: what the stored recipe gives.
+    predict.predict_files(tiny.workdir, [frames], tmp_path / "flag", progress=False, band="0.3,0.7")
+    predict.predict_files(banded_run, [frames], tmp_path / "recipe", progress=False)
+    for name, labels in _labels(tmp_path / "recipe").items():
+        np.testing.assert_array_equal(_labels(tmp_path / "flag")[name], labels)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"band": "0.3"}, "band must be"),
+        ({"band": "0.7,0.3"}, "0 <= top < bottom <= 1"),
+        ({"band": "0.3,0.7", "scale": "native"}, "applies at scale resize"),
+    ],
+)
+def test_bad_band_flag_is_one_option_error(tiny, frames, tmp_path, kwargs, match):
+    with pytest.raises(OptionError, match=match):
+        predict.predict_files(tiny.workdir, [frames], tmp_path / "out", progress=False, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_full_resolution_scores_what_banded_predict_writes(tiny, tmp_path):
+    """eval.py --full_resolution --band: the confusion matrix of predict's banded labels."""
+    full = {"test": make_examples(3, size=(60, 80), seed=9)}
+    report = evaluate.run_evaluation(
+        tiny.workdir,
+        evaluate.EvalOptions(
+            split="test",
+            full_resolution=True,
+            scale="resize",
+            band="0.3,0.7",
+            pictures=False,
+            progress=False,
+        ),
+        sources=tiny.sources,
+        full_sources=full,
+        out_dir=tmp_path / "eval",
+    )
+    assert report["options"]["band"] == list(BAND)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, example in enumerate(full["test"]):
+        Image.fromarray(example["image"]).save(folder / f"{i}.png")
+    predict.predict_files(tiny.workdir, [folder], tmp_path / "pred", progress=False, band="0.3,0.7")
+    labels = _labels(tmp_path / "pred")
+    expected = sum(
+        metrics.confusion_counts(
+            labels[str(i)][None, ..., 0],  # CARLA's label format: the id in the red channel
+            example["label"][None, ..., 0],
+            num_classes=13,
+        )
+        for i, example in enumerate(full["test"])
+    )
+    np.testing.assert_array_equal(report["full_resolution"]["confusion_matrix"], expected)
+
+
+def test_eval_band_needs_the_full_resolution_pass():
+    with pytest.raises(OptionError, match="band='0.3,0.7' applies to the full-resolution pass"):
+        evaluate.EvalOptions(band="0.3,0.7")

@@ -12,8 +12,8 @@ Pedestrians, Walls, TrafficSigns) present in the frame (augment.foreground_share
 Prediction (the stored inference recipe): the whole frame at 320x240 as carla_real.py,
 then the band of rows 280-460 of 600 (98% of the episode's car pixels) again at native
 scale, whose labels replace those rows; predict writes full-size labels
-(unet_jax.deploy.banded). Validation and eval.py score the 320x240 path; predict's PNGs
-carry the band. Measured: not yet (docs/RESULTS.md).
+(unet_jax.deploy.banded); ``eval.py --full_resolution`` scores the same labels, the
+training validation the 320x240 path. ``--band=off`` turns the band off at prediction.
 """
 
 import ml_collections

@@ -150,6 +150,41 @@ def scale_for(scale: str | None, config: Any) -> str:
     return scale or recipe_of(config).get("scale") or trained_scale(config)
 
 
+BAND_OFF = "off"
+BAND_FORM = "TOP,BOTTOM as fractions of the height (e.g. 0.47,0.77), or off"
+BAND_DEFAULT = "Default: the run's inference recipe (config.inference), else off."
+BAND_HELP = (
+    "Rows segmented again at native scale over a resize-scale prediction, whose labels "
+    f"replace those rows: {BAND_FORM}. {BAND_DEFAULT}"
+)
+
+
+def band_for(band: str | None, config: Any, *, scale: str) -> tuple[float, float] | None:
+    """The band to segment again at native scale (``unet_jax.deploy.banded``), or None.
+
+    Args:
+      band: the ``--band`` flag: "TOP,BOTTOM", "off", or None (the run's recipe).
+      config: the run's config (or an ONNX sidecar's dict).
+      scale: the resolved scale; at "native" the whole image already is native.
+
+    Returns:
+      ``(top, bottom)`` fractions of the height, or None.
+
+    Raises:
+      OptionError: a band that is not two fractions, or one given at native scale.
+    """
+    if band == BAND_OFF:
+        return None
+    if band is None:
+        return None if scale == "native" else recipe_of(config).get("band")
+    if scale == "native":
+        raise OptionError(
+            f"band={band} applies at scale resize: at native scale every row already is "
+            "segmented at native scale"
+        )
+    return check_band(band.split(","))
+
+
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
     """A dataclass field with its flag's help text (and allowed values)."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
@@ -329,12 +364,14 @@ class PredictOptions(ModelSource):
     Attributes:
       scale: "resize" or "native" (:data:`SCALES`); None: the scale the model was trained
         at (:func:`trained_scale`).
+      band: rows segmented again at native scale (:func:`band_for`); None: the recipe's.
       probabilities: also write float16 per-class probabilities (.npy).
       progress: show a progress bar.
       segment: TTA, batch size and tiling.
     """
 
     scale: str | None = option(None, SCALE_HELP, choices=SCALES)
+    band: str | None = option(None, BAND_HELP)
     probabilities: bool = option(False, "Also write float16 probabilities (.npy).")
     progress: bool = option(True, "Show a progress bar.")
     segment: SegmenterOptions = SegmenterOptions()

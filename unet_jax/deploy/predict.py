@@ -22,15 +22,17 @@ is segmented at its own size, whole (padded) or in blended tiles when large, by 
 of ``unet_jax.deploy.segmenter`` (right for images already at the training data's scale,
 e.g. the 800x600 frames of the full data set).
 
-Band (``config.inference.band``, the run's recipe): at the ``resize`` scale, the rows of
-the band are segmented again at native scale and replace those rows (``unet_jax.deploy.
-banded``): small, far objects at the resolution they have, the rest as trained.
+Band (``--band``, default the run's recipe ``config.inference.band``): at the ``resize``
+scale, the rows of the band are segmented again at native scale and replace those rows
+(``unet_jax.deploy.banded``): small, far objects at the resolution they have, the rest as
+trained. ``--band=off`` turns a stored band off.
 
-Input rules. 8-bit RGB is used as it is; greyscale (L, LA, 1-bit) is replicated to RGB;
-palette images are expanded to RGB; an alpha channel is dropped when it is fully opaque;
-EXIF orientation is applied. Rejected with an :class:`ImageError` naming the file:
-unreadable, truncated or non-image files, images with transparent pixels, 16-bit or
-floating-point images (their scaling to 0..255 is ambiguous: convert them explicitly).
+Input rules (``unet_jax.data.image_files``): an image is read as stored, with its bands
+and dtype (8-bit RGB, grey, 16-bit, multi-band TIFF or .npy), and must match the model's
+(8-bit grey is repeated to RGB for an 8-bit RGB model; palettes are expanded; EXIF
+orientation applied; a fully opaque alpha dropped). Rejected with an :class:`ImageError`
+naming the file: unreadable or truncated files, transparent pixels, other bands or dtype
+than the model's.
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ def predict_files(
     checkpoint_info = backend.checkpoint
     scale = option_flags.scale_for(options.scale, config)
     native = scale == "native"
-    band = None if native else option_flags.recipe_of(config).get("band")
+    band = option_flags.band_for(options.band, config, scale=scale)
     out = storage.path(out, what="--out")
     out.mkdir(parents=True, exist_ok=True)  # its folders come with their first file
     records: list[dict[str, Any]] = []

@@ -53,7 +53,7 @@ from unet_jax.data.augment import check_example
 from unet_jax.data.classes import IGNORE_LABEL, ClassSet
 from unet_jax.data.splits import SPLITS
 from unet_jax.deploy.backend import open_backend
-from unet_jax.deploy.options import scale_for
+from unet_jax.deploy.options import band_for, scale_for
 from unet_jax.errors import InferenceError
 from unet_jax.evaluation import challenge, metrics, report_html, reports
 from unet_jax.evaluation.evaluator import (
@@ -299,6 +299,9 @@ def run_evaluation(
     seconds = {"load": time.perf_counter() - start}
     source = _split_source(config, options, sources=sources, prepare_fn=prepare_fn)
     full_scale = scale_for(options.scale, config)
+    full_band = (
+        band_for(options.band, config, scale=full_scale) if options.full_resolution else None
+    )
     html_rows: list[report_html.ImageRows] = []
     score = functools.partial(
         _score_split,
@@ -320,7 +323,7 @@ def run_evaluation(
         "split": options.split,
         "dataset": config.dataset if sources is None else IN_MEMORY,
         "checkpoint": backend.checkpoint,
-        "options": _options_record(options, segmenter, scale=full_scale),
+        "options": _options_record(options, segmenter, scale=full_scale, band=full_band),
         "class_names": list(classes.names),
         "class_colors": classes.to_json()["classes"],
         # Classes of the data that this run ignores: the scores leave their pixels out.
@@ -338,6 +341,7 @@ def run_evaluation(
             full_sources=full_sources,
             prepare_fn=prepare_fn,
             scale=full_scale,
+            band=full_band,
         )
     report["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     report["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -360,14 +364,17 @@ def run_evaluation(
 IN_MEMORY = "(in-memory sources)"  # the data set named in reports of given sources
 
 
-def _options_record(options: EvalOptions, segmenter: Any, *, scale: str) -> dict[str, Any]:
+def _options_record(
+    options: EvalOptions, segmenter: Any, *, scale: str, band: tuple[float, float] | None
+) -> dict[str, Any]:
     """The report's ``options``: the evaluation's, with the segmenter's resolved ones, and
-    the full-resolution pass's scale (None without one)."""
+    the full-resolution pass's scale and band (None without one)."""
     return {
         **{k: v for k, v in dataclasses.asdict(options).items() if k != "segment"},
         **dataclasses.asdict(segmenter.options),
         "batch_size": segmenter.batch_size,
         "scale": scale if options.full_resolution else None,
+        "band": list(band) if band else None,
     }
 
 
@@ -441,6 +448,7 @@ def _score_full_size(
     full_sources: dict[str, Any] | None,
     prepare_fn: data_sources.PrepareFn | None,
     scale: str,
+    band: tuple[float, float] | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], float]:
     """The full-resolution pass: the split's examples at their stored size, whole.
 
@@ -451,6 +459,7 @@ def _score_full_size(
       source: the split's examples (used as they are where no full-size data set exists).
       sources, full_sources, prepare_fn: as for :func:`run_evaluation`.
       scale: "resize" (the model sees them at the training size) or "native".
+      band: at "resize": rows segmented again at native scale (``band_for``), or None.
 
     Returns:
       ``(results for metrics.json, samples, seconds)``.
@@ -468,7 +477,8 @@ def _score_full_size(
         full_source,
         geometry=Geometry("native"),  # whole examples, padded or tiled
         input_size=image_size if scale == "resize" else None,
-        description="full resolution",
+        description="full resolution" + (" with the band at native scale" if band else ""),
+        band=band,
     )
     sizes = results["sizes"]
     resolution = next(iter(sizes)) if len(sizes) == 1 else "mixed sizes"
@@ -482,6 +492,7 @@ def _score_split(
     input_size: tuple[int, int] | None,
     description: str,
     segmenter: Any,
+    band: tuple[float, float] | None = None,
     classes: ClassSet,
     options: EvalOptions,
     html_rows: list[report_html.ImageRows],
@@ -495,6 +506,7 @@ def _score_split(
       input_size: (H, W) the model sees the examples resized to; None: native scale.
       description: the resolution, for the progress bar.
       segmenter: the run's segmenter (its BatchNorm adaptation restarted for this pass).
+      band: with ``input_size``: rows segmented again at native scale (``band_for``).
       classes: the run's classes.
       options: the evaluation's options (gallery size, pictures, progress).
       html_rows: the report pages' rows, one ``ImageRows`` per resolution (appended to).
@@ -513,7 +525,7 @@ def _score_split(
     adapted = adapted_to(segmenter, evaluator, input_size=input_size)
     results, samples = _score(
         evaluator,
-        segmenter_predictor(adapted, input_size=input_size),
+        segmenter_predictor(adapted, input_size=input_size, band=band),
         num_samples=options.num_gallery,
         description=f"{options.split} at {description}",
         progress=options.progress,

@@ -38,6 +38,7 @@ import numpy as np
 from unet_jax.data import image_ops
 from unet_jax.data import pipeline as input_pipeline
 from unet_jax.data.augment import check_example
+from unet_jax.deploy import banded
 from unet_jax.deploy.options import SCALES, trained_scale
 from unet_jax.evaluation import metrics
 from unet_jax.evaluation.tiles import TiledSource
@@ -101,13 +102,20 @@ def device_predictor(driver: Driver, device_state: Any) -> Predictor:
     return predict
 
 
-def segmenter_predictor(segmenter: Any, *, input_size: tuple[int, int] | None = None) -> Predictor:
+def segmenter_predictor(
+    segmenter: Any,
+    *,
+    input_size: tuple[int, int] | None = None,
+    band: tuple[float, float] | None = None,
+) -> Predictor:
     """Host predictions of a ``Segmenter`` (a loaded run or an ONNX model).
 
     Args:
       segmenter: has ``predict(images) -> (labels, _)`` and ``is_tiled(h, w)``.
       input_size: (H, W) to resize the model's input to, the prediction being resized back
         (nearest) to the batch's size; None: the batch at native scale (padded or tiled).
+      band: with ``input_size``: rows segmented again at native scale, replacing those
+        rows of the resized-back prediction, as predict does (``unet_jax.deploy.banded``).
 
     Returns:
       batch -> ``prediction``, ``scale`` ("resize" or "native") and ``tiled`` (bool).
@@ -121,6 +129,11 @@ def segmenter_predictor(segmenter: Any, *, input_size: tuple[int, int] | None = 
         h, w = images.shape[1:3]
         small = np.stack([image_ops.resize_image(x, *input_size) for x in images])
         back = [image_ops.resize_nearest(p, h, w) for p in segmenter.predict(small)[0]]
+        if band is not None:
+            strips = banded.segment_bands(
+                segmenter, list(images), band=band, with_probabilities=False
+            )
+            back = [banded.paste(p, strip, part=1) for p, strip in zip(back, strips, strict=True)]
         return {"prediction": np.stack(back), "scale": "resize", "tiled": False}
 
     return predict

@@ -9,7 +9,15 @@ from __future__ import annotations
 import dataclasses
 
 from unet_jax.data.splits import SPLITS
-from unet_jax.deploy.options import SCALES, ModelSource, OptionError, SegmenterOptions, option
+from unet_jax.deploy.options import (
+    BAND_DEFAULT,
+    BAND_FORM,
+    SCALES,
+    ModelSource,
+    OptionError,
+    SegmenterOptions,
+    option,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +31,8 @@ class EvalOptions(ModelSource):
         padded or tiled) or "resize" (resized to the training size, the prediction resized
         back with nearest neighbour); the labels stay full size. None: the scale the model
         was trained at (``unet_jax.deploy.options.trained_scale``).
+      band: the full-resolution pass at resize scale: rows segmented again at native scale,
+        as predict does (``unet_jax.deploy.options.band_for``); None: the run's recipe.
       segment: TTA, batch size (None: ``config.eval_batch_size``) and tiling.
       num_gallery: examples shown in the gallery.
       data_dir: TFDS data directory; None: the run's ``config.data_dir``.
@@ -41,6 +51,11 @@ class EvalOptions(ModelSource):
         "or tiled when larger than --max_side). Default: the scale the model was trained at.",
         choices=SCALES,
     )
+    band: str | None = option(
+        None,
+        "With --full_resolution at scale resize: the rows segmented again at native scale, "
+        f"as predict's --band: {BAND_FORM}. {BAND_DEFAULT}",
+    )
     segment: SegmenterOptions = SegmenterOptions()
     num_gallery: int = option(4, "Examples shown in the gallery picture.")
     data_dir: str | None = option(None, "TFDS data directory (default: the run's data_dir).")
@@ -49,8 +64,9 @@ class EvalOptions(ModelSource):
 
     def __post_init__(self) -> None:
         # The training-resolution pass always sees the examples as validation did.
-        if self.scale is not None and not self.full_resolution:
-            raise OptionError(
-                f"scale={self.scale!r} applies to the full-resolution pass only: "
-                "add full_resolution (--full_resolution)"
-            )
+        for name in ("scale", "band"):
+            if getattr(self, name) is not None and not self.full_resolution:
+                raise OptionError(
+                    f"{name}={getattr(self, name)!r} applies to the full-resolution pass "
+                    "only: add full_resolution (--full_resolution)"
+                )
