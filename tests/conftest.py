@@ -22,12 +22,15 @@ JAX_CACHE_DIR = os.environ.setdefault(
 jax.config.update("jax_compilation_cache_dir", JAX_CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-# The same cache for a test's subprocesses (train.py, eval.py): added to their environment.
-JAX_CACHE_ENV = {
-    "JAX_COMPILATION_CACHE_DIR": JAX_CACHE_DIR,
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-}
+# The same cache for every subprocess a test starts (train.py, eval.py, the 2-process and
+# launcher runs): they inherit this environment, as they inherit XLA_FLAGS above.
+os.environ.update(
+    {
+        "JAX_COMPILATION_CACHE_DIR": JAX_CACHE_DIR,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # datasets/ is imported from the repository root, never installed (it would

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import JAX_CACHE_ENV, REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 MAX_FAILURE_LINES = 10
 
@@ -32,7 +32,7 @@ def run(*argv: str, env=None, prefix=(), preexec_fn=None, cwd=REPO_ROOT):
         stderr=subprocess.STDOUT,
         text=True,
         timeout=900,
-        env={**os.environ, **JAX_CACHE_ENV, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
         preexec_fn=preexec_fn,
         check=False,
     )
