@@ -7,14 +7,12 @@ import pytest
 
 import datasets
 from tests.conftest import REPO_ROOT
-from unet_jax.configs import aerial_cpu_unlabeled_void, carla_real_band, default, demo, folder, tiny
+from unet_jax.configs import aerial_cpu_unlabeled_void, default, demo, folder, tiny
 from unet_jax.data.classes import ClassSet
 from unet_jax.train.config_checks import ConfigError, validate_against_data, validate_config
 
 
-@pytest.mark.parametrize(
-    "module", [default, demo, folder, tiny, carla_real_band, aerial_cpu_unlabeled_void]
-)
+@pytest.mark.parametrize("module", [default, demo, folder, tiny, aerial_cpu_unlabeled_void])
 def test_shipped_configs_are_valid(module):
     validate_config(module.get_config(), process_count=1, local_device_count=4)
 

@@ -1,13 +1,14 @@
 """Banded prediction: the rows where small objects are, segmented again at native scale.
 
 A run trained on resized frames that also saw native-scale views (scale jitter up to the
-frames' native scale, crops centred on the small class) can store a band in its inference
-recipe, ``config.inference.band = (top, bottom)`` as fractions of the image height. predict
-then segments the whole image at the resize scale as usual and, in addition, the band's
-rows of the original image at native scale (whole and padded, or in tiles when wide: the
-Segmenter's native path), whose labels (and probabilities) replace those rows. The output
-keeps the input's size. For driving frames the band is where distant cars are: rows 280-460
-of 600 hold 98 % of the CARLA episode's car pixels.
+frames' native scale, or native crops) can take a band: ``--band TOP,BOTTOM`` or its
+inference recipe's ``config.inference.band = (top, bottom)``, fractions of the image
+height. predict (and eval.py's full-resolution pass) then segments the whole image at the
+resize scale as usual and, in addition, the band's rows of the original image at native
+scale (whole and padded, or in tiles when wide: the Segmenter's native path), whose labels
+(and probabilities) replace those rows. The output keeps the input's size. On the CARLA
+frames (rows 280-460 of 600 hold 98 % of the episode's car pixels) it lowered the cars'
+F2 (docs/RESULTS.md), so no recipe stores one.
 """
 
 from __future__ import annotations
