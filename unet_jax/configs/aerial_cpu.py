@@ -6,15 +6,18 @@ Run:
 
 DIR is the Kaggle archive (the zip, or the folder it unpacks to). A small U-Net (widths
 16-128, bridge 256, 1.9M parameters) trains on random 128x128 crops of the 40 training
-images at native scale (flips, 90-degree rotations, 0.75..1.25 scale jitter), Dice +
-cross-entropy, Adam with warm-up and cosine decay; the decoded training split is held in
-memory, so a crop costs the crop. Validation and eval.py segment whole images at native
+images at native scale (flips, 90-degree rotations, 0.75..1.25 scale jitter), a third of
+them centred on a pixel of the rare Unlabeled class, Dice + cross-entropy, Adam with
+warm-up and cosine decay; the decoded training split is held in memory, so a crop costs the
+crop. Validation and eval.py segment whole images at native
 size. Results and the measurements behind each choice: docs/RESULTS.md.
 """
 
 import ml_collections
 
 from unet_jax.configs import aerial
+
+UNLABELED = 5  # the class id of Unlabeled (datasets/aerial/classes.py), 0.4% of the pixels
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -27,6 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule = "warmup_cosine"
     config.warmup_steps = 100
     config.image_size = (128, 128)  # 5x the images/s of 256x256 crops here: more steps pay more
+    # Class-aware crops (nnU-Net's share): validation mIoU 0.502 against 0.491 at equal steps;
+    # the gain is on Road, Vegetation and Building, Unlabeled stays unpredicted (RESULTS.md).
+    config.augment.foreground_share = 0.33
+    config.augment.foreground_classes = (UNLABELED,)
     config.batch_size = 8
     config.eval_batch_size = 16
     config.num_train_steps = 1600

@@ -21,4 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     """Returns aerial_cpu.py's configuration with ``Unlabeled`` void."""
     config = aerial_cpu.get_config()
     config.void_classes = ("Unlabeled",)
+    # aerial_cpu.py centres a third of its crops on Unlabeled; void, it is no longer a label.
+    config.augment.foreground_share = 0.0
+    config.augment.foreground_classes = None
     return config
