@@ -182,7 +182,13 @@ def band_for(band: str | None, config: Any, *, scale: str) -> tuple[float, float
             f"band={band} applies at scale resize: at native scale every row already is "
             "segmented at native scale"
         )
-    return check_band(band.split(","))
+    try:
+        return check_band(band.split(","))
+    except OptionError:
+        raise OptionError(
+            "band must be TOP,BOTTOM fractions of the height with 0 <= top < bottom <= 1, "
+            f"or off; got {band!r}"
+        ) from None
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
