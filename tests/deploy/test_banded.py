@@ -41,12 +41,18 @@ def _labels(out):
     return {p.stem: np.asarray(Image.open(p)) for p in sorted((out / "labels").iterdir())}
 
 
-def test_banded_predict_is_the_resized_whole_with_native_band_rows(tiny, frames, tmp_path):
+def _run_with_band(tiny, tmp_path):
+    """A copy of the tiny run whose inference recipe stores BAND."""
     workdir = tmp_path / "run"
     shutil.copytree(tiny.workdir, workdir)
     config = json.loads((workdir / "config.json").read_text())
     config["inference"] = {"band": list(BAND)}
     (workdir / "config.json").write_text(json.dumps(config))
+    return workdir
+
+
+def test_banded_predict_is_the_resized_whole_with_native_band_rows(tiny, frames, tmp_path):
+    workdir = _run_with_band(tiny, tmp_path)
     result = predict.predict_files(
         workdir, [frames], tmp_path / "banded", progress=False, probabilities=True
     )
@@ -99,23 +105,22 @@ def test_bad_band_in_a_recipe_names_the_field(band):
 
 
 def test_band_flag_overrides_the_recipe_both_ways(tiny, frames, tmp_path):
-    banded_run = tmp_path / "run"
-    shutil.copytree(tiny.workdir, banded_run)
-    config = json.loads((banded_run / "config.json").read_text())
-    config["inference"] = {"band": list(BAND)}
-    (banded_run / "config.json").write_text(json.dumps(config))
+    banded_run = _run_with_band(tiny, tmp_path)
     # --band=off on a banded run: the plain resize-scale prediction.
     off = predict.predict_files(banded_run, [frames], tmp_path / "off", progress=False, band="off")
     predict.predict_files(tiny.workdir, [frames], tmp_path / "plain", progress=False)
     assert off["options"]["band"] is None
-    assert _labels(tmp_path / "off").keys() == _labels(tmp_path / "plain").keys()
-    for name, labels in _labels(tmp_path / "plain").items():
-        np.testing.assert_array_equal(_labels(tmp_path / "off")[name], labels)
+    got, plain = _labels(tmp_path / "off"), _labels(tmp_path / "plain")
+    assert got.keys() == plain.keys()
+    for name, labels in plain.items():
+        np.testing.assert_array_equal(got[name], labels)
     # --band=TOP,BOTTOM on a run without one: what the stored recipe gives.
     predict.predict_files(tiny.workdir, [frames], tmp_path / "flag", progress=False, band="0.3,0.7")
     predict.predict_files(banded_run, [frames], tmp_path / "recipe", progress=False)
-    for name, labels in _labels(tmp_path / "recipe").items():
-        np.testing.assert_array_equal(_labels(tmp_path / "flag")[name], labels)
+    flag, recipe = _labels(tmp_path / "flag"), _labels(tmp_path / "recipe")
+    assert flag.keys() == recipe.keys()
+    for name, labels in recipe.items():
+        np.testing.assert_array_equal(flag[name], labels)
 
 
 @pytest.mark.parametrize(
