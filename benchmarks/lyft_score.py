@@ -6,9 +6,9 @@
 Reads FRAMES/CameraSeg/<name>.png with the Lyft-Udacity builder's decoder and
 P/labels/<stem>.png (class id in the red channel, at the frame's size), and prints one
 table: mIoU and pixel accuracy with the ego car's hood kept (labelled Vehicles) and left
-out, Vehicles IoU with the hood left out, and the Lyft Perception Challenge score (Vehicles
-F2, Road F0.5 of Roads + RoadLines, their mean; hood left out). ``--json OUT`` also writes
-the numbers.
+out, each class's IoU with the hood left out (NaN for a class neither in the frames nor
+predicted), and the Lyft Perception Challenge score (Vehicles F2, Road F0.5 of Roads +
+RoadLines, their mean; hood left out). ``--json OUT`` also writes the numbers.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def score(predictions: pathlib.Path, frames: pathlib.Path) -> dict[str, float]:
         "miou_hood_left_out": left_out["mean_iou"],
         "pixel_accuracy_hood_left_out": left_out["pixel_accuracy"],
         "vehicles_iou_hood_left_out": left_out["per_class"]["Vehicles"]["iou"],
+        **{f"iou_hood_left_out/{c}": v["iou"] for c, v in left_out["per_class"].items()},
         **{f"challenge_{k}": v for k, v in lyft.items()},
     }
 
