@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unet_jax.evaluation import metrics
+
 
 def void_reading(cm: np.ndarray, names: Sequence[str], void: Sequence[str]) -> dict[str, float]:
     """Per-class IoU of the non-void classes with the void classes' rows left out.
@@ -38,13 +40,9 @@ def void_reading(cm: np.ndarray, names: Sequence[str], void: Sequence[str]) -> d
     if unknown:
         raise SystemExit(f"error: --void {unknown[0]!r} is not a class of the run ({names})")
     cm = np.array(cm, np.int64)
-    void_ids = [names.index(v) for v in void]
-    cm[void_ids, :] = 0
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    scores = {n: float(iou[i]) for i, n in enumerate(names) if n not in void}
+    cm[[names.index(v) for v in void], :] = 0
+    per_class = metrics.segmentation_metrics(cm, names)["per_class"]
+    scores = {n: per_class[n]["iou"] for n in names if n not in void}
     defined = [v for v in scores.values() if not np.isnan(v)]
     return {**scores, "mean": float(np.mean(defined)) if defined else float("nan")}
 
