@@ -22,6 +22,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 
 from datasets.folder import layout  # noqa: E402
+from unet_jax import cli  # noqa: E402
+from unet_jax.errors import UserError  # noqa: E402
 from unet_jax.evaluation import metrics  # noqa: E402
 
 
@@ -40,7 +42,7 @@ def score(pairs: list[layout.Pair], predictions: pathlib.Path) -> dict:
         pred = _binary(predictions / "labels" / f"{pair.image.stem}.png")
         if pred.shape != truth.shape:
             stem = pair.image.stem
-            raise SystemExit(f"error: {stem}: prediction {pred.shape}, mask {truth.shape}")
+            raise UserError(f"{stem}: prediction {pred.shape}, mask {truth.shape}")
         one = np.bincount(2 * truth.ravel() + pred.ravel(), minlength=4).reshape(2, 2)
         cm += one
         per_image[pair.image.stem] = one[1, 1] / max(one[1, 1] + one[0, 1] + one[1, 0], 1)
@@ -73,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -26,6 +26,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 
 from datasets.lyft_udacity import classes, decode  # noqa: E402
+from unet_jax import cli  # noqa: E402
+from unet_jax.errors import UserError  # noqa: E402
 from unet_jax.evaluation import challenge, metrics  # noqa: E402
 
 
@@ -35,11 +37,11 @@ def score(predictions: pathlib.Path, frames: pathlib.Path) -> dict[str, float]:
     cms = {"keep": np.zeros((n, n), np.int64), "ignore": np.zeros((n, n), np.int64)}
     seg_paths = sorted((frames / "CameraSeg").glob("*.png"))
     if not seg_paths:
-        raise SystemExit(f"error: no CameraSeg/*.png in {frames}")
+        raise UserError(f"no CameraSeg/*.png in {frames}")
     for seg_path in seg_paths:
         pred_path = predictions / "labels" / f"{seg_path.stem}.png"
         if not pred_path.exists():
-            raise SystemExit(f"error: no prediction {pred_path} for {seg_path}")
+            raise UserError(f"no prediction {pred_path} for {seg_path}")
         pred = np.asarray(Image.open(pred_path).convert("RGB"))[..., 0]
         pair = decode.process_pair(
             (frames / "CameraRGB" / seg_path.name).read_bytes(),
@@ -50,7 +52,7 @@ def score(predictions: pathlib.Path, frames: pathlib.Path) -> dict[str, float]:
         )
         truth = np.asarray(Image.open(io.BytesIO(pair.label_png)))
         if truth.shape != pred.shape:
-            raise SystemExit(f"error: {pred_path} is {pred.shape}, the frame {truth.shape}")
+            raise UserError(f"{pred_path} is {pred.shape}, the frame {truth.shape}")
         for rule in cms:  # the hood as stored, then ignored (one decode)
             label = decode.apply_hood_rule(truth, rule)
             cms[rule] += metrics.confusion_counts(pred[None], label[None], num_classes=n)
@@ -85,4 +87,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -32,10 +32,12 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # datasets/ is not installed
 
 from datasets.lyft_udacity import decode  # noqa: E402
+from unet_jax import cli  # noqa: E402
 from unet_jax.deploy import command_line  # noqa: E402
 from unet_jax.deploy import options as option_flags  # noqa: E402
 from unet_jax.deploy.options import ModelSource  # noqa: E402
 from unet_jax.deploy.predict import predict_files  # noqa: E402
+from unet_jax.errors import UserError  # noqa: E402
 from unet_jax.evaluation import evaluate, metrics  # noqa: E402
 
 
@@ -60,7 +62,7 @@ def load_frames(folder: pathlib.Path, *, hood: str) -> list[dict]:
             }
         )
     if not examples:
-        raise SystemExit(f"error: no CameraRGB/*.png in {folder}")
+        raise UserError(f"no CameraRGB/*.png in {folder}")
     return examples
 
 
@@ -119,4 +121,4 @@ def predict_fps(workdir: str, frames: str, source: ModelSource) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unet_jax import cli
+from unet_jax.errors import UserError
 from unet_jax.evaluation import metrics
 
 
@@ -38,7 +40,7 @@ def void_reading(cm: np.ndarray, names: Sequence[str], void: Sequence[str]) -> d
     """
     unknown = sorted(set(void) - set(names))
     if unknown:
-        raise SystemExit(f"error: --void {unknown[0]!r} is not a class of the run ({names})")
+        raise UserError(f"--void {unknown[0]!r} is not a class of the run ({names})")
     cm = np.array(cm, np.int64)
     cm[[names.index(v) for v in void], :] = 0
     per_class = metrics.segmentation_metrics(cm, names)["per_class"]
@@ -68,4 +70,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,14 +1,17 @@
 """benchmarks/lyft_score.py: per-class IoU with the hood left out, against a hand count."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from benchmarks.lyft_score import score
+from tests.conftest import REPO_ROOT
 
-VEHICLES, ROADS, PEDESTRIANS, SIGNS = 10, 7, 4, 12
+VEHICLES, ROADS, PEDESTRIANS = 10, 7, 4
 
 
 def _write_label(path, label):
@@ -25,9 +28,10 @@ def test_per_class_iou_leaves_the_hood_out(tmp_path):
     pred[2:4, 2:5] = VEHICLES  # 6 of the car's 8 px
     pred[9, 0:2] = VEHICLES  # 2 false Vehicles px on the road
     pred[18:, :] = ROADS  # the hood called Roads: ignored, costs nothing
-    Image.fromarray(np.zeros((20, 10, 3), np.uint8)).save(tmp_path / "rgb.png")
     (tmp_path / "frames" / "CameraRGB").mkdir(parents=True)
-    (tmp_path / "frames" / "CameraRGB" / "f.png").write_bytes((tmp_path / "rgb.png").read_bytes())
+    Image.fromarray(np.zeros((20, 10, 3), np.uint8)).save(
+        tmp_path / "frames" / "CameraRGB" / "f.png"
+    )
     _write_label(tmp_path / "frames" / "CameraSeg" / "f.png", truth)
     _write_label(tmp_path / "pred" / "labels" / "f.png", pred)
 
@@ -41,3 +45,23 @@ def test_per_class_iou_leaves_the_hood_out(tmp_path):
     assert scores["iou_hood_left_out/Pedestrians"] == 0.0
     assert scores["iou_hood_left_out/Roads"] == pytest.approx(166 / (166 + 2 + 6))
     assert math.isnan(scores["iou_hood_left_out/TrafficSigns"])  # neither in truth nor predicted
+
+
+def test_frames_without_labels_are_one_line_exit_2(tmp_path):
+    (tmp_path / "frames" / "CameraSeg").mkdir(parents=True)
+    script = REPO_ROOT / "benchmarks" / "lyft_score.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            f"--predictions={tmp_path}",
+            f"--frames={tmp_path / 'frames'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: no CameraSeg/*.png in {tmp_path / 'frames'}"
+    ]
