@@ -9,8 +9,8 @@ DIR is the Kaggle archive (the zip, or the folder it unpacks to). A small U-Net 
 images at native scale (flips, 90-degree rotations, 0.75..1.25 scale jitter), a third of
 them centred on a pixel of the rare Unlabeled class, Dice + cross-entropy, Adam with
 warm-up and cosine decay; the decoded training split is held in memory, so a crop costs the
-crop. Validation and eval.py segment whole images at native
-size. Results and the measurements behind each choice: docs/RESULTS.md.
+crop. Validation and eval.py segment whole images at native size. Results and the
+measurements behind each choice: docs/RESULTS.md.
 """
 
 import ml_collections
