@@ -14,6 +14,9 @@ from unet_jax.run.checkpointing import Checkpointer
 from unet_jax.train import loop as train_lib
 from unet_jax.train.init_state import create_train_state
 
+# Three short trainings (35 s of the README's test command): CI's slow stage runs them.
+pytestmark = pytest.mark.slow
+
 SOURCES = {"train": make_examples(24, seed=3), "validation": make_examples(8, seed=4)}
 
 
